@@ -1,0 +1,234 @@
+"""Training from scratch on a synthetic task: AdamW, warm-up, seeded, with head-score history.
+
+The history records the probe accuracy and head scores every ``eval_every`` steps, so the
+phase change (previous-token heads, then induction heads, then the loss drop) can be watched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from circuits.analysis.head_scores import evaluate
+from circuits.model import HookedTransformer, cross_entropy
+from circuits.tasks import Batch, Task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Args:
+        steps: Maximum number of optimizer steps.
+        batch_size: Sequences per step.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up from 0 to ``lr``; constant afterwards.
+        grad_clip: Clip the global gradient norm (None: no clipping).
+        seed: Seed of the data stream (the model's init has its own seed in ``ModelConfig``).
+        eval_every: Evaluate the probe (accuracy, head scores) every this many steps.
+        probe_size: Sequences in the evaluation probe.
+        target_accuracy: Stop early once the probe accuracy reaches this (None: don't).
+        target_induction: ...and some layer>=1 head's induction score reaches this.
+        target_previous_token: ...and some head's previous-token score reaches this.
+        progress: Show a tqdm progress bar.
+    """
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-2
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 20
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    eval_every: int = 50
+    probe_size: int = 64
+    target_accuracy: float | None = None
+    target_induction: float | None = None
+    target_previous_token: float | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "probe_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or self.warmup_steps < 0
+        ):
+            raise ValueError(f"warmup_steps must be a non-negative int, got {self.warmup_steps!r}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two floats in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        for name in ("target_accuracy", "target_induction", "target_previous_token"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1] or None, got {value!r}")
+
+    @property
+    def has_targets(self) -> bool:
+        return any(
+            t is not None
+            for t in (self.target_accuracy, self.target_induction, self.target_previous_token)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train config field(s): {', '.join(unknown)}")
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        losses: Training loss at every step.
+        history: One record per evaluation: ``step``, ``loss``, ``accuracy``,
+            ``previous_token`` and ``induction`` (``[n_layers][n_heads]`` nested lists).
+        steps: Steps taken.
+        solved_at: First step at which every target was met (None if never or no targets).
+        seconds: Wall time of the loop, evaluations included.
+    """
+
+    losses: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    solved_at: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def targets_met(metrics: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether ``metrics`` (from :func:`~circuits.analysis.head_scores.evaluate`) meet targets."""
+    if not cfg.has_targets:
+        return False
+    if cfg.target_accuracy is not None and metrics["accuracy"] < cfg.target_accuracy:
+        return False
+    previous = float(torch.as_tensor(metrics["previous_token"]).max())
+    if cfg.target_previous_token is not None and previous < cfg.target_previous_token:
+        return False
+    if cfg.target_induction is not None:
+        induction = torch.as_tensor(metrics.get("induction", [[0.0]]))
+        # Induction needs composition: only heads after the first layer count.
+        if induction.shape[0] < 2 or float(induction[1:].max()) < cfg.target_induction:
+            return False
+    return True
+
+
+def _probe_for(task: Task, size: int) -> Batch:
+    probe = getattr(task, "probe", None)
+    if probe is not None:
+        return probe(size)
+    return task.sample(size, torch.Generator().manual_seed(task.seed + 1_000_003))
+
+
+def check_compatible(model: HookedTransformer, task: Task) -> None:
+    """Raises ValueError if ``task``'s sequences do not fit ``model``."""
+    if task.d_vocab > model.cfg.d_vocab:
+        raise ValueError(
+            f"task d_vocab={task.d_vocab} exceeds the model's d_vocab={model.cfg.d_vocab}"
+        )
+    if task.seq_len > model.cfg.n_ctx:
+        raise ValueError(f"task seq_len={task.seq_len} exceeds the model's n_ctx={model.cfg.n_ctx}")
+
+
+def train(
+    model: HookedTransformer,
+    task: Task,
+    cfg: TrainConfig | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Trains ``model`` in place on batches of ``task``.
+
+    Reproducible on the CPU: the same model config, task and ``cfg`` give the same weights.
+
+    Args:
+        model: The model to train (modified in place).
+        task: A task (see :mod:`circuits.tasks`).
+        cfg: Training configuration; defaults to ``TrainConfig()``.
+        callback: Called as ``callback(step, metrics)`` after each evaluation.
+
+    Returns:
+        The loss curve and the evaluation history.
+    """
+    cfg = cfg or TrainConfig()
+    check_compatible(model, task)
+    probe = _probe_for(task, cfg.probe_size)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    )
+    result = TrainResult()
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.steps, disable=not cfg.progress, desc=f"train {task.name}", leave=False)
+    model.train()
+    try:
+        for step in range(1, cfg.steps + 1):
+            batch = task.sample(cfg.batch_size, generator)
+            logits = model(batch.tokens)
+            loss = cross_entropy(logits, batch.tokens, batch.targets, batch.mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            result.losses.append(loss.item())
+            result.steps = step
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                model.eval()
+                metrics = evaluate(model, probe)
+                model.train()
+                record = {
+                    "step": step,
+                    "train_loss": result.losses[-1],
+                    **{k: v.tolist() if torch.is_tensor(v) else v for k, v in metrics.items()},
+                }
+                result.history.append(record)
+                bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['accuracy']:.2f}")
+                if callback is not None:
+                    callback(step, record)
+                if targets_met(metrics, cfg):
+                    result.solved_at = step
+                    break
+    finally:
+        bar.close()
+        model.eval()
+        result.seconds = time.perf_counter() - start
+    return result
