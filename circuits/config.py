@@ -139,6 +139,20 @@ class ModelConfig:
         return "cpu"
 
     @property
+    def dtype(self) -> Any:
+        import torch  # lazy: configs are read by the CLI before torch is needed
+
+        return torch.float32
+
+    @property
+    def use_split_qkv_input(self) -> bool:
+        return False
+
+    @property
+    def use_hook_mlp_in(self) -> bool:
+        return False
+
+    @property
     def default_prepend_bos(self) -> bool:
         return False
 

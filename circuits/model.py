@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
@@ -462,6 +463,34 @@ class HookedTransformer(HookedRootModule):
         return FactoredMatrix(self.W_V, self.W_O)
 
     # --- TransformerLens model-protocol surface ---
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any
+    ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
+        """Runs the model and caches activations (``names_filter`` etc. as in TransformerLens).
+
+        Returns:
+            ``(output, cache)``; the cache is a ``transformer_lens.ActivationCache`` (a plain
+            dict with ``return_cache_object=False``).
+        """
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        has_batch_dim = not kwargs.get("remove_batch_dim", False)
+        return out, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
+
+    def tokens_to_residual_directions(
+        self, tokens: Int[Tensor, "..."]
+    ) -> Float[Tensor, "... d_model"]:
+        """Unembedding directions of token ids: ``W_U[:, token]`` (for logit attribution)."""
+        tokens = torch.as_tensor(tokens)
+        if (
+            tokens.is_floating_point()
+            or (tokens < 0).any()
+            or (tokens >= self.cfg.d_vocab_out).any()
+        ):
+            raise ValueError(f"tokens must be ids in [0, {self.cfg.d_vocab_out})")
+        return self.W_U[:, tokens].movedim(0, -1)
+
     def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:
         """There is no tokenizer: accepts token ids (tensor or nested lists) and validates them."""
         if isinstance(input, str) or (
