@@ -1,0 +1,1 @@
+"""Subcommands of the ``circuits`` console script (see :mod:`circuits.cli`)."""
