@@ -499,6 +499,19 @@ class HookedTransformer(HookedRootModule):
             raise ValueError("circuits models have no tokenizer: pass token ids, not strings")
         return check_tokens(torch.as_tensor(input), self.cfg.d_vocab, self.cfg.n_ctx)
 
+    def save(self, path: Any, overwrite: bool = False, **metadata: Any) -> Any:
+        """Saves a checkpoint directory (see :mod:`circuits.checkpoint`); returns its path."""
+        from circuits import checkpoint
+
+        return checkpoint.save(self, path, overwrite=overwrite, metadata=metadata)
+
+    @classmethod
+    def load(cls, path: Any) -> HookedTransformer:
+        """Loads and validates a checkpoint saved by :meth:`save` (eval mode)."""
+        from circuits import checkpoint
+
+        return checkpoint.load(path)
+
     def extra_repr(self) -> str:
         c = self.cfg
         kind = "attn-only" if c.attn_only else f"d_mlp={c.d_mlp} {c.act_fn}"

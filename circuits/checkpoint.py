@@ -1,0 +1,330 @@
+"""Checkpoints: a directory that is either complete and verified, or refused with a clear error.
+
+Layout of ``DIR/``::
+
+    model.safetensors   the weights, under TransformerLens 3.x parameter names
+    config.json         the ModelConfig
+    metadata.json       format version, sha256 of every other file, package versions and
+                        whatever the writer adds (task, training config, step, seed)
+    train_state.pt      training checkpoints only: optimizer, LR schedule, data RNG, history
+
+Writes are atomic: the files go into a hidden sibling directory, each one fsynced, and the
+directory is renamed into place. Replacing a checkpoint first moves the old one aside to
+``.DIR.previous`` and deletes it only once the new one is in place; if the process dies between
+the two renames, the next load or save moves it back. A reader therefore finds the old
+checkpoint or the new one, whole, never a mix. One writer per checkpoint at a time.
+
+Loading checks everything before a tensor reaches a model: format version, file hashes
+(truncation, corruption), config fields, tensor names, shapes, dtypes and finiteness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from circuits.model import HookedTransformer
+
+FORMAT = "circuits-checkpoint"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METADATA_FILE = "metadata.json"
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is corrupted, incomplete, too new, or does not fit its own config."""
+
+
+# --- atomic directory writes ---
+def _backup_of(path: Path) -> Path:
+    return path.parent / f".{path.name}.previous"
+
+
+def _recover(path: Path) -> None:
+    """Puts back a checkpoint moved aside by a save that died before finishing."""
+    backup = _backup_of(path)
+    if backup.is_dir() and not path.exists():
+        os.rename(backup, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_checkpoint_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / METADATA_FILE).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_files(path: str | Path, files: dict[str, bytes], overwrite: bool = False) -> Path:
+    """Atomically makes ``path`` a directory holding exactly ``files`` (name -> contents).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False, or it exists and is not
+            a checkpoint (never deleted, whatever ``overwrite`` says).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _recover(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        if not path.is_dir() or not (_is_checkpoint_dir(path) or not any(path.iterdir())):
+            raise FileExistsError(
+                f"{path} exists and is not a circuits checkpoint; not replacing it"
+            )
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        backup = _backup_of(path)
+        if path.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            os.rename(path, backup)
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+        shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _recover(path)
+        raise
+    return path
+
+
+# --- metadata and hashes ---
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that shape a checkpoint (read without importing them)."""
+    out: dict[str, str | None] = {}
+    for name in ("circuits", "torch", "safetensors", "transformer-lens"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Reads and checks ``metadata.json`` (format and version) without reading the weights."""
+    path = Path(path)
+    _recover(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint directory")
+    meta_path = path / METADATA_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} has no {METADATA_FILE}: not a circuits checkpoint")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_path} is not valid JSON (truncated or corrupted): {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not circuits checkpoint metadata")
+    fmt = meta.get("format_version")
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise CheckpointError(f"{meta_path}: invalid format_version {fmt!r}")
+    if fmt > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {fmt} is newer than this circuits reads "
+            f"({FORMAT_VERSION}); upgrade circuits to load it"
+        )
+    hashes = meta.get("sha256")
+    if not isinstance(hashes, dict) or not {MODEL_FILE, CONFIG_FILE} <= set(hashes):
+        raise CheckpointError(f"{meta_path}: missing the sha256 of {MODEL_FILE}/{CONFIG_FILE}")
+    return meta
+
+
+def read_file(path: str | Path, name: str, meta: dict[str, Any] | None = None) -> bytes:
+    """The bytes of one checkpoint file, checked against the hash recorded in the metadata."""
+    path = Path(path)
+    meta = meta if meta is not None else read_metadata(path)
+    expected = meta["sha256"].get(name)
+    if expected is None:
+        raise CheckpointError(f"{path}: {name} is not part of this checkpoint")
+    file = path / name
+    if not file.is_file():
+        raise CheckpointError(f"{path}: {name} is missing")
+    data = file.read_bytes()
+    if sha256(data) != expected:
+        raise CheckpointError(
+            f"{file}: content hash mismatch (file truncated or corrupted; {len(data)} bytes)"
+        )
+    return data
+
+
+# --- validation ---
+def check_state_dict(
+    tensors: dict[str, Tensor], expected: dict[str, Tensor], source: str = "checkpoint"
+) -> None:
+    """Raises CheckpointError naming every missing or extra tensor and any bad shape/dtype/value.
+
+    Args:
+        tensors: What was read.
+        expected: A state dict of a model built from the config (names, shapes, dtypes).
+    """
+    import torch
+
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        parts = [f"missing tensor(s): {', '.join(missing)}"] if missing else []
+        parts += [f"unexpected tensor(s): {', '.join(extra)}"] if extra else []
+        raise CheckpointError(f"{source}: {'; '.join(parts)}")
+    for name, want in expected.items():
+        got = tensors[name]
+        if got.shape != want.shape:
+            raise CheckpointError(
+                f"{source}: tensor {name} has shape {tuple(got.shape)}, but the config implies "
+                f"{tuple(want.shape)}"
+            )
+        if got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{source}: tensor {name} has dtype {got.dtype}, not {want.dtype}"
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"{source}: tensor {name} contains NaN or inf")
+
+
+# --- the model ---
+def save(
+    model: HookedTransformer,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    metadata: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Saves ``model`` as a checkpoint directory at ``path`` (atomically).
+
+    Args:
+        model: The model; its weights must be finite.
+        path: The checkpoint directory (created; its parent too).
+        overwrite: Replace an existing checkpoint at ``path``.
+        metadata: JSON-serialisable fields recorded in ``metadata.json`` (e.g. ``task``,
+            ``train_config``, ``step``, ``seed``).
+        extra_files: More files to store, hashed like the others (``train_state.pt``).
+
+    Returns:
+        The checkpoint directory.
+    """
+    from safetensors.torch import save as save_safetensors
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_state_dict(tensors, tensors, source="model to save")  # refuses non-finite weights
+    files = {
+        MODEL_FILE: save_safetensors(tensors),
+        CONFIG_FILE: (json.dumps(model.cfg.to_dict(), indent=2, sort_keys=True) + "\n").encode(),
+        **(extra_files or {}),
+    }
+    reserved = {"format", "format_version", "sha256", "versions"}
+    clash = reserved & set(metadata or {})
+    if clash:
+        raise ValueError(f"metadata must not set reserved field(s): {', '.join(sorted(clash))}")
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seed": model.cfg.seed,
+        **(metadata or {}),
+        "versions": package_versions(),
+        "sha256": {name: sha256(data) for name, data in files.items()},
+    }
+    try:
+        files[METADATA_FILE] = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata must be JSON-serialisable without NaN: {e}") from e
+    return write_files(path, files, overwrite=overwrite)
+
+
+def load(path: str | Path) -> HookedTransformer:
+    """Loads and validates a checkpoint saved by :func:`save`; returns the model in eval mode.
+
+    Raises:
+        FileNotFoundError: No checkpoint at ``path``.
+        CheckpointError: (a ``ValueError``) hash mismatch, unreadable file, unknown config
+            field, missing/extra tensor, shape or dtype that does not fit the config, non-finite
+            weights, or a format version newer than this code.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    from circuits.config import ModelConfig
+    from circuits.model import HookedTransformer
+
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        cfg_dict = json.loads(read_file(path, CONFIG_FILE, meta))
+        cfg = ModelConfig.from_dict(cfg_dict)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from e
+    try:
+        tensors = load_safetensors(read_file(path, MODEL_FILE, meta))
+    except SafetensorError as e:
+        raise CheckpointError(f"{path / MODEL_FILE}: unreadable safetensors ({e})") from e
+    model = HookedTransformer(cfg)
+    check_state_dict(tensors, model.state_dict(), source=str(path / MODEL_FILE))
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
+
+
+# --- training state (optimizer, schedule, RNG, history) ---
+def pack(state: dict[str, Any]) -> bytes:
+    """Serialises a dict of tensors and plain data (loadable with ``weights_only=True``)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, source: str = TRAIN_STATE_FILE) -> dict[str, Any]:
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as e:  # torch raises several types for a bad archive
+        raise CheckpointError(f"{source}: unreadable ({e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: expected a dict, got {type(state).__name__}")
+    return state
+
+
+def all_finite(model: HookedTransformer) -> bool:
+    """Whether every parameter of ``model`` is finite (no NaN, no inf)."""
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
