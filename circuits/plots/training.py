@@ -1,0 +1,139 @@
+"""Training dynamics: loss and head scores over steps, with the phase change marked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from circuits.plots._common import head_label
+
+SCORE_NAMES = {"previous_token": "previous-token", "induction": "induction"}
+
+
+def _history_of(result: Any) -> tuple[list[dict[str, Any]], list[float]]:
+    if isinstance(result, dict):
+        return list(result.get("history", [])), list(result.get("losses", []))
+    if hasattr(result, "history"):
+        return list(result.history), list(getattr(result, "losses", []))
+    if isinstance(result, Sequence):
+        return list(result), []
+    raise TypeError(
+        "result must be a TrainResult, a dict with 'history', or a list of history records, "
+        f"got {type(result).__name__}"
+    )
+
+
+def phase_change_step(history: Sequence[dict[str, Any]], key: str = "loss") -> int | None:
+    """The step where the probe loss fell fastest: the phase change, if there was one.
+
+    Args:
+        history: Evaluation records with ``step`` and ``key`` (``TrainResult.history``).
+        key: The metric whose steepest per-step drop marks the change.
+
+    Returns:
+        The step ending the evaluation interval with the largest drop in ``key`` per step, or
+        None when there are fewer than two records or ``key`` never decreases.
+    """
+    points = [(int(r["step"]), float(r[key])) for r in history if key in r and "step" in r]
+    if len(points) < 2:
+        return None
+    steps, values = np.array(points, dtype=float).T
+    drop = -np.diff(values) / np.maximum(np.diff(steps), 1.0)
+    if not (drop > 0).any():
+        return None
+    return int(steps[1:][int(np.argmax(drop))])
+
+
+def training_dynamics(
+    result: Any, title: str = "Training dynamics", mark_phase_change: bool = True
+) -> go.Figure:
+    """Loss (top) and every head's scores (bottom) over training steps.
+
+    Args:
+        result: A :class:`circuits.TrainResult` (``losses`` per step and ``history`` per
+            evaluation), a dict with those keys (e.g. loaded from a checkpoint), or the list
+            of history records alone.
+        title: Figure title.
+        mark_phase_change: Draw a vertical line at :func:`phase_change_step` of the probe loss.
+
+    Returns:
+        Two stacked panels sharing the step axis: training loss per step and probe loss
+        per evaluation; then one line per head and score kind (previous-token dashed,
+        induction solid).
+    """
+    history, losses = _history_of(result)
+    if not history and not losses:
+        raise ValueError("result has no training history to plot")
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=["loss", "head scores on the probe"],
+    )
+    if losses:
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, len(losses) + 1),
+                y=losses,
+                name="train loss",
+                line=dict(color="lightgray", width=1),
+            ),
+            row=1,
+            col=1,
+        )
+    steps = [r["step"] for r in history]
+    if history and "loss" in history[0]:
+        fig.add_trace(
+            go.Scatter(
+                x=steps, y=[r["loss"] for r in history], name="probe loss", line=dict(color="black")
+            ),
+            row=1,
+            col=1,
+        )
+    if history and "accuracy" in history[0]:
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=[r["accuracy"] for r in history],
+                name="probe accuracy",
+                line=dict(color="green", dash="dot"),
+            ),
+            row=2,
+            col=1,
+        )
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
+    for kind, dash in (("previous_token", "dash"), ("induction", "solid")):
+        if not history or kind not in history[0]:
+            continue
+        scores = np.array([r[kind] for r in history], dtype=float)  # [evals, layers, heads]
+        n_heads = scores.shape[2]
+        for layer in range(scores.shape[1]):
+            for head in range(n_heads):
+                fig.add_trace(
+                    go.Scatter(
+                        x=steps,
+                        y=scores[:, layer, head],
+                        name=f"{head_label(layer, head)} {SCORE_NAMES[kind]}",
+                        line=dict(dash=dash, color=palette[(layer * n_heads + head) % 7]),
+                    ),
+                    row=2,
+                    col=1,
+                )
+    step = phase_change_step(history) if mark_phase_change else None
+    if step is not None:
+        fig.add_vline(
+            x=step,
+            line=dict(color="orange", width=2, dash="dash"),
+            annotation_text=f"phase change (step {step})",
+            annotation_position="top right",
+        )
+    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    fig.update_yaxes(title_text="score", range=[0, 1.02], row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(title=title, height=620, width=900, legend=dict(font=dict(size=10)))
+    return fig
