@@ -1,0 +1,179 @@
+"""QK and OV circuits of attention heads as ``FactoredMatrix`` objects, and their statistics.
+
+Row-vector convention (TransformerLens): ``W_OV = W_V W_O`` maps what a head reads to what it
+writes, ``W_QK = W_Q W_K^T`` scores (query residual, key residual). Circuits over the vocabulary
+(``d_vocab x d_vocab``) stay factored through ``d_head``; nothing of that size is materialised
+except, in row chunks, by :func:`diagonal_accuracy`.
+
+All circuits use the raw weights unless ``fold_ln=True`` (see
+:func:`circuits.analysis.weights.get_weights`: LayerNorm centring and gains are folded into the
+reading weights; the per-token scale and biases are not). Biases are never included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.FactoredMatrix import FactoredMatrix
+
+from circuits.analysis.weights import Weights, check_head, get_weights
+
+
+def _select(w: Weights, model: Any, layer: int | None, head: int | None) -> tuple[Any, ...]:
+    """Index into ``[n_layers, n_heads, ...]``: all heads, one layer, or one head."""
+    if layer is None:
+        if head is not None:
+            raise ValueError(f"head={head} given without a layer")
+        return ()
+    check_head(model, layer, head)
+    return (layer,) if head is None else (layer, head)
+
+
+def _weights(model: Any, fold_ln: bool) -> Weights:
+    return get_weights(model, fold_ln=fold_ln)
+
+
+def ov_circuit(
+    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+) -> FactoredMatrix:
+    """``W_V W_O`` per head: ``[n_layers, n_heads, d_model, d_model]``, fewer dims when indexed."""
+    w = _weights(model, fold_ln)
+    idx = _select(w, model, layer, head)
+    return FactoredMatrix(w.W_V[idx], w.W_O[idx])
+
+
+def qk_circuit(
+    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+) -> FactoredMatrix:
+    """``W_Q W_K^T`` per head (rows: query residual, columns: key residual)."""
+    w = _weights(model, fold_ln)
+    idx = _select(w, model, layer, head)
+    return FactoredMatrix(w.W_Q[idx], w.W_K[idx].transpose(-2, -1))
+
+
+def full_ov_circuit(
+    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+) -> FactoredMatrix:
+    """``W_E W_V W_O W_U``: logits written when the head attends to token (row), ``[.., V, V]``."""
+    w = _weights(model, fold_ln)
+    idx = _select(w, model, layer, head)
+    return FactoredMatrix(w.W_E @ w.W_V[idx], w.W_O[idx] @ w.W_U)
+
+
+def full_qk_circuit(
+    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+) -> FactoredMatrix:
+    """``W_E W_Q W_K^T W_E^T``: attention score of query token (row) on key token (column).
+
+    Unscaled (divide by ``sqrt(d_head)`` for the scores the model uses).
+    """
+    w = _weights(model, fold_ln)
+    idx = _select(w, model, layer, head)
+    return FactoredMatrix(w.W_E @ w.W_Q[idx], w.W_K[idx].transpose(-2, -1) @ w.W_E.T)
+
+
+def positional_qk_circuit(
+    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+) -> FactoredMatrix:
+    """``W_pos W_Q W_K^T W_pos^T``: score of query position (row) on key position, unscaled."""
+    w = _weights(model, fold_ln)
+    idx = _select(w, model, layer, head)
+    return FactoredMatrix(w.W_pos @ w.W_Q[idx], w.W_K[idx].transpose(-2, -1) @ w.W_pos.T)
+
+
+def positional_attention(
+    model: Any, layer: int, head: int, fold_ln: bool = False
+) -> Float[Tensor, "n_ctx n_ctx"]:
+    """The positional QK circuit read as attention: scaled by ``1/sqrt(d_head)``, causal, softmax.
+
+    The attention a head would pay from position to position if only positions mattered.
+    """
+    scores = positional_qk_circuit(model, layer, head, fold_ln).AB / model.cfg.d_head**0.5
+    n = scores.shape[-1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+
+
+def k_composition_circuit(
+    model: Any, layer1: int, head1: int, layer2: int, head2: int, fold_ln: bool = False
+) -> FactoredMatrix:
+    """Token-level K-composition of head ``(layer1, head1)`` into the keys of ``(layer2, head2)``.
+
+    ``W_E W_Q^{h2} (W_E W_OV^{h1} W_K^{h2})^T``, ``[d_vocab, d_vocab]``: the score head 2 gives
+    from query token (row) to a key position whose ``h1`` output came from attending to token
+    (column). For an induction head fed by a previous-token head this is close to diagonal.
+    """
+    check_head(model, layer1, head1)
+    check_head(model, layer2, head2)
+    if layer1 >= layer2:
+        raise ValueError(f"layer1={layer1} must be earlier than layer2={layer2}")
+    w = _weights(model, fold_ln)
+    left = w.W_E @ w.W_Q[layer2, head2]  # [V, d_head]
+    keys = w.W_E @ w.W_V[layer1, head1] @ w.W_O[layer1, head1] @ w.W_K[layer2, head2]
+    return FactoredMatrix(left, keys.T)
+
+
+def copying_score(circuit: FactoredMatrix) -> Float[Tensor, "..."]:
+    """``sum(eig) / sum(|eig|)`` of a square circuit, in ``[-1, 1]``; about 0 for random.
+
+    Positive eigenvalues mean the circuit maps a token to (a boost of) itself. Uses the
+    eigenvalues of ``B A`` (``d_head x d_head``), which are those of ``A B`` minus zeros.
+    """
+    if circuit.ldim != circuit.rdim:
+        raise ValueError(f"circuit must be square, got {circuit.ldim} x {circuit.rdim}")
+    eig = circuit.eigenvalues
+    return eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-12)
+
+
+def diagonal_accuracy(
+    circuit: FactoredMatrix, k: int = 1, chunk: int = 1024
+) -> Float[Tensor, "..."]:
+    """Fraction of rows whose diagonal entry is among the row's top ``k`` (ties count as hits).
+
+    For a full OV circuit: how often attending to token ``t`` raises ``t``'s logit the most. For
+    a full QK circuit: how often a query token prefers a key of the same token.
+    """
+    if circuit.ldim != circuit.rdim:
+        raise ValueError(f"circuit must be square, got {circuit.ldim} x {circuit.rdim}")
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    A, B = circuit.A, circuit.B
+    hits = []
+    for start in range(0, circuit.ldim, chunk):
+        rows = torch.arange(start, min(start + chunk, circuit.ldim))
+        block = A[..., rows, :] @ B  # [..., c, V]
+        diag = block[..., torch.arange(len(rows)), rows]  # [..., c]
+        rank = (block > diag.unsqueeze(-1)).sum(-1)
+        hits.append(rank < k)
+    return torch.cat(hits, dim=-1).float().mean(-1)
+
+
+@dataclass(frozen=True)
+class CircuitStats:
+    """Per-head statistics of the full OV and full QK circuits, each ``[n_layers, n_heads]``."""
+
+    ov_copying: Tensor
+    ov_top1: Tensor
+    ov_top5: Tensor
+    qk_copying: Tensor
+    qk_top1: Tensor
+    qk_top5: Tensor
+
+
+def circuit_stats(model: Any, fold_ln: bool = False) -> CircuitStats:
+    """Copying scores and diagonal top-1/top-5 accuracies of each head's full OV and QK circuits."""
+    with torch.no_grad():
+        ov = full_ov_circuit(model, fold_ln=fold_ln)
+        qk = full_qk_circuit(model, fold_ln=fold_ln)
+        return CircuitStats(
+            ov_copying=copying_score(ov),
+            ov_top1=diagonal_accuracy(ov, 1),
+            ov_top5=diagonal_accuracy(ov, 5),
+            qk_copying=copying_score(qk),
+            qk_top1=diagonal_accuracy(qk, 1),
+            qk_top5=diagonal_accuracy(qk, 5),
+        )

@@ -1,0 +1,104 @@
+"""Weights of any TransformerLens-style model, read once, detached, optionally with LN folded.
+
+Analysis code reads ``model.W_Q`` etc. (TransformerLens's stacked properties) and
+``model.cfg.n_layers/n_heads/d_model/d_head`` only, so it works on our
+:class:`~circuits.HookedTransformer`, a TransformerLens ``HookedTransformer`` and a
+``TransformerBridge`` alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuits.validation import check_layer_head
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Detached weight tensors with TransformerLens shapes.
+
+    Attributes:
+        W_Q, W_K, W_V: ``[n_layers, n_heads, d_model, d_head]``.
+        W_O: ``[n_layers, n_heads, d_head, d_model]``.
+        W_E: ``[d_vocab, d_model]``; W_pos: ``[n_ctx, d_model]``; W_U: ``[d_model, d_vocab_out]``.
+        folded_ln: Whether LayerNorm centering and gains are folded into the reading weights.
+    """
+
+    W_Q: Float[Tensor, "n_layers n_heads d_model d_head"]
+    W_K: Float[Tensor, "n_layers n_heads d_model d_head"]
+    W_V: Float[Tensor, "n_layers n_heads d_model d_head"]
+    W_O: Float[Tensor, "n_layers n_heads d_head d_model"]
+    W_E: Float[Tensor, "d_vocab d_model"]
+    W_pos: Float[Tensor, "n_ctx d_model"]
+    W_U: Float[Tensor, "d_model d_vocab_out"]
+    folded_ln: bool = False
+
+    @property
+    def n_layers(self) -> int:
+        return self.W_Q.shape[0]
+
+    @property
+    def n_heads(self) -> int:
+        return self.W_Q.shape[1]
+
+
+def _ln_reader(ln: Any, d_model: int, norm: str | None) -> Tensor | None:
+    """The linear part of a LayerNorm as a matrix ``P diag(w)`` (P centres), or None if none."""
+    if norm is None:
+        return None
+    if norm not in ("LN", "LNPre"):
+        raise ValueError(f"fold_ln supports normalization_type LN or LNPre, not {norm!r}")
+    eye = torch.eye(d_model)
+    centre = eye - torch.full((d_model, d_model), 1.0 / d_model)
+    if norm == "LNPre":
+        return centre
+    w = getattr(ln, "w", None)
+    if w is None:
+        w = ln.weight
+    return centre * w.detach().to(centre.dtype)[None, :]
+
+
+def get_weights(model: Any, fold_ln: bool = False) -> Weights:
+    """Reads the weights of ``model`` (any model with TransformerLens's weight properties).
+
+    Args:
+        model: Exposes ``W_Q, W_K, W_V, W_O, W_E, W_pos, W_U`` and ``cfg``.
+        fold_ln: Fold each LayerNorm's centring and gain into the weights that read from it
+            (``W_Q/W_K/W_V`` after ``ln1``, ``W_U`` after ``ln_final``). The per-token
+            ``1/scale`` and the LayerNorm biases are nonlinear or input-independent and are
+            *not* folded. Without ``fold_ln`` (the default) the raw weights are used, as
+            TransformerLens's ``all_composition_scores`` does on an unprocessed model.
+    """
+    with torch.no_grad():
+        w = {name: getattr(model, name).detach().float() for name in _NAMES}
+    norm = getattr(model.cfg, "normalization_type", None)
+    if fold_ln and norm is not None:
+        d = w["W_E"].shape[-1]
+        for layer in range(w["W_Q"].shape[0]):
+            reader = _ln_reader(model.blocks[layer].ln1, d, norm)
+            if reader is not None:
+                for name in ("W_Q", "W_K", "W_V"):
+                    w[name][layer] = reader @ w[name][layer]
+        ln_final = getattr(model, "ln_final", None)
+        reader = _ln_reader(ln_final, d, norm) if ln_final is not None else None
+        if reader is not None:
+            w["W_U"] = reader @ w["W_U"]
+    return Weights(**w, folded_ln=fold_ln)
+
+
+_NAMES = ("W_Q", "W_K", "W_V", "W_O", "W_E", "W_pos", "W_U")
+
+
+def head_name(layer: int, head: int) -> str:
+    """``L{layer}H{head}``, the naming TransformerLens and ARENA use."""
+    return f"L{layer}H{head}"
+
+
+def check_head(model: Any, layer: int, head: int | None) -> None:
+    """Raises ValueError naming ``layer`` or ``head`` if out of range for ``model``."""
+    check_layer_head(layer, head, model.cfg.n_layers, model.cfg.n_heads)
