@@ -18,12 +18,11 @@ _EXPORTS = {
     "TrainResult": "circuits.training",
     "train": "circuits.training",
     "tasks": "circuits.tasks",
-    "scores": "circuits.scores",
     "analysis": "circuits.analysis",
 }
 
 if TYPE_CHECKING:
-    from circuits import analysis, scores, tasks
+    from circuits import analysis, tasks
     from circuits.config import ModelConfig
     from circuits.model import HookedTransformer
     from circuits.training import TrainConfig, TrainResult, train
@@ -48,7 +47,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "analysis",
-    "scores",
     "tasks",
     "train",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import einops
 import torch
@@ -324,9 +324,12 @@ class HookedTransformer(HookedRootModule):
 
     def _set_cfg(self, cfg: ModelConfig) -> None:
         self._cfg = cfg
-        for block in self.blocks:
+        for block in self._block_list():
             block.cfg = cfg
             block.attn.cfg = cfg
+
+    def _block_list(self) -> list[TransformerBlock]:
+        return [cast(TransformerBlock, block) for block in self.blocks]
 
     def _any_hooks(self) -> bool:
         # Plain torch hooks registered on a HookPoint count too, not only TransformerLens's.
@@ -446,11 +449,11 @@ class HookedTransformer(HookedRootModule):
 
     @property
     def W_in(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
-        return torch.stack([block.mlp.W_in for block in self.blocks])
+        return torch.stack([block.mlp.W_in for block in self._block_list()])
 
     @property
     def W_out(self) -> Float[Tensor, "n_layers d_mlp d_model"]:
-        return torch.stack([block.mlp.W_out for block in self.blocks])
+        return torch.stack([block.mlp.W_out for block in self._block_list()])
 
     @property
     def QK(self) -> FactoredMatrix:

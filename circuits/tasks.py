@@ -39,12 +39,19 @@ class Batch:
 
 @runtime_checkable
 class Task(Protocol):
-    """What :func:`circuits.train` needs from a task."""
+    """What :func:`circuits.train` needs from a task (a frozen dataclass satisfies it)."""
 
-    name: str
-    d_vocab: int
-    seq_len: int
-    seed: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def d_vocab(self) -> int: ...
+
+    @property
+    def seq_len(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch: ...
 
