@@ -29,6 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check circuits tests bench
 	$(BIN)/mypy circuits
 
+## data: regenerate the small trained checkpoints in data/ (about a minute on 2 cores)
+data: $(STAMP)
+	$(BIN)/python scripts/make_data.py --quiet
+
 ## bench: side-by-side benchmarks against TransformerLens (writes bench/results.json)
 bench: $(STAMP)
 	$(BIN)/circuits bench

@@ -43,7 +43,7 @@ def attention_grid(
         cols=n_heads,
         subplot_titles=[head_label(lay, h) for lay in range(n_layers) for h in range(n_heads)],
         horizontal_spacing=0.04,
-        vertical_spacing=0.08 if n_layers > 1 else 0.0,
+        vertical_spacing=min(0.12, 0.5 / n_layers) if n_layers > 1 else 0.0,
     )
     # Hover text per cell: (query token, key token); causal-masked cells are blank.
     custom = np.empty((n_q, n_k, 2), dtype=object)
@@ -70,8 +70,10 @@ def attention_grid(
                 col=head + 1,
             )
     ticks = position_ticks(labels, max_ticks=12)
-    fig.update_xaxes(**ticks, title_text="key", title_standoff=2)
-    fig.update_yaxes(**ticks, autorange="reversed", title_text="query", title_standoff=2)
+    fig.update_xaxes(**ticks)
+    fig.update_xaxes(title_text="key", title_standoff=2, row=n_layers)
+    fig.update_yaxes(**ticks, autorange="reversed")
+    fig.update_yaxes(title_text="query", title_standoff=2, col=1)
     fig.update_layout(
         title=title,
         coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar_title="weight"),

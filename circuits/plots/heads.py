@@ -56,7 +56,7 @@ def head_scores(
             )
         title = f"{title} (outlined: >= {threshold:g})"
     fig.update_yaxes(autorange="reversed", title_text="layer")
-    fig.update_xaxes(title_text="head", side="top")
+    fig.update_xaxes(side="top")
     fig.update_layout(
         title=title,
         width=max(300, 70 * n_heads + 200),
@@ -129,7 +129,8 @@ def composition_scores(
             row=1,
             col=i + 1,
         )
-    fig.update_yaxes(autorange="reversed", title_text="earlier head (writes)", col=1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(title_text="earlier head (writes)", col=1)
     fig.update_xaxes(title_text="later head (reads)")
     top = max(float(np.nanmax(np.where(valid, a, np.nan))) for a in arrays.values())
     span = max(top - mid, mid, 1e-6)

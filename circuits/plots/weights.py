@@ -20,7 +20,7 @@ def _masked(z: np.ndarray, causal: bool) -> np.ndarray:
 
 
 def circuit_heatmap(
-    matrix: Float[Tensor, "rows cols"],
+    matrix: Any,  # [rows, cols] tensor or FactoredMatrix
     title: str = "Circuit",
     x_title: str = "key / output token",
     y_title: str = "query / input token",
@@ -61,7 +61,7 @@ def circuit_heatmap(
 
 
 def circuit_grid(
-    circuits: Float[Tensor, "n_layers n_heads rows cols"],
+    circuits: Any,  # [n_layers, n_heads, rows, cols] tensor or FactoredMatrix
     title: str = "Circuits per head",
     x_title: str = "key / output",
     y_title: str = "query / input",

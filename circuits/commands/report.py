@@ -1,0 +1,31 @@
+"""``circuits report CHECKPOINT -o report.html``: one self-contained page of figures."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write an HTML page of a checkpoint's circuits (opens offline)",
+        description=(
+            "Load a checkpoint directory (from `circuits train --out DIR` or model.save) and "
+            "write one self-contained HTML page: training dynamics, head scores, attention "
+            "patterns, composition scores, QK/OV circuits and copying eigenvalues."
+        ),
+    )
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    p.add_argument("--title", help="page title (default: from the checkpoint name)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuits.report import check_report_path, report_from_checkpoint, write_report
+
+    check_report_path(args.output)
+    path = write_report(report_from_checkpoint(args.checkpoint, args.title), args.output)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0

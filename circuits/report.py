@@ -1,0 +1,274 @@
+"""One self-contained HTML page with the figures of a trained model (opens offline).
+
+plotly's JavaScript is embedded once in the page head; every figure after it is a ``<div>`` and
+a call to ``Plotly.newPlot``. Sections a model cannot have (composition in one layer, induction
+scores without a repeated-sequence probe) are left out rather than drawn empty.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuits.plots._common import head_label
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading, a sentence saying how to read it, and a figure (or None if not drawable)."""
+
+    title: str
+    caption: str
+    figure: Any
+
+
+def _probes_of(task: Any) -> tuple[Any, Any] | None:
+    """The training probe (head scores as in the history) and one short sequence to draw."""
+    probe = getattr(task, "probe", None)
+    if probe is None:
+        return None
+    if getattr(task, "name", None) == "induction":
+        # A repeat of 10 tokens keeps the attention grid readable.
+        return probe(64), probe(1, length=min(10, (task.seq_len - int(task.bos)) // 2))
+    short = probe(1)
+    return probe(64), type(short)(short.tokens[:, :20], short.targets[:, :20], short.mask[:, :20])
+
+
+def sections_for(
+    model: Any,
+    task: Any = None,
+    history: list[dict[str, Any]] | None = None,
+    losses: list[float] | None = None,
+) -> list[Section]:
+    """The report's sections for ``model`` (and its task and training history, if known)."""
+    from circuits import plots
+    from circuits.analysis import circuits as circ
+    from circuits.analysis.composition import all_composition_scores
+    from circuits.analysis.head_scores import evaluate
+
+    out: list[Section] = []
+    add = lambda title, caption, fig: out.append(Section(title, caption, fig))
+    if history or losses:
+        add(
+            "Training dynamics",
+            "Loss and every head's scores on the probe over training. The dashed orange line "
+            "marks the phase change: the steepest fall of the probe loss.",
+            plots.training_dynamics({"history": history or [], "losses": losses or []}),
+        )
+    probes = _probes_of(task) if task is not None else None
+    if probes is not None:
+        probe, example = probes
+        metrics = evaluate(model, probe)
+        if "previous_token" in metrics:
+            add(
+                "Previous-token scores",
+                "Per head: mean attention from each position to the one before it. Outlined "
+                "heads score at least 0.4.",
+                plots.head_scores(metrics["previous_token"], "Previous-token scores"),
+            )
+        if "induction" in metrics:
+            add(
+                "Induction scores",
+                "Per head: mean attention from each token of a repeated random sequence to the "
+                "token after its earlier copy. Outlined heads score at least 0.4.",
+                plots.head_scores(metrics["induction"], "Induction scores"),
+            )
+        add(
+            "Attention patterns",
+            "Every head on one probe sequence (query down, key across). A previous-token head "
+            "is a stripe just below the diagonal; an induction head is a stripe one step after "
+            "the earlier copy of the current token. Hover for tokens and weights.",
+            plots.attention_patterns(model, example.tokens[0]),
+        )
+    if model.cfg.n_layers >= 2:
+        add(
+            "Composition scores",
+            "How much each earlier head's output is read by each later head's queries (Q), "
+            "keys (K) or values (V). White is the random-matrix baseline, red is above it. An "
+            "induction circuit shows as K-composition from a previous-token head.",
+            plots.composition_scores(all_composition_scores(model)),
+        )
+    ov = circ.full_ov_circuit(model)
+    add(
+        "OV circuits",
+        "For each head, how attending to a token (row) changes each output logit (column). A "
+        "red diagonal means the head copies the token it attends to.",
+        plots.circuit_grid(ov, "Full OV circuits W_E W_OV W_U", "output token", "input token"),
+    )
+    add(
+        "Copying: eigenvalues of the OV circuits",
+        "Positive real eigenvalues mean copying; the legend gives each head's copying score "
+        "sum(eig) / sum(|eig|), in [-1, 1].",
+        plots.eigenvalues(ov),
+    )
+    add(
+        "Positional QK circuits",
+        "How much each query position (row) prefers each earlier key position (column) from "
+        "positions alone. A previous-token head is bright just below the diagonal.",
+        plots.circuit_grid(
+            circ.positional_qk_circuit(model),
+            "Positional QK circuits W_pos W_QK W_pos^T",
+            "key position",
+            "query position",
+            causal=True,
+        ),
+    )
+    add(
+        "Token QK circuits",
+        "How much a query token (row) attends to a key token (column) from token identity alone.",
+        plots.circuit_grid(
+            circ.full_qk_circuit(model), "Full QK circuits W_E W_QK W_E^T", "key token", "query"
+        ),
+    )
+    return out
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+section {{ margin-bottom: 2.5em; }}
+.caption {{ color: #555; max-width: 60em; }}
+table.meta td {{ padding: 0 1em 0 0; }}
+</style>
+<script type="text/javascript">{plotlyjs}</script>
+</head>
+<body>
+<h1>{title}</h1>
+<table class="meta">{meta}</table>
+<nav><ul>{toc}</ul></nav>
+{body}
+</body>
+</html>
+"""
+
+
+def render(sections: list[Section], title: str, summary: dict[str, Any] | None = None) -> str:
+    """The HTML page: plotly.js inline once, then one ``<section>`` per figure."""
+    from plotly.offline import get_plotlyjs
+
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in (summary or {}).items()
+    )
+    toc, body = [], []
+    for i, s in enumerate(sections):
+        anchor = f"s{i}"
+        toc.append(f'<li><a href="#{anchor}">{html.escape(s.title)}</a></li>')
+        div = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{anchor}")
+        body.append(
+            f'<section id="{anchor}"><h2>{html.escape(s.title)}</h2>'
+            f'<p class="caption">{html.escape(s.caption)}</p>{div}</section>'
+        )
+    return PAGE.format(
+        title=html.escape(title),
+        # A "</script>" inside the library would end the tag early; plotly.js has none, but
+        # guard it anyway.
+        plotlyjs=get_plotlyjs().replace("</script>", "<\\/script>"),
+        meta=rows,
+        toc="".join(toc),
+        body="\n".join(body),
+    )
+
+
+def summary_of(model: Any, task: Any = None, history: list[dict[str, Any]] | None = None) -> dict:
+    """Model, task and final metrics as a few display rows."""
+    cfg = model.cfg
+    kind = "attention-only" if cfg.attn_only else f"MLP {cfg.d_mlp} {cfg.act_fn}"
+    out: dict[str, Any] = {
+        "model": f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads of "
+        f"{cfg.d_head}, {kind}, norm {cfg.normalization_type}, vocab {cfg.d_vocab}",
+    }
+    if task is not None:
+        out["task"] = json.dumps(task.to_dict()) if hasattr(task, "to_dict") else task.name
+    if history:
+        last = history[-1]
+        out["steps"] = last.get("step")
+        for key in ("accuracy", "loss"):
+            if key in last:
+                out[f"probe {key}"] = f"{last[key]:.3f}"
+        for kind_ in ("previous_token", "induction"):
+            if kind_ in last:
+                s = torch.tensor(last[kind_])
+                layer, head = divmod(int(s.argmax()), s.shape[1])
+                out[f"top {kind_.replace('_', '-')} head"] = (
+                    f"{head_label(layer, head)} ({float(s.max()):.2f})"
+                )
+    return out
+
+
+def build_report(
+    model: Any,
+    task: Any = None,
+    history: list[dict[str, Any]] | None = None,
+    losses: list[float] | None = None,
+    title: str = "circuits report",
+) -> str:
+    """The report page for ``model`` as an HTML string.
+
+    Args:
+        model: A :class:`circuits.HookedTransformer` (or any TransformerLens-style model).
+        task: Its task (for the probe behind head scores and attention patterns); optional.
+        history: ``TrainResult.history`` (evaluation records); optional.
+        losses: ``TrainResult.losses`` (training loss per step); optional.
+        title: Page title.
+    """
+    model.eval()
+    return render(
+        sections_for(model, task, history, losses), title, summary_of(model, task, history)
+    )
+
+
+def check_report_path(path: str | Path) -> Path:
+    """Raises unless a report can be written at ``path`` (a file in an existing directory)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name such as report.html")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"directory {path.parent} does not exist")
+    return path
+
+
+def write_report(html_text: str, path: str | Path) -> Path:
+    """Writes the page to ``path`` (its parent directory must exist)."""
+    path = check_report_path(path)
+    path.write_text(html_text, encoding="utf-8")
+    return path
+
+
+def task_from_metadata(meta: dict[str, Any]) -> Any:
+    """Rebuilds the task recorded in checkpoint metadata (None if there is none)."""
+    from circuits.tasks import make_task
+
+    task = meta.get("task")
+    if not isinstance(task, dict) or "name" not in task:
+        return None
+    kwargs = {k: v for k, v in task.items() if k != "name"}
+    return make_task(task["name"], **kwargs)
+
+
+def report_from_checkpoint(path: str | Path, title: str | None = None) -> str:
+    """The report page of a checkpoint directory, with its task and history if recorded."""
+    from circuits import checkpoint
+
+    model = checkpoint.load(path)
+    meta = checkpoint.read_metadata(path)
+    history, losses = meta.get("history"), meta.get("losses")
+    if checkpoint.TRAIN_STATE_FILE in meta["sha256"]:
+        state = checkpoint.unpack(checkpoint.read_file(path, checkpoint.TRAIN_STATE_FILE, meta))
+        history, losses = state.get("history", history), state.get("losses", losses)
+    return build_report(
+        model,
+        task_from_metadata(meta),
+        history,
+        losses,
+        title=title or f"circuits report: {Path(path).name}",
+    )

@@ -1,0 +1,78 @@
+"""Regenerates the small checkpoints in ``data/`` that the notebooks and the README load.
+
+Usage: ``python scripts/make_data.py [--out data]`` (or ``make data``); about a minute on a
+2-core CPU. Each checkpoint records its task, training config, loss curve and evaluation
+history in ``metadata.json``, so a report or a notebook can show how it was trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+# name: (preset, overrides, why)
+CHECKPOINTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
+    "induction_2l": ("induction", {}, "2-layer attention-only: previous-token + induction heads"),
+    "induction_1l": (
+        "induction",
+        {
+            "model": {"n_layers": 1},
+            "train": {
+                "steps": 400,
+                "target_accuracy": None,
+                "target_induction": None,
+                "target_previous_token": None,
+            },
+        },
+        "1-layer attention-only on the same task: no induction head can form",
+    ),
+    "shift_1l": ("shift", {}, "1-layer attention-only on shift-by-one: a previous-token head"),
+    "induction_2l_mlp": (
+        "induction",
+        {
+            "model": {"attn_only": False, "normalization_type": "LN", "d_mlp": 64},
+        },
+        "2-layer LayerNorm + MLP model (for the logit and tuned lens)",
+    ),
+}
+
+
+def make(name: str, out: Path, seed: int = 0, quiet: bool = False) -> Path:
+    from circuits.presets import build
+    from circuits.training import train
+
+    preset, overrides, why = CHECKPOINTS[name]
+    model, task, cfg = build(preset, seed=seed, **overrides)
+    cfg = type(cfg).from_dict({**cfg.to_dict(), "progress": not quiet})
+    result = train(model, task, cfg)
+    train_config = {k: v for k, v in cfg.to_dict().items() if k != "progress"}
+    return model.save(
+        out / name,
+        overwrite=True,
+        description=why,
+        task=task.to_dict(),
+        train_config=train_config,
+        solved_at=result.solved_at,
+        step=result.steps,
+        history=result.history,
+        losses=[round(x, 4) for x in result.losses],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="data", help="output directory")
+    parser.add_argument("--only", nargs="*", choices=sorted(CHECKPOINTS), help="subset")
+    parser.add_argument("--quiet", "-q", action="store_true")
+    args = parser.parse_args()
+    for name in args.only or CHECKPOINTS:
+        start = time.perf_counter()
+        path = make(name, Path(args.out), quiet=args.quiet)
+        size = sum(f.stat().st_size for f in path.iterdir())
+        print(f"{path}: {size / 1e3:.0f} kB in {time.perf_counter() - start:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
