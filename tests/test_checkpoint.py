@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import perturbed_model
+from helpers import perturbed_model
 from safetensors.torch import load_file, save
 
 from circuits import HookedTransformer, checkpoint

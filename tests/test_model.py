@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import perturbed_model
+from helpers import perturbed_model
 
 from circuits import HookedTransformer, ModelConfig
 
