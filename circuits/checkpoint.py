@@ -20,6 +20,7 @@ Loading checks everything before a tensor reaches a model: format version, file 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -76,6 +77,22 @@ def _is_checkpoint_dir(path: Path) -> bool:
         return False
 
 
+def check_writable(path: str | Path, overwrite: bool) -> None:
+    """Raises FileExistsError unless a checkpoint may be written at ``path``.
+
+    Only an existing checkpoint (or an empty directory) is ever replaced, and only with
+    ``overwrite``: a directory of other files is never deleted, whatever ``overwrite`` says.
+    """
+    path = Path(path)
+    _recover(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not path.is_dir() or not (_is_checkpoint_dir(path) or not any(path.iterdir())):
+        raise FileExistsError(f"{path} exists and is not a circuits checkpoint; not replacing it")
+    if not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+
+
 def write_files(path: str | Path, files: dict[str, bytes], overwrite: bool = False) -> Path:
     """Atomically makes ``path`` a directory holding exactly ``files`` (name -> contents).
 
@@ -85,14 +102,7 @@ def write_files(path: str | Path, files: dict[str, bytes], overwrite: bool = Fal
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _recover(path)
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        if not path.is_dir() or not (_is_checkpoint_dir(path) or not any(path.iterdir())):
-            raise FileExistsError(
-                f"{path} exists and is not a circuits checkpoint; not replacing it"
-            )
+    check_writable(path, overwrite)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
         shutil.rmtree(stale, ignore_errors=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
@@ -123,6 +133,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@functools.cache
 def package_versions() -> dict[str, str | None]:
     """Versions of the packages that shape a checkpoint (read without importing them)."""
     out: dict[str, str | None] = {}
@@ -328,3 +339,63 @@ def all_finite(model: HookedTransformer) -> bool:
     import torch
 
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def save_training(
+    path: str | Path,
+    model: HookedTransformer,
+    *,
+    step: int,
+    optimizer: Any,
+    schedule: Any,
+    generator: Any,
+    result: Any,
+    task: Any,
+    train_config: dict[str, Any],
+    overwrite: bool = True,
+) -> Path:
+    """Saves everything a bit-for-bit resume needs: weights, optimizer, LR schedule, the data
+    generator's RNG state, the loss curve and the evaluation history."""
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generator": generator.get_state(),
+        "losses": list(result.losses),
+        "history": list(result.history),
+        "solved_at": result.solved_at,
+        "seconds": result.seconds,
+    }
+    metadata = {
+        "kind": "training",
+        "step": step,
+        "solved_at": result.solved_at,
+        "task": task.to_dict() if hasattr(task, "to_dict") else {"name": task.name},
+        "train_config": train_config,
+        "metrics": result.history[-1] if result.history else None,
+    }
+    return save(
+        model,
+        path,
+        overwrite=overwrite,
+        metadata=metadata,
+        extra_files={TRAIN_STATE_FILE: pack(state)},
+    )
+
+
+TRAIN_STATE_KEYS = ("step", "optimizer", "schedule", "generator", "losses", "history")
+
+
+def load_training(path: str | Path) -> tuple[HookedTransformer, dict[str, Any], dict[str, Any]]:
+    """Loads a training checkpoint: ``(model, metadata, train_state)``, all validated."""
+    model = load(path)
+    meta = read_metadata(path)
+    if meta.get("kind") != "training" or TRAIN_STATE_FILE not in meta["sha256"]:
+        raise CheckpointError(f"{path} holds a model but no training state; it cannot be resumed")
+    state = unpack(read_file(path, TRAIN_STATE_FILE, meta), str(Path(path) / TRAIN_STATE_FILE))
+    missing = [k for k in TRAIN_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: training state lacks {', '.join(missing)}")
+    if state["step"] != meta.get("step") or len(state["losses"]) != state["step"]:
+        raise CheckpointError(f"{path}: training state and metadata disagree on the step")
+    return model, meta, state

@@ -11,11 +11,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from circuits import checkpoint
 from circuits.analysis.head_scores import evaluate
 from circuits.model import HookedTransformer, cross_entropy
 from circuits.tasks import Batch, Task
@@ -40,6 +42,9 @@ class TrainConfig:
         target_induction: ...and some layer>=1 head's induction score reaches this.
         target_previous_token: ...and some head's previous-token score reaches this.
         progress: Show a tqdm progress bar.
+        checkpoint_dir: Save a resumable checkpoint here (see :mod:`circuits.checkpoint`) every
+            ``checkpoint_every`` steps and when training stops.
+        checkpoint_every: Steps between checkpoints (None: only when training stops).
     """
 
     steps: int = 2000
@@ -56,6 +61,8 @@ class TrainConfig:
     target_induction: float | None = None
     target_previous_token: float | None = None
     progress: bool = True
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "probe_size"):
@@ -81,6 +88,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1] or None, got {value!r}")
+        every = self.checkpoint_every
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every <= 0
+        ):
+            raise ValueError(f"checkpoint_every must be a positive int or None, got {every!r}")
+        if every is not None and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs checkpoint_dir")
+        if self.checkpoint_dir is not None:
+            object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
 
     @property
     def has_targets(self) -> bool:
@@ -104,6 +120,10 @@ class TrainConfig:
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or inf; the last good checkpoint is left intact."""
 
 
 @dataclass
@@ -169,22 +189,37 @@ def train(
     task: Task,
     cfg: TrainConfig | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
+    *,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Trains ``model`` in place on batches of ``task``.
 
-    Reproducible on the CPU: the same model config, task and ``cfg`` give the same weights.
+    Reproducible on the CPU: the same model config, task and ``cfg`` give the same weights, and
+    a run resumed from a checkpoint ends with the same weights, bit for bit, as one that never
+    stopped.
 
     Args:
         model: The model to train (modified in place).
         task: A task (see :mod:`circuits.tasks`).
         cfg: Training configuration; defaults to ``TrainConfig()``.
         callback: Called as ``callback(step, metrics)`` after each evaluation.
+        resume: A checkpoint written by an earlier run with the same model config, task and
+            ``cfg`` (``steps``, ``progress`` and the checkpoint fields may differ): training
+            continues from its step.
+        overwrite: Replace an existing checkpoint in ``cfg.checkpoint_dir`` (a fresh run
+            refuses to otherwise).
 
     Returns:
-        The loss curve and the evaluation history.
+        The loss curve and the evaluation history (of the whole run, when resumed).
+
+    Raises:
+        TrainingDiverged: The loss or the weights became NaN or inf.
     """
     cfg = cfg or TrainConfig()
     check_compatible(model, task)
+    if cfg.checkpoint_dir is not None and resume is None:
+        checkpoint.check_writable(cfg.checkpoint_dir, overwrite)  # fail now, not after training
     probe = _probe_for(task, cfg.probe_size)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(
@@ -194,24 +229,39 @@ def train(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
     result = TrainResult()
-    start = time.perf_counter()
-    bar = tqdm(total=cfg.steps, disable=not cfg.progress, desc=f"train {task.name}", leave=False)
+    saved_at = None  # step of the last checkpoint written or resumed from
+    if resume is not None:
+        saved_at = _restore(resume, model, task, cfg, optimizer, schedule, generator, result)
+        if result.solved_at is not None or saved_at >= cfg.steps:
+            return result
+    start = time.perf_counter() - result.seconds
+    bar = tqdm(
+        total=cfg.steps,
+        initial=result.steps,
+        disable=not cfg.progress,
+        desc=f"train {task.name}",
+        leave=False,
+    )
     model.train()
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(result.steps + 1, cfg.steps + 1):
             batch = task.sample(cfg.batch_size, generator)
             logits = model(batch.tokens)
             loss = cross_entropy(logits, batch.tokens, batch.targets, batch.mask)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # before the step, so the weights stay finite
+                raise TrainingDiverged(_diverged(f"loss is {loss_value}", step, cfg, saved_at))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             schedule.step()
-            result.losses.append(loss.item())
+            result.losses.append(loss_value)
             result.steps = step
             bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            done = step == cfg.steps
+            if step % cfg.eval_every == 0 or done:
                 model.eval()
                 metrics = evaluate(model, probe)
                 model.train()
@@ -226,9 +276,106 @@ def train(
                     callback(step, record)
                 if targets_met(metrics, cfg):
                     result.solved_at = step
-                    break
+                    done = True
+            every = cfg.checkpoint_every
+            if cfg.checkpoint_dir is not None and (done or (every and step % every == 0)):
+                if not checkpoint.all_finite(model):
+                    raise TrainingDiverged(_diverged("weights are not finite", step, cfg, saved_at))
+                result.seconds = time.perf_counter() - start
+                checkpoint.save_training(
+                    cfg.checkpoint_dir,
+                    model,
+                    step=step,
+                    optimizer=optimizer,
+                    schedule=schedule,
+                    generator=generator,
+                    result=result,
+                    task=task,
+                    train_config=cfg.to_dict(),
+                )
+                saved_at = step
+            if done:
+                break
     finally:
         bar.close()
         model.eval()
         result.seconds = time.perf_counter() - start
     return result
+
+
+def _diverged(what: str, step: int, cfg: TrainConfig, saved_at: int | None) -> str:
+    if cfg.checkpoint_dir is None:
+        where = "no checkpoint was being written"
+    elif saved_at is None:
+        where = "no checkpoint had been written yet"
+    else:
+        where = f"the last good checkpoint, {cfg.checkpoint_dir} (step {saved_at}), is intact"
+    return f"training diverged at step {step}: {what} (lr={cfg.lr}); {where}"
+
+
+# Fields that may change between a run and its resumption without changing the numbers.
+RESUMABLE_CHANGES = ("steps", "progress", "checkpoint_dir", "checkpoint_every")
+
+
+def _restore(
+    path: str | Path,
+    model: HookedTransformer,
+    task: Task,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    result: TrainResult,
+) -> int:
+    """Loads a training checkpoint into the objects of a fresh run; returns its step."""
+    saved_model, meta, state = checkpoint.load_training(path)
+    if saved_model.cfg != model.cfg:
+        raise ValueError(f"resume={path}: the checkpoint's model config differs from the model's")
+    saved_task = meta.get("task")
+    if hasattr(task, "to_dict") and saved_task != task.to_dict():
+        raise ValueError(f"resume={path}: the checkpoint was trained on another task: {saved_task}")
+    saved_cfg = TrainConfig.from_dict(meta["train_config"]).to_dict()
+    differ = [
+        k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved_cfg[k] != v
+    ]
+    if differ:
+        raise ValueError(f"resume={path}: train config differs in {', '.join(differ)}")
+    with torch.no_grad():
+        for name, tensor in saved_model.state_dict().items():
+            model.get_parameter(name).copy_(tensor)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    generator.set_state(state["generator"])
+    result.losses = list(state["losses"])
+    result.history = list(state["history"])
+    result.steps = state["step"]
+    result.solved_at = state.get("solved_at")
+    result.seconds = float(state.get("seconds", 0.0))
+    return int(state["step"])
+
+
+def resume(
+    path: str | Path, **changes: Any
+) -> tuple[HookedTransformer, Task, TrainConfig, TrainResult]:
+    """Continues the training run checkpointed at ``path`` (and keeps checkpointing there).
+
+    The model, task and training config come from the checkpoint; ``changes`` may set
+    ``steps`` (to train longer), ``progress`` and ``checkpoint_every``.
+
+    Returns:
+        ``(model, task, train_config, result)``; ``result`` covers the whole run.
+    """
+    from circuits.tasks import make_task
+
+    bad = sorted(set(changes) - set(RESUMABLE_CHANGES) - {"checkpoint_dir"})
+    if bad:
+        raise ValueError(f"cannot change {', '.join(bad)} when resuming (it would change the run)")
+    meta = checkpoint.read_metadata(path)
+    if meta.get("kind") != "training":
+        raise ValueError(f"{path} holds a model but no training state; it cannot be resumed")
+    task_kwargs = dict(meta["task"])
+    task = make_task(task_kwargs.pop("name"), **task_kwargs)
+    cfg = TrainConfig.from_dict({**meta["train_config"], **changes, "checkpoint_dir": str(path)})
+    model = HookedTransformer(checkpoint.load(path).cfg)
+    result = train(model, task, cfg, resume=path)
+    return model, task, cfg, result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -16,8 +17,8 @@ def add_parser(sub: Any) -> None:
             "the induction task) and print the previous-token and induction heads it formed."
         ),
     )
-    p.add_argument("--task", default="induction", choices=["induction", "shift"], help="preset")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, data and probe")
+    p.add_argument("--task", choices=["induction", "shift"], help="preset (default: induction)")
+    p.add_argument("--seed", type=int, help="seed of init, data and probe (default: 0)")
     p.add_argument("--layers", type=int, help="override n_layers")
     p.add_argument("--d-model", type=int, help="override d_model")
     p.add_argument("--heads", type=int, help="override n_heads")
@@ -27,6 +28,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--no-early-stop", action="store_true", help="train all steps even once heads formed"
     )
+    p.add_argument("--out", metavar="DIR", help="save a resumable checkpoint directory here")
+    p.add_argument(
+        "--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps"
+    )
+    p.add_argument(
+        "--resume", metavar="DIR", help="continue the run checkpointed in DIR (and save there)"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint at --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
@@ -49,6 +58,55 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     if args.no_early_stop:
         train.update(target_accuracy=None, target_induction=None, target_previous_token=None)
     return {"model": model, "train": train}
+
+
+def train_or_resume(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """Runs a fresh training run or resumes one: ``(model, task, train_cfg, result)``."""
+    from circuits.cli import CliError
+    from circuits.training import TrainingDiverged, resume
+
+    if args.checkpoint_every is not None and not (args.out or args.resume):
+        raise CliError("--checkpoint-every needs --out DIR (or --resume DIR)")
+    try:
+        if args.resume:
+            fixed = ("task", "seed", "layers", "d_model", "heads", "lr", "batch_size", "out")
+            given = [f"--{f.replace('_', '-')}" for f in fixed if getattr(args, f) is not None]
+            if args.no_early_stop:
+                given.append("--no-early-stop")
+            if given:
+                raise CliError(
+                    f"--resume continues a run as it was configured; drop {', '.join(given)}"
+                )
+            changes: dict[str, Any] = {"progress": not args.quiet}
+            if args.steps is not None:
+                changes["steps"] = args.steps
+            if args.checkpoint_every is not None:
+                changes["checkpoint_every"] = args.checkpoint_every
+            model, task, train_cfg, result = resume(args.resume, **changes)
+        else:
+            model, task, train_cfg, result = _train_fresh(args)
+    except TrainingDiverged as e:
+        raise CliError(str(e)) from e
+    if train_cfg.checkpoint_dir:
+        print(f"checkpoint: {train_cfg.checkpoint_dir} (step {result.steps})", file=sys.stderr)
+    return model, task, train_cfg, result
+
+
+def _train_fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    from circuits.checkpoint import check_writable
+    from circuits.cli import CliError
+    from circuits.presets import build
+    from circuits.training import train
+
+    overrides = overrides_from(args)
+    if args.out:
+        try:  # before training, not after
+            check_writable(args.out, overwrite=args.force)
+        except FileExistsError as e:
+            raise CliError(str(e).replace("overwrite=True", "--force")) from e
+        overrides["train"].update(checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every)
+    model, task, train_cfg = build(args.task or "induction", seed=args.seed or 0, **overrides)
+    return model, task, train_cfg, train(model, task, train_cfg, overwrite=args.force)
 
 
 def summarize(model: Any, result: Any) -> dict[str, Any]:
@@ -76,11 +134,7 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuits.presets import build
-    from circuits.training import train
-
-    model, task, train_cfg = build(args.task, seed=args.seed, **overrides_from(args))
-    result = train(model, task, train_cfg)
+    model, task, train_cfg, result = train_or_resume(args)
     summary = {"task": task.name, "model": repr_config(model), **summarize(model, result)}
     if args.json:
         print(json.dumps(summary, indent=2))
