@@ -132,3 +132,101 @@ def evaluate(model: Any, probe: Batch) -> dict[str, Any]:
     if probe.repeat_length is not None:
         out["induction"] = induction_score(patterns, probe.repeat_length)
     return out
+
+
+# --- all scores at once, copying on activations, and finding heads by kind ---
+
+KINDS = (
+    "previous_token",
+    "current_token",
+    "first_token",
+    "duplicate_token",
+    "induction",
+    "copying",
+)
+
+
+def default_probe(model: Any, batch_size: int = 32, seed: int = 0) -> Batch:
+    """A random sequence of ``n_ctx // 2`` tokens repeated once: what the head scores read."""
+    from circuits.tasks import repeated_tokens
+
+    return repeated_tokens(batch_size, model.cfg.n_ctx // 2, model.cfg.d_vocab, seed=seed)
+
+
+def copying_score_activations(
+    model: Any, tokens: Tensor, cache: Any = None
+) -> Float[Tensor, "n_layers n_heads"]:
+    """Olsson et al.'s copying score, measured on activations.
+
+    For each head and query position: the head's direct-path logits (its output through the
+    final LayerNorm, with the clean run's scale, and ``W_U``), minus their mean over the
+    vocabulary, ReLU'd; the score is the share of that positive mass on the token at the key the
+    head attends to most. A perfect copying head scores 1. Queries at position 0 are skipped
+    (they can only attend to themselves).
+    """
+    from circuits.analysis.attribution import apply_final_ln
+
+    tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    if tokens.shape[1] < 2:
+        raise ValueError("tokens must have at least 2 positions")
+    with torch.no_grad():
+        if cache is None:
+            _, cache = model.run_with_cache(tokens)
+        W_O, W_U = model.W_O.detach(), model.W_U.detach()
+        out = []
+        for layer in range(model.cfg.n_layers):
+            z = cache[f"blocks.{layer}.attn.hook_z"]
+            result = torch.einsum("bphe,hed->hbpd", z, W_O[layer])
+            logits = apply_final_ln(model, result, cache) @ W_U  # [h, b, p, V]
+            gain = (logits - logits.mean(-1, keepdim=True)).relu()
+            attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)  # [b, h, q]
+            attended_token = tokens.gather(1, attended.flatten(1)).view(attended.shape)
+            on_token = gain.gather(-1, attended_token.transpose(0, 1).unsqueeze(-1)).squeeze(-1)
+            share = on_token / gain.sum(-1).clamp_min(1e-12)  # [h, b, p]
+            out.append(share[:, :, 1:].mean(dim=(1, 2)))
+    return torch.stack(out)
+
+
+def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
+    """Every score in :data:`KINDS` as ``[n_layers, n_heads]``, from one forward pass.
+
+    Args:
+        probe: A repeated-random-tokens batch (``repeat_length`` set); defaults to
+            :func:`default_probe`. Duplicate-token and induction scores need ``repeat_length``.
+    """
+    probe = default_probe(model) if probe is None else probe
+    if probe.repeat_length is None:
+        raise ValueError("probe.repeat_length is None: head scores need a repeated sequence")
+    tokens = check_tokens(probe.tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+    patterns = torch.stack(
+        [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
+    )
+    return {
+        "previous_token": previous_token_score(patterns),
+        "current_token": current_token_score(patterns),
+        "first_token": first_token_score(patterns),
+        "duplicate_token": duplicate_token_score(patterns, probe.repeat_length),
+        "induction": induction_score(patterns, probe.repeat_length),
+        "copying": copying_score_activations(model, tokens, cache),
+    }
+
+
+def find_heads(
+    model: Any,
+    kind: str,
+    threshold: float = 0.4,
+    probe: Batch | None = None,
+    scores: dict[str, Tensor] | None = None,
+) -> list[str]:
+    """Names (``L{layer}H{head}``) of heads whose ``kind`` score is at least ``threshold``.
+
+    Sorted by score, highest first. ``scores`` (from :func:`head_scores`) avoids a rerun.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} must be one of {KINDS}")
+    scores = head_scores(model, probe) if scores is None else scores
+    s = scores[kind]
+    found = [(float(s[la, h]), la, h) for la, h in torch.nonzero(s >= threshold).tolist()]
+    return [f"L{la}H{h}" for _, la, h in sorted(found, key=lambda t: (-t[0], t[1], t[2]))]

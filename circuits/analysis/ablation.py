@@ -1,0 +1,203 @@
+"""Head ablation (zero or mean, optionally with frozen attention patterns) and activation patching.
+
+Interventions act on each head's ``hook_z`` (``[batch, pos, n_heads, d_head]``), the head's
+output before ``W_O``: replacing it removes (or swaps) exactly that head's contribution, leaving
+the bias ``b_O`` alone. With ``freeze_patterns=True`` every layer's ``hook_pattern`` is pinned to
+the clean run's, so an ablation acts only through values and the direct path: later heads keep
+attending where they did (Olsson et al. 2022 ablate this way).
+
+Metrics are callables ``metric(logits) -> scalar tensor``; results are metric *changes*
+``[n_layers, n_heads]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuits.model import cross_entropy
+from circuits.validation import check_layer_head, check_tokens
+
+Metric = Callable[[Tensor], Tensor]
+Head = tuple[int, int] | str
+Hook = tuple[str, Callable[..., Any]]
+
+
+def parse_heads(model: Any, heads: Iterable[Head]) -> list[tuple[int, int]]:
+    """``[(layer, head), ...]`` from tuples or names like ``"L1H0"``; validated."""
+    out = []
+    for item in heads:
+        if isinstance(item, str):
+            m = re.fullmatch(r"L(\d+)H(\d+)", item)
+            if m is None:
+                raise ValueError(f"heads: cannot parse {item!r}; expected a name like 'L1H0'")
+            layer, head = int(m[1]), int(m[2])
+        else:
+            layer, head = item
+        check_layer_head(layer, head, model.cfg.n_layers, model.cfg.n_heads)
+        out.append((layer, head))
+    return out
+
+
+def masked_loss(targets: Tensor, mask: Tensor | None = None) -> Metric:
+    """A metric: mean cross-entropy of ``logits`` against ``targets`` where ``mask``."""
+
+    def metric(logits: Tensor) -> Tensor:
+        return cross_entropy(logits, targets, targets, mask)
+
+    return metric
+
+
+def _z_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def _cache(model: Any, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    return {n: cache[n] for n in names}
+
+
+def _set_heads(values: dict[int, Tensor]) -> Callable[..., Tensor]:
+    """A hook writing ``values[head]`` (broadcast to ``[batch, pos, d_head]``) into ``z``."""
+
+    def hook(z: Tensor, hook: Any = None) -> Tensor:
+        z = z.clone()
+        for head, value in values.items():
+            z[:, :, head] = value
+        return z
+
+    return hook
+
+
+def _pattern_hooks(model: Any, tokens: Tensor) -> list[Hook]:
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    clean = _cache(model, tokens, names)
+    return [(n, lambda x, hook=None, _p=clean[n]: _p) for n in names]
+
+
+def ablation_hooks(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    heads: Iterable[Head],
+    method: Literal["zero", "mean"] = "zero",
+    mean_tokens: Int[Tensor, "batch pos"] | None = None,
+    freeze_patterns: bool = False,
+) -> list[Hook]:
+    """Forward hooks ablating ``heads`` on ``tokens`` (use with ``model.run_with_hooks``).
+
+    Args:
+        heads: ``(layer, head)`` pairs or names like ``"L1H0"``.
+        method: "zero" sets the head's ``z`` to 0; "mean" to its mean over the batch of
+            ``mean_tokens`` (default ``tokens``), per position.
+        freeze_patterns: Pin every attention pattern to the clean run on ``tokens``.
+    """
+    if method not in ("zero", "mean"):
+        raise ValueError(f"method={method!r} must be 'zero' or 'mean'")
+    tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in parse_heads(model, heads):
+        by_layer.setdefault(layer, []).append(head)
+    means: dict[str, Tensor] = {}
+    if method == "mean":
+        ref = (
+            tokens
+            if mean_tokens is None
+            else check_tokens(mean_tokens, model.cfg.d_vocab, model.cfg.n_ctx, name="mean_tokens")
+        )
+        if ref.shape[1] != tokens.shape[1]:
+            raise ValueError("mean_tokens must have as many positions as tokens")
+        means = {
+            n: z.mean(0) for n, z in _cache(model, ref, [_z_name(la) for la in by_layer]).items()
+        }
+    hooks: list[Hook] = _pattern_hooks(model, tokens) if freeze_patterns else []
+    for layer, head_list in by_layer.items():
+        name = _z_name(layer)
+        values = {h: means[name][:, h] if method == "mean" else 0.0 for h in head_list}
+        hooks.append((name, _set_heads(values)))  # type: ignore[arg-type]
+    return hooks
+
+
+def run_with_ablation(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    heads: Iterable[Head],
+    method: Literal["zero", "mean"] = "zero",
+    mean_tokens: Int[Tensor, "batch pos"] | None = None,
+    freeze_patterns: bool = False,
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of ``model`` on ``tokens`` with ``heads`` ablated (see :func:`ablation_hooks`)."""
+    hooks = ablation_hooks(model, tokens, heads, method, mean_tokens, freeze_patterns)
+    with torch.no_grad():
+        return model.run_with_hooks(tokens, fwd_hooks=hooks)
+
+
+def ablation_effects(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    metric: Metric,
+    method: Literal["zero", "mean"] = "zero",
+    mean_tokens: Int[Tensor, "batch pos"] | None = None,
+    freeze_patterns: bool = False,
+) -> Float[Tensor, "n_layers n_heads"]:
+    """``metric(ablated) - metric(clean)`` for each head ablated on its own."""
+    tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    with torch.no_grad():
+        clean = float(metric(model(tokens)))
+    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            logits = run_with_ablation(
+                model, tokens, [(layer, head)], method, mean_tokens, freeze_patterns
+            )
+            out[layer, head] = float(metric(logits)) - clean
+    return out
+
+
+def patch_heads(
+    model: Any,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupted_tokens: Int[Tensor, "batch pos"],
+    metric: Metric,
+    direction: Literal["noising", "denoising"] = "noising",
+) -> Float[Tensor, "n_layers n_heads"]:
+    """Activation patching of each head's output (``hook_z``, all positions), one at a time.
+
+    "noising": run on ``clean_tokens`` with one head's ``z`` taken from the corrupted run;
+    returns ``metric(patched) - metric(clean)`` (how much that head's clean output matters).
+    "denoising": run on ``corrupted_tokens`` with one head's clean ``z``; returns
+    ``metric(patched) - metric(corrupted)`` (how much that head alone restores).
+    """
+    if direction not in ("noising", "denoising"):
+        raise ValueError(f"direction={direction!r} must be 'noising' or 'denoising'")
+    cfg = model.cfg
+    clean_tokens = check_tokens(clean_tokens, cfg.d_vocab, cfg.n_ctx, name="clean_tokens")
+    corrupted_tokens = check_tokens(
+        corrupted_tokens, cfg.d_vocab, cfg.n_ctx, name="corrupted_tokens"
+    )
+    if clean_tokens.shape != corrupted_tokens.shape:
+        raise ValueError(
+            f"clean_tokens {tuple(clean_tokens.shape)} and corrupted_tokens "
+            f"{tuple(corrupted_tokens.shape)} must have the same shape"
+        )
+    run_on, source = (
+        (clean_tokens, corrupted_tokens)
+        if direction == "noising"
+        else (corrupted_tokens, clean_tokens)
+    )
+    names = [_z_name(layer) for layer in range(cfg.n_layers)]
+    donor = _cache(model, source, names)
+    with torch.no_grad():
+        base = float(metric(model(run_on)))
+        out = torch.zeros(cfg.n_layers, cfg.n_heads)
+        for layer, name in enumerate(names):
+            for head in range(cfg.n_heads):
+                hook = _set_heads({head: donor[name][:, :, head]})
+                logits = model.run_with_hooks(run_on, fwd_hooks=[(name, hook)])
+                out[layer, head] = float(metric(logits)) - base
+    return out
