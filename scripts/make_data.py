@@ -33,8 +33,9 @@ CHECKPOINTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
         "induction",
         {
             "model": {"attn_only": False, "normalization_type": "LN", "d_mlp": 64},
+            "train": {"steps": 600, "target_induction": None, "target_previous_token": None},
         },
-        "2-layer LayerNorm + MLP model (for the logit and tuned lens)",
+        "2-layer LayerNorm + MLP model on the induction task (for the logit and tuned lens)",
     ),
 }
 
