@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import perturbed_model
+from helpers import perturbed_model
 from transformer_lens import TransformerBridge, TransformerBridgeConfig
 from transformer_lens.utilities import composition_scores
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import perturbed_model
+from helpers import perturbed_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from circuits import HookedTransformer
