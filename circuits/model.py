@@ -68,7 +68,11 @@ def cross_entropy(
             loss_mask = loss_mask[:, :-1]
     elif targets.shape != tokens.shape:
         raise ValueError(f"targets shape {tuple(targets.shape)} != tokens {tuple(tokens.shape)}")
-    per_pos = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    # Rows of [batch * pos, d_vocab]: log-softmax over contiguous rows is faster than over
+    # the strided d_vocab axis of a [batch, d_vocab, pos] view.
+    per_pos = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    ).view(targets.shape)
     if loss_mask is None:
         return per_pos if per_token else per_pos.mean()
     if loss_mask.shape != per_pos.shape:
@@ -183,16 +187,22 @@ class Attention(nn.Module):
             n = W.shape[0]  # heads, or 3 * heads when Q, K and V are fused
             W_flat = W.permute(1, 0, 2).reshape(d, n * e)
             out = torch.addmm(bias.reshape(-1), x.reshape(b * p, d), W_flat)
-            return out.view(b, p, n, e).transpose(1, 2)  # [batch, heads, pos, d_head]
+            return out.view(b, p, n, e)  # [batch, pos, heads, d_head]
 
         if query_input is key_input is value_input:
             W = torch.cat([self.W_Q, self.W_K, self.W_V], dim=0)  # [3h, d, e]
             bias = torch.cat([self.b_Q, self.b_K, self.b_V], dim=0)
-            q, k, v = project(query_input, W, bias).split(h, dim=1)
+            qkv = project(query_input, W, bias).split(h, dim=2)
         else:
-            q = project(query_input, self.W_Q, self.b_Q)
-            k = project(key_input, self.W_K, self.b_K)
-            v = project(value_input, self.W_V, self.b_V)
+            qkv = (
+                project(query_input, self.W_Q, self.b_Q),
+                project(key_input, self.W_K, self.b_K),
+                project(value_input, self.W_V, self.b_V),
+            )
+        # Split before transposing to [batch, heads, pos, d_head]: the kernel's gradients come
+        # back in [batch, pos, heads, d_head] layout, so the backward concatenates them without
+        # a transposing copy.
+        q, k, v = (t.transpose(1, 2) for t in qkv)
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [b, h, p, e]
         z = z.transpose(1, 2).reshape(b * p, h * e)
         return torch.addmm(self.b_O, z, self.W_O.reshape(h * e, d)).view(b, p, d)

@@ -1,0 +1,134 @@
+"""The fused fast path (no hooks attached) and the hooked path compute the same function.
+
+The fast path uses ``scaled_dot_product_attention`` and skips every hook call; the hooked path
+spells attention out so each intermediate can be read or patched. Logits, losses, gradients and
+short training runs must agree between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import CONFIGS, perturbed_model
+
+from circuits import HookedTransformer, ModelConfig
+from circuits.tasks import ShiftByOneTask
+from circuits.training import TrainConfig, train
+
+
+@contextmanager
+def hooked(model: HookedTransformer) -> Iterator[list[str]]:
+    """Forces the hooked path with identity hooks on every hook point; yields the names seen."""
+    seen: list[str] = []
+
+    def record(x: torch.Tensor, hook: object) -> None:
+        seen.append(hook.name)  # type: ignore[attr-defined]
+
+    with model.hooks(fwd_hooks=[(lambda name: True, record)]):
+        yield seen
+
+
+@contextmanager
+def counting_sdpa(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    calls: list[int] = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    yield calls
+
+
+ALL_CONFIGS = {
+    **CONFIGS,
+    "relu_ln": dict(act_fn="relu"),
+    "attn_only_shortformer": dict(
+        attn_only=True, normalization_type=None, positional_embedding_type="shortformer"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_CONFIGS))
+def test_logits_agree(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = perturbed_model(**ALL_CONFIGS[name])
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (3, 17), generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad(), counting_sdpa(monkeypatch) as calls:
+        fast = model(tokens)
+        assert len(calls) == model.cfg.n_layers  # the fused kernel really ran
+        with hooked(model) as seen:
+            slow = model(tokens)
+        assert len(calls) == model.cfg.n_layers  # ...and not on the hooked path
+    assert "blocks.1.attn.hook_pattern" in seen
+    assert fast.shape == slow.shape == (3, 17, model.cfg.d_vocab)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["attn_only", "full_ln", "shortformer", "gelu_new_result"])
+def test_gradients_agree(name: str) -> None:
+    model = perturbed_model(**ALL_CONFIGS[name])
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (4, 20), generator=torch.Generator().manual_seed(2)
+    )
+
+    def grads(use_hooks: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        if use_hooks:
+            with hooked(model):
+                loss = model(tokens, return_type="loss")
+        else:
+            loss = model(tokens, return_type="loss")
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fast, slow = grads(False), grads(True)
+    assert fast.keys() == slow.keys() == {n for n, _ in model.named_parameters()}
+    for n in fast:
+        torch.testing.assert_close(fast[n], slow[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_a_plain_torch_hook_also_selects_the_hooked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = perturbed_model(attn_only=True, normalization_type=None)
+    tokens = torch.randint(0, 20, (2, 8))
+    seen = []
+    handle = model.blocks[0].attn.hook_pattern.register_forward_hook(
+        lambda module, args, out: seen.append(out.shape)
+    )
+    try:
+        with torch.no_grad(), counting_sdpa(monkeypatch) as calls:
+            model(tokens)
+    finally:
+        handle.remove()
+    assert seen == [(2, 4, 8, 8)] and calls == []
+
+
+@pytest.mark.slow
+def test_training_through_either_path_converges_the_same_way() -> None:
+    """Same init and data: the loss curves agree early and both solve the task."""
+    task = ShiftByOneTask(d_vocab=16, seq_len=16)
+    cfg = TrainConfig(steps=150, batch_size=32, lr=1e-2, eval_every=50, progress=False)
+    config = ModelConfig(
+        n_layers=1, d_model=32, n_heads=2, n_ctx=16, d_vocab=16, attn_only=True,
+        normalization_type=None,
+    )  # fmt: skip
+    fast_model, hooked_model = HookedTransformer(config), HookedTransformer(config)
+    # A permanent identity hook keeps the hooked path on for every training step.
+    hooked_model.add_hook("hook_embed", lambda x, hook: x, is_permanent=True)
+    fast, slow = train(fast_model, task, cfg), train(hooked_model, task, cfg)
+    assert len(fast.losses) == len(slow.losses) == 150
+    early = torch.tensor(fast.losses[:20]) - torch.tensor(slow.losses[:20])
+    assert early.abs().max() < 1e-4
+    for result in (fast, slow):
+        assert result.losses[-1] < 0.25 * result.losses[0]
+        assert result.final["accuracy"] > 0.9
+    assert abs(fast.final["accuracy"] - slow.final["accuracy"]) < 0.05
+    # Float rounding differs between the paths, so late curves drift apart, but not far.
+    late_fast, late_slow = (sum(r.losses[-20:]) / 20 for r in (fast, slow))
+    assert abs(late_fast - late_slow) < 0.1 * max(late_fast, late_slow) + 0.01
