@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from circuits import HookedTransformer, ModelConfig
+from circuits.interop.tl3 import from_tl3
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "tl3").glob("*.pt"))
 ATOL = 1e-5
@@ -174,3 +175,30 @@ def test_non_causal_mask_buffer_is_refused() -> None:
     sd["blocks.0.attn.mask"] = torch.ones(n, n, dtype=torch.bool)  # attends to the future
     with pytest.raises(ValueError, match=r"blocks\.0\.attn\.mask"):
         HookedTransformer(config_of(fixture)).load_state_dict(sd, strict=True)
+
+
+# --- from_tl3: a bare state dict, its config inferred ---
+def test_from_tl3_infers_the_config(fixture: dict[str, Any], tmp_path: Path) -> None:
+    c = fixture["config"]
+    fields = {"positional_embedding_type": c["positional_embedding_type"]}
+    if c["act_fn"] is not None:
+        fields["act_fn"] = c["act_fn"]
+    path = tmp_path / "tl3.pt"
+    torch.save(fixture["state_dict"], path)
+    for source in (dict(fixture["state_dict"]), path):
+        model = from_tl3(source, **fields)
+        assert model.cfg == config_of(fixture)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                model(fixture["tokens"]), fixture["logits"], atol=ATOL, rtol=0
+            )
+
+
+def test_from_tl3_refuses_contradictions_and_non_tl3_dicts() -> None:
+    sd = load_fixture(FIXTURES[0])["state_dict"]
+    with pytest.raises(ValueError, match=r"d_model=64 \(weights say 32\)"):
+        from_tl3(dict(sd), d_model=64)
+    with pytest.raises(ValueError, match=r"no embed\.W_E"):
+        from_tl3({"weight": torch.zeros(2, 2)})
+    with pytest.raises(TypeError, match="dict of tensors"):
+        from_tl3([1, 2])  # type: ignore[arg-type]
