@@ -45,6 +45,9 @@ class TrainConfig:
         checkpoint_dir: Save a resumable checkpoint here (see :mod:`circuits.checkpoint`) every
             ``checkpoint_every`` steps and when training stops.
         checkpoint_every: Steps between checkpoints (None: only when training stops).
+        threads: Torch intra-op threads while training, restored afterwards. At toy sizes one
+            thread is as fast as several and is not slowed down by other busy processes (with
+            two threads on two busy cores a step can take 20x longer); None keeps torch's.
     """
 
     steps: int = 2000
@@ -63,6 +66,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint_dir: str | None = None
     checkpoint_every: int | None = None
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "probe_size"):
@@ -97,6 +101,10 @@ class TrainConfig:
             raise ValueError("checkpoint_every needs checkpoint_dir")
         if self.checkpoint_dir is not None:
             object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads <= 0
+        ):
+            raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
 
     @property
     def has_targets(self) -> bool:
@@ -222,9 +230,7 @@ def train(
         checkpoint.check_writable(cfg.checkpoint_dir, overwrite)  # fail now, not after training
     probe = _probe_for(task, cfg.probe_size)
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-    )
+    optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
@@ -242,6 +248,9 @@ def train(
         desc=f"train {task.name}",
         leave=False,
     )
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     model.train()
     try:
         for step in range(result.steps + 1, cfg.steps + 1):
@@ -297,10 +306,27 @@ def train(
             if done:
                 break
     finally:
+        torch.set_num_threads(threads)
         bar.close()
         model.eval()
         result.seconds = time.perf_counter() - start
     return result
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """The AdamW of :func:`train`: the fused kernel where torch has it on the CPU (>= 2.4).
+
+    With a dozen small tensors, one fused update instead of a dozen op sequences per tensor
+    cuts the optimizer's share of a step by more than half.
+    """
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.lr,
+        betas=cfg.betas,
+        weight_decay=cfg.weight_decay,
+        fused=(major, minor) >= (2, 4) or None,
+    )
 
 
 def _diverged(what: str, step: int, cfg: TrainConfig, saved_at: int | None) -> str:
