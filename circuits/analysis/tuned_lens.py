@@ -1,0 +1,147 @@
+"""A tuned lens (Belrose et al. 2023): one affine translator per layer before the logit lens.
+
+Translator ``l`` maps the residual stream before layer ``l`` to ``h + A_l h + b_l`` (``A_l``,
+``b_l`` zero-initialised, so an untrained tuned lens *is* the logit lens), then reads it through
+the final LayerNorm (recomputed) and the unembedding. It is trained on the model's own task
+data to minimise ``KL(final || lens)``; the model stays frozen. Saved as
+``tuned_lens.safetensors`` + ``tuned_lens.json`` in a directory, e.g. next to a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from circuits.analysis.logit_lens import LensResult, accumulated_resid, unembed
+from circuits.validation import check_tokens
+
+WEIGHTS, META = "tuned_lens.safetensors", "tuned_lens.json"
+FORMAT = "circuits.tuned_lens/1"
+
+
+class TunedLens(nn.Module):
+    """Per-layer affine translators for ``n_layers`` residual points (``"{l}_pre"``).
+
+    Args:
+        n_layers: Layers of the model (one translator before each).
+        d_model: Residual width.
+    """
+
+    def __init__(self, n_layers: int, d_model: int):
+        super().__init__()
+        self.n_layers, self.d_model = n_layers, d_model
+        linears = [nn.Linear(d_model, d_model) for _ in range(n_layers)]
+        for t in linears:  # zero: the untrained tuned lens is the logit lens
+            nn.init.zeros_(t.weight)
+            nn.init.zeros_(t.bias)
+        self.translators = nn.ModuleList(linears)
+
+    @classmethod
+    def for_model(cls, model: Any) -> TunedLens:
+        return cls(model.cfg.n_layers, model.cfg.d_model)
+
+    def translate(
+        self, resid: Float[Tensor, "n_layers ... d_model"]
+    ) -> Float[Tensor, "n_layers ... d_model"]:
+        """``h + A_l h + b_l`` for the stacked residuals before each layer."""
+        if resid.shape[0] != self.n_layers or resid.shape[-1] != self.d_model:
+            raise ValueError(
+                f"resid must be [{self.n_layers}, ..., {self.d_model}], got {tuple(resid.shape)}"
+            )
+        return torch.stack([h + t(h) for h, t in zip(resid, self.translators, strict=True)])
+
+    def _check_model(self, model: Any) -> None:
+        if (model.cfg.n_layers, model.cfg.d_model) != (self.n_layers, self.d_model):
+            raise ValueError(
+                f"model has n_layers={model.cfg.n_layers}, d_model={model.cfg.d_model}; the "
+                f"lens was built for {self.n_layers}, {self.d_model}"
+            )
+
+    def lens(self, model: Any, tokens: Int[Tensor, "batch pos"], cache: Any = None) -> LensResult:
+        """Tuned-lens logits at ``"{l}_pre"`` for every layer, plus the model's output."""
+        self._check_model(model)
+        tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+        with torch.no_grad():
+            final, cache = _resid_cache(model, tokens, cache)
+            resid, labels = accumulated_resid(model, cache)
+            logits = unembed(model, self.translate(resid[:-1]))
+            logits = torch.cat([logits, final[None]], dim=0)
+        return LensResult(logits, labels, final)
+
+    def fit(
+        self,
+        model: Any,
+        task: Any,
+        steps: int = 300,
+        batch_size: int = 32,
+        lr: float = 1e-2,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> list[float]:
+        """Trains the translators on ``task`` batches (``task.sample``); the model is frozen.
+
+        Returns the loss (sum over layers of the mean ``KL(final || lens)``) at every step.
+        """
+        self._check_model(model)
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"steps={steps} and batch_size={batch_size} must be positive")
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        losses = []
+        for _ in tqdm(range(steps), disable=not progress, desc="tuned lens", leave=False):
+            tokens = task.sample(batch_size, gen).tokens
+            with torch.no_grad():
+                final, cache = _resid_cache(model, tokens)
+                resid, _ = accumulated_resid(model, cache)
+                target = final.log_softmax(-1)
+            lens = unembed(model, self.translate(resid[:-1])).log_softmax(-1)
+            kl = (target.exp() * (target - lens)).sum(-1).mean(dim=(1, 2))  # [n_layers]
+            loss = kl.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    def save(self, directory: str | Path) -> None:
+        """Writes ``tuned_lens.safetensors`` and ``tuned_lens.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(directory / WEIGHTS))
+        meta = {"format": FORMAT, "n_layers": self.n_layers, "d_model": self.d_model}
+        (directory / META).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, model: Any) -> TunedLens:
+        """Reads a lens saved by :meth:`save`, checking it fits ``model``."""
+        directory = Path(directory)
+        for name in (WEIGHTS, META):
+            if not (directory / name).is_file():
+                raise ValueError(f"{directory}: no {name} (no tuned lens saved here)")
+        try:
+            meta = json.loads((directory / META).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{directory / META}: not valid JSON ({e})") from e
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{directory / META}: unknown format {meta.get('format')!r}")
+        lens = cls(int(meta["n_layers"]), int(meta["d_model"]))
+        lens._check_model(model)
+        lens.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
+        return lens.eval()
+
+
+def _resid_cache(model: Any, tokens: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
+    if cache is not None:
+        return model(tokens).detach(), cache
+    final, cache = model.run_with_cache(
+        tokens, names_filter=lambda n: n.endswith(("hook_resid_pre", "hook_resid_post"))
+    )
+    return final.detach(), cache
