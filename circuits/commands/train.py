@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint at --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--report", metavar="PATH", help="also write an HTML report of the model here")
     p.set_defaults(run=run)
 
 
@@ -134,7 +135,16 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report:
+        from circuits.report import check_report_path
+
+        check_report_path(args.report)  # fail before training, not after
     model, task, train_cfg, result = train_or_resume(args)
+    if args.report:
+        from circuits.report import build_report, write_report
+
+        page = build_report(model, task, result.history, result.losses, title="circuits train")
+        print(f"wrote {write_report(page, args.report)}", file=sys.stderr)
     summary = {"task": task.name, "model": repr_config(model), **summarize(model, result)}
     if args.json:
         print(json.dumps(summary, indent=2))
