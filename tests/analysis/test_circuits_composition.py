@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import J, N, V, random_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.utilities import composition_scores as tl_composition_scores
 
@@ -177,3 +179,33 @@ def test_bad_mode_raises():
 
 
 _ = J  # the junk subspaces are part of the hand-built layout
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n_layers=st.integers(2, 3),
+    n_heads=st.integers(1, 3),
+    d_model=st.integers(4, 24),
+    d_head=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+    rank_deficient=st.booleans(),
+)
+def test_composition_matches_tl_on_random_shapes(
+    n_layers, n_heads, d_model, d_head, seed, rank_deficient
+):
+    model = random_model(
+        n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head, seed=seed,
+        attn_only=True, normalization_type=None,
+    )  # fmt: skip
+    if rank_deficient:  # repeated columns: a head that uses fewer dims than d_head
+        with torch.no_grad():
+            for block in model.blocks:
+                block.attn.W_V[..., -1] = block.attn.W_V[..., 0]
+    for mode in MODES:
+        ours = composition_scores(model, mode)
+        assert torch.allclose(ours, _tl_raw(model, mode), atol=1e-5), mode
+        assert ((ours >= 0) & (ours <= 1 + 1e-6)).all()
+    # Scores do not depend on how a head's weights are scaled.
+    with torch.no_grad():
+        model.blocks[0].attn.W_O.mul_(7.0)
+    assert torch.allclose(composition_scores(model, "K"), _tl_raw(model, "K"), atol=1e-5)
