@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import V, random_model
+from analysis_models import V, random_model
 
 from circuits.analysis.attribution import decompose_resid, direct_logit_attribution
 from circuits.tasks import repeated_tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import J, N, V, random_model
+from analysis_models import J, N, V, random_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformer_lens.FactoredMatrix import FactoredMatrix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import V, random_model
+from analysis_models import V, random_model
 from transformer_lens import patching
 
 from circuits.analysis.ablation import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import V, random_model
+from analysis_models import V, random_model
 
 from circuits.analysis.logit_lens import accumulated_resid, logit_lens
 from circuits.tasks import repeated_tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_model
+from analysis_models import random_model
 
 from circuits import HookedTransformer, ModelConfig, TrainConfig, train
 from circuits.analysis.logit_lens import logit_lens
