@@ -1,8 +1,10 @@
 """Per-head attention scores ``[n_layers, n_heads]``: what kind of head is each head?
 
 Scores are means of attention weights at positions that define the head type, computed from
-``hook_pattern`` activations. Thresholds in the literature (ARENA): 0.4 for previous-token and
-induction heads.
+``hook_pattern`` activations; the copying score reads the heads' direct-path logits
+(:func:`copying_score_activations`). :func:`head_scores` computes every kind in one pass and
+:func:`find_heads` names the heads above a threshold (``"L1H0"``). Thresholds in the literature
+(ARENA): 0.4 for previous-token and induction heads.
 """
 
 from __future__ import annotations
