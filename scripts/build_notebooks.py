@@ -155,24 +155,34 @@ Ablating another layer-0 head instead is the control.""",
     (
         "code",
         """\
+from circuits.analysis import ablation_hooks
 from circuits.analysis.head_scores import evaluate
-
-
-def zero_head(head):
-    def hook(z, hook):
-        z[:, :, head] = 0.0
-        return z
-    return hook
-
 
 baseline = evaluate(model, probe)
 print(f"clean: accuracy {baseline['accuracy']:.3f}, loss {baseline['loss']:.3f}")
 for h in range(model.cfg.n_heads):
-    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", zero_head(h))]):
+    with model.hooks(fwd_hooks=ablation_hooks(model, probe.tokens, [(0, h)])):
         m = evaluate(model, probe)
     tag = "previous-token head" if f"L0H{h}" in previous else "control"
     print(f"ablate L0H{h} ({tag}): accuracy {m['accuracy']:.3f}, loss {m['loss']:.3f}, "
           f"max layer-1 induction score {float(m['induction'][1:].max()):.2f}")""",
+    ),
+    (
+        "md",
+        """\
+The previous-token head matters *only through the keys of the induction head*: ablate it again
+with every attention pattern frozen to the clean run (as in the induction-heads paper) and the
+damage disappears, because its direct contribution to the logits is negligible.""",
+    ),
+    (
+        "code",
+        """\
+prev_head = previous[0]
+hooks = ablation_hooks(model, probe.tokens, [prev_head], freeze_patterns=True)
+with model.hooks(fwd_hooks=hooks):
+    frozen = evaluate(model, probe)
+print(f"ablate {prev_head} with patterns frozen: accuracy {frozen['accuracy']:.3f} "
+      f"(clean {baseline['accuracy']:.3f})")""",
     ),
     (
         "md",
@@ -417,46 +427,66 @@ print(model.cfg.n_layers, "layers,", "LayerNorm" if model.cfg.normalization_type
     (
         "md",
         """\
-Residual stream after the embeddings and after each block, through the final LayerNorm (with
-the scale of the real run, TransformerLens's `accumulated_resid(apply_ln=True)`) and `W_U`.""",
+`circuits.analysis.logit_lens` reads the residual stream before each block and at the end,
+through the final LayerNorm and `W_U` (the last point is exactly the model's output).""",
     ),
     (
         "code",
         """\
-with torch.no_grad():
-    logits, cache = model.run_with_cache(tokens)
-    resid, labels = cache.accumulated_resid(apply_ln=True, return_labels=True, pos_slice=None)
-    lens_logits = resid[:, 0] @ model.W_U + model.b_U  # [layer, pos, vocab]
-probs = lens_logits.softmax(-1)
-target_prob = probs[:, torch.arange(len(targets)), targets]  # [layer, pos]
-rank = (lens_logits > lens_logits[:, torch.arange(len(targets)), targets][..., None]).sum(-1)
-top = lens_logits.argmax(-1)
-final = logits[0].softmax(-1)[torch.arange(len(targets)), targets]
-print("lens at the last layer equals the model:", torch.allclose(target_prob[-1], final, atol=1e-5))
-print("mean probability of the next token on the repeat, by layer:",
+from circuits.analysis import TunedLens, logit_lens
+
+lens = logit_lens(model, tokens)
+target_prob = lens.target_prob(seq.targets)[:, 0]  # [point, pos]
+rank = lens.target_rank(seq.targets)[:, 0]
+top = lens.top_k(1)[1][:, 0, :, 0]  # top-1 token per point and position
+print("points:", lens.labels)
+print("last point equals the model:", torch.allclose(lens.logits[-1], lens.final_logits, atol=1e-5))
+print("mean probability of the next token on the repeat, by point:",
       [round(float(p[mask].mean()), 3) for p in target_prob])""",
     ),
     (
         "code",
         """\
-plots.lens_heatmap(target_prob, tokens[0], top, "probability", labels,
+plots.lens_heatmap(target_prob, tokens[0], top, "probability", lens.labels,
                    title="Logit lens: probability of the next token (cells: top-1 token)")""",
     ),
     (
         "code",
         """\
-plots.lens_heatmap(rank.float(), tokens[0], top, "rank", labels,
+plots.lens_heatmap(rank.float(), tokens[0], top, "rank", lens.labels,
                    title="Logit lens: rank of the next token (0 is top)")""",
     ),
     (
         "md",
         """\
-From position 11 on (its next token is the first repeated one) the correct token appears
-only after the last block: the induction step happens in layer 1. Before that, on the first
-copy, nothing can be predicted.
+From the first repeated token on, the correct token appears only after the last block: the
+induction step happens in layer 1. Before that, on the first copy, nothing can be predicted.
 
-*Tuned lens*: `circuits.analysis` is adding a tuned lens (a trained affine translator per
-layer); this notebook will plot it next to the logit lens once it lands.""",
+## Tuned lens
+
+The logit lens assumes every layer speaks the final layer's language. The tuned lens (Belrose
+et al. 2023) learns one affine translator per layer, `h + A h + b`, starting at zero (so it
+starts as the logit lens) and trained to minimise `KL(final || lens)` on the model's own task
+data. It is saved next to the checkpoint (`lens.save(path)`, `TunedLens.load(path, model)`).""",
+    ),
+    (
+        "code",
+        """\
+tuned = TunedLens.for_model(model)
+losses = tuned.fit(model, task, steps=300, seed=0)
+held_out = task.sample(64, torch.Generator().manual_seed(123)).tokens
+kl_logit = logit_lens(model, held_out).kl_to_final().mean(dim=(1, 2))
+kl_tuned = tuned.lens(model, held_out).kl_to_final().mean(dim=(1, 2))
+for label, a, b in zip(lens.labels[:-1], kl_logit, kl_tuned):
+    print(f"{label:>10}: KL to final  logit lens {a:.3f}   tuned lens {b:.3f}")""",
+    ),
+    (
+        "code",
+        """\
+tuned_result = tuned.lens(model, tokens)
+plots.lens_heatmap(tuned_result.target_prob(seq.targets)[:, 0], tokens[0],
+                   tuned_result.top_k(1)[1][:, 0, :, 0], "probability", tuned_result.labels,
+                   title="Tuned lens: probability of the next token")""",
     ),
 ]
 
