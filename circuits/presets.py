@@ -7,8 +7,14 @@ Why these defaults (2 CPU cores, no GPU):
   milliseconds, and the circuit is the same as in larger models.
 - Random period in [4, 24] per sequence, first period drawn without replacement: no positional
   head can solve it, and every repeat is unambiguous.
-- AdamW at lr 1e-2 (short warm-up, clipped gradients), batch 32: the phase change arrives after
-  a few hundred steps; at lr 3e-3 it takes several times longer.
+- AdamW at lr 2e-2 (20-step warm-up, gradients clipped at 1), batch 32: induction heads form
+  in 200-275 steps (20 of 20 seeds), under a second on one core. lr 1e-2 needs about twice the
+  steps and 3e-3 several times more; 3e-2 is faster still but failed a seed once the model was
+  widened to d_model 64, and 5e-2 fails most seeds. Batch 16 is noisier and no faster; batch 64
+  needs fewer steps but more time.
+- The probe is evaluated every 25 steps, so training stops soon after the heads form (an
+  evaluation costs about two training steps).
+- Sequences of 32 would halve the time again, but the held-out probes (24 tokens twice) need 48.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": dict(
             steps=3000,
             batch_size=32,
-            lr=1e-2,
-            eval_every=50,
+            lr=2e-2,
+            eval_every=25,
             target_accuracy=0.9,
             target_induction=0.4,
             target_previous_token=0.4,
