@@ -44,12 +44,14 @@ def sections_for(
     task: Any = None,
     history: list[dict[str, Any]] | None = None,
     losses: list[float] | None = None,
+    tuned_lens: Any = None,
 ) -> list[Section]:
-    """The report's sections for ``model`` (and its task and training history, if known)."""
+    """The report's sections for ``model`` (and its task, training history and tuned lens)."""
     from circuits import plots
     from circuits.analysis import circuits as circ
     from circuits.analysis.composition import all_composition_scores
     from circuits.analysis.head_scores import evaluate
+    from circuits.analysis.logit_lens import logit_lens
 
     out: list[Section] = []
     add = lambda title, caption, fig: out.append(Section(title, caption, fig))
@@ -85,6 +87,25 @@ def sections_for(
             "the earlier copy of the current token. Hover for tokens and weights.",
             plots.attention_patterns(model, example.tokens[0]),
         )
+        lenses = [("Logit lens", logit_lens(model, example.tokens))]
+        if tuned_lens is not None:
+            lenses.append(("Tuned lens", tuned_lens.lens(model, example.tokens)))
+        for name, lens in lenses:
+            add(
+                name,
+                "Probability of the next token at each position (column) when the residual "
+                "stream is read before each block and at the end (row); cells name the top-1 "
+                "prediction. Induction shows as the repeat becoming predictable only after the "
+                "induction layer.",
+                plots.lens_heatmap(
+                    lens.target_prob(example.targets)[:, 0],
+                    example.tokens[0],
+                    lens.top_k(1)[1][:, 0, :, 0],
+                    "probability",
+                    lens.labels,
+                    title=f"{name}: probability of the next token",
+                ),
+            )
     if model.cfg.n_layers >= 2:
         add(
             "Composition scores",
@@ -211,6 +232,7 @@ def build_report(
     history: list[dict[str, Any]] | None = None,
     losses: list[float] | None = None,
     title: str = "circuits report",
+    tuned_lens: Any = None,
 ) -> str:
     """The report page for ``model`` as an HTML string.
 
@@ -220,11 +242,11 @@ def build_report(
         history: ``TrainResult.history`` (evaluation records); optional.
         losses: ``TrainResult.losses`` (training loss per step); optional.
         title: Page title.
+        tuned_lens: A fitted :class:`~circuits.analysis.tuned_lens.TunedLens`; optional.
     """
     model.eval()
-    return render(
-        sections_for(model, task, history, losses), title, summary_of(model, task, history)
-    )
+    sections = sections_for(model, task, history, losses, tuned_lens)
+    return render(sections, title, summary_of(model, task, history))
 
 
 def check_report_path(path: str | Path) -> Path:
@@ -265,10 +287,15 @@ def report_from_checkpoint(path: str | Path, title: str | None = None) -> str:
     if checkpoint.TRAIN_STATE_FILE in meta["sha256"]:
         state = checkpoint.unpack(checkpoint.read_file(path, checkpoint.TRAIN_STATE_FILE, meta))
         history, losses = state.get("history", history), state.get("losses", losses)
+    from circuits.analysis.tuned_lens import META as LENS_META
+    from circuits.analysis.tuned_lens import TunedLens
+
+    saved_lens = (Path(path) / LENS_META).is_file()
     return build_report(
         model,
         task_from_metadata(meta),
         history,
         losses,
         title=title or f"circuits report: {Path(path).name}",
+        tuned_lens=TunedLens.load(path, model) if saved_lens else None,
     )

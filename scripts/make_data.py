@@ -49,7 +49,7 @@ def make(name: str, out: Path, seed: int = 0, quiet: bool = False) -> Path:
     cfg = type(cfg).from_dict({**cfg.to_dict(), "progress": not quiet})
     result = train(model, task, cfg)
     train_config = {k: v for k, v in cfg.to_dict().items() if k != "progress"}
-    return model.save(
+    path = model.save(
         out / name,
         overwrite=True,
         description=why,
@@ -60,6 +60,15 @@ def make(name: str, out: Path, seed: int = 0, quiet: bool = False) -> Path:
         history=result.history,
         losses=[round(x, 4) for x in result.losses],
     )
+    if not model.cfg.attn_only:
+        # A tuned lens next to the checkpoint (saved after it: saving the model replaces the
+        # directory); `circuits report` and notebook 4 pick it up.
+        from circuits.analysis import TunedLens
+
+        lens = TunedLens.for_model(model)
+        lens.fit(model, task, steps=300, seed=seed, progress=not quiet)
+        lens.save(path)
+    return path
 
 
 def main() -> None:

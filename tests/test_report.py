@@ -60,6 +60,7 @@ def test_report_embeds_plotly_once_and_draws_every_section() -> None:
         "Previous-token scores",
         "Induction scores",
         "Attention patterns",
+        "Logit lens",
         "Composition scores",
         "OV circuits",
         "Copying: eigenvalues of the OV circuits",
@@ -94,6 +95,17 @@ def test_report_from_checkpoint_reads_task_and_history(tmp_path: Path) -> None:
     model.save(bare)
     page = report_from_checkpoint(bare)
     assert "Training dynamics" not in page and "OV circuits" in page
+
+
+def test_report_from_checkpoint_shows_a_saved_tuned_lens(tmp_path: Path) -> None:
+    from circuits.analysis import TunedLens
+
+    model = small_model()
+    model.save(tmp_path / "ck", task=TASK.to_dict())
+    assert "<h2>Tuned lens</h2>" not in report_from_checkpoint(tmp_path / "ck")
+    TunedLens.for_model(model).save(tmp_path / "ck")
+    page = report_from_checkpoint(tmp_path / "ck")
+    assert "<h2>Logit lens</h2>" in page and "<h2>Tuned lens</h2>" in page
 
 
 def test_cli_report_writes_a_page_and_fails_cleanly(

@@ -104,7 +104,7 @@ def test_report_renders_every_figure_without_errors(report_page: str, tmp_path: 
     n_figures = len(re.findall(r'<div id="fig-s\d+"', report_page))
     result = render(report_page, tmp_path)
     assert result["errors"] == []
-    assert result["plots"] == n_figures == 9
+    assert result["plots"] == n_figures == 10
     assert result["svgs"] >= n_figures
     assert all(n > 0 for n in result["traces"])  # every figure has its data attached
 
