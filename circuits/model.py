@@ -8,7 +8,7 @@ The model is built on ``transformer_lens.HookedRootModule``: ``run_with_hooks``,
 Two execution paths give the same numbers: with hooks or a cache attached, attention is spelled
 out (scores, mask, softmax) so every intermediate can be read or patched; with none attached it
 uses the fused ``scaled_dot_product_attention`` kernel and skips the hook calls, which is what
-makes training fast on a CPU.
+makes training fast on a CPU. The choice is per layer: a hook on one layer leaves the others fused.
 """
 
 from __future__ import annotations
@@ -166,10 +166,13 @@ class Attention(nn.Module):
         q = self.hook_q(einops.einsum(query_input, self.W_Q, "b p d, h d e -> b p h e") + self.b_Q)
         k = self.hook_k(einops.einsum(key_input, self.W_K, "b p d, h d e -> b p h e") + self.b_K)
         v = self.hook_v(einops.einsum(value_input, self.W_V, "b p d, h d e -> b p h e") + self.b_V)
-        scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / self.cfg.attn_scale
+        scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k")
         n = scores.shape[-1]
         causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
-        scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
+        # In place: the same numbers as TransformerLens's `scores / scale` then masking, without
+        # two more [batch, heads, pos, pos] copies (neither op's backward needs its input).
+        scores = scores.div_(self.cfg.attn_scale).masked_fill_(~causal, float("-inf"))
+        scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(scores.softmax(dim=-1))
         z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h e -> b q h e"))
         if self.cfg.use_attn_result:
@@ -342,11 +345,18 @@ class HookedTransformer(HookedRootModule):
         return [cast(TransformerBlock, block) for block in self.blocks]
 
     def _any_hooks(self) -> bool:
+        return bool(self._hooked_parts())
+
+    def _hooked_parts(self) -> set[str]:
+        """The parts with a hook attached: ``"blocks.{l}"``, or ``""`` for the embeddings and
+        the final LayerNorm. Each part takes the hooked path only if it has a hook, so caching
+        one layer's pattern leaves the other layers on the fused path."""
         # Plain torch hooks registered on a HookPoint count too, not only TransformerLens's.
-        return any(
-            hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks
-            for hp in self.hook_dict.values()
-        )
+        return {
+            ".".join(name.split(".")[:2]) if name.startswith("blocks.") else ""
+            for name, hp in self.hook_dict.items()
+            if hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks
+        }
 
     def forward(
         self,
@@ -371,7 +381,8 @@ class HookedTransformer(HookedRootModule):
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"unknown return_type {return_type!r}")
         tokens = check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx)
-        hooked = self._any_hooks()
+        hooked_parts = self._hooked_parts()
+        hooked = "" in hooked_parts
 
         def hook(hp: HookPoint, x: Tensor) -> Tensor:
             return hp(x) if hooked else x
@@ -382,8 +393,8 @@ class HookedTransformer(HookedRootModule):
             residual, shortformer_pos = embed, pos_embed
         else:
             residual, shortformer_pos = embed + pos_embed, None
-        for block in self.blocks:
-            residual = block(residual, shortformer_pos, hooked)
+        for layer, block in enumerate(self.blocks):
+            residual = block(residual, shortformer_pos, f"blocks.{layer}" in hooked_parts)
         if self.cfg.normalization_type == "LN":
             residual = self.ln_final(residual, hooked)
         logits = self.unembed(residual)

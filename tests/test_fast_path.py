@@ -94,6 +94,26 @@ def test_gradients_agree(name: str) -> None:
         torch.testing.assert_close(fast[n], slow[n], atol=1e-5, rtol=1e-4, msg=n)
 
 
+@pytest.mark.parametrize("name", ["attn_only", "full_ln", "shortformer"])
+def test_a_hook_on_one_layer_leaves_the_other_layers_fused(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = perturbed_model(**ALL_CONFIGS[name], n_layers=3)
+    tokens = torch.randint(0, 20, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fast = model(tokens)
+        with hooked(model):
+            _, full_cache = model.run_with_cache(tokens)
+        with counting_sdpa(monkeypatch) as calls:
+            mixed, cache = model.run_with_cache(tokens, names_filter="blocks.1.attn.hook_pattern")
+    assert len(calls) == 2  # layers 0 and 2
+    assert list(cache.keys()) == ["blocks.1.attn.hook_pattern"]
+    torch.testing.assert_close(mixed, fast, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        cache["blocks.1.attn.hook_pattern"], full_cache["blocks.1.attn.hook_pattern"]
+    )
+
+
 def test_a_plain_torch_hook_also_selects_the_hooked_path(monkeypatch: pytest.MonkeyPatch) -> None:
     model = perturbed_model(attn_only=True, normalization_type=None)
     tokens = torch.randint(0, 20, (2, 8))
@@ -106,7 +126,7 @@ def test_a_plain_torch_hook_also_selects_the_hooked_path(monkeypatch: pytest.Mon
             model(tokens)
     finally:
         handle.remove()
-    assert seen == [(2, 4, 8, 8)] and calls == []
+    assert seen == [(2, 4, 8, 8)] and len(calls) == 1  # layer 0 hooked, layer 1 fused
 
 
 @pytest.mark.slow
