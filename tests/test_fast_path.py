@@ -1,8 +1,9 @@
-"""The fused fast path (no hooks attached) and the hooked path compute the same function.
+"""The fast path (no hooks attached) and the hooked path compute the same function.
 
-The fast path uses ``scaled_dot_product_attention`` and skips every hook call; the hooked path
-spells attention out so each intermediate can be read or patched. Logits, losses, gradients and
-short training runs must agree between them.
+The fast path fuses the Q/K/V projections, skips every hook call and runs attention either with
+``scaled_dot_product_attention`` (one thread, or long sequences) or with a single
+``baddbmm``-softmax-``bmm`` (several threads); the hooked path spells attention out so each
+intermediate can be read or patched. Logits, gradients and short training runs must agree.
 """
 
 from __future__ import annotations
@@ -16,8 +17,26 @@ import torch.nn.functional as F
 from helpers import CONFIGS, perturbed_model
 
 from circuits import HookedTransformer, ModelConfig
+from circuits.model import EXPLICIT_ATTENTION_MAX_POS, Attention
 from circuits.tasks import ShiftByOneTask
 from circuits.training import TrainConfig, train
+
+ALL_CONFIGS = {
+    **CONFIGS,
+    "relu_ln": dict(act_fn="relu"),
+    "attn_only_shortformer": dict(
+        attn_only=True, normalization_type=None, positional_embedding_type="shortformer"
+    ),
+}
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Runs the test on one thread (fused kernel) and on two (explicit attention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
 
 
 @contextmanager
@@ -33,46 +52,59 @@ def hooked(model: HookedTransformer) -> Iterator[list[str]]:
 
 
 @contextmanager
-def counting_sdpa(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    calls: list[int] = []
-    real = F.scaled_dot_product_attention
+def spying(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """Counts calls of the fast path (``Attention._fused``) and of the fused SDPA kernel."""
+    calls = {"fast": 0, "sdpa": 0}
+    fused, sdpa = Attention._fused, F.scaled_dot_product_attention
 
-    def spy(*args: object, **kwargs: object) -> torch.Tensor:
-        calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def fast_spy(self: Attention, *args: torch.Tensor) -> torch.Tensor:
+        calls["fast"] += 1
+        return fused(self, *args)
 
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    def sdpa_spy(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["sdpa"] += 1
+        return sdpa(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Attention, "_fused", fast_spy)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa_spy)
     yield calls
 
 
-ALL_CONFIGS = {
-    **CONFIGS,
-    "relu_ln": dict(act_fn="relu"),
-    "attn_only_shortformer": dict(
-        attn_only=True, normalization_type=None, positional_embedding_type="shortformer"
-    ),
-}
-
-
 @pytest.mark.parametrize("name", sorted(ALL_CONFIGS))
-def test_logits_agree(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_logits_agree(name: str, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     model = perturbed_model(**ALL_CONFIGS[name])
     tokens = torch.randint(
         0, model.cfg.d_vocab, (3, 17), generator=torch.Generator().manual_seed(1)
     )
-    with torch.no_grad(), counting_sdpa(monkeypatch) as calls:
+    n_layers = model.cfg.n_layers
+    with torch.no_grad(), spying(monkeypatch) as calls:
         fast = model(tokens)
-        assert len(calls) == model.cfg.n_layers  # the fused kernel really ran
+        assert calls["fast"] == n_layers  # the fast path really ran...
+        assert calls["sdpa"] == (n_layers if threads == 1 else 0)  # ...with this kernel
         with hooked(model) as seen:
             slow = model(tokens)
-        assert len(calls) == model.cfg.n_layers  # ...and not on the hooked path
+        assert calls["fast"] == n_layers  # ...and not on the hooked path
     assert "blocks.1.attn.hook_pattern" in seen
     assert fast.shape == slow.shape == (3, 17, model.cfg.d_vocab)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
+def test_long_sequences_use_the_fused_kernel_on_any_thread_count(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = EXPLICIT_ATTENTION_MAX_POS + 2
+    model = perturbed_model(attn_only=True, normalization_type=None, n_ctx=n)
+    tokens = torch.randint(0, 20, (2, n), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), spying(monkeypatch) as calls:
+        fast = model(tokens)
+        with hooked(model):
+            slow = model(tokens)
+    assert calls == {"fast": 2, "sdpa": 2}
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["attn_only", "full_ln", "shortformer", "gelu_new_result"])
-def test_gradients_agree(name: str) -> None:
+def test_gradients_agree(name: str, threads: int) -> None:
     model = perturbed_model(**ALL_CONFIGS[name])
     tokens = torch.randint(
         0, model.cfg.d_vocab, (4, 20), generator=torch.Generator().manual_seed(2)
@@ -96,7 +128,7 @@ def test_gradients_agree(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["attn_only", "full_ln", "shortformer"])
 def test_a_hook_on_one_layer_leaves_the_other_layers_fused(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = perturbed_model(**ALL_CONFIGS[name], n_layers=3)
     tokens = torch.randint(0, 20, (2, 12), generator=torch.Generator().manual_seed(3))
@@ -104,9 +136,9 @@ def test_a_hook_on_one_layer_leaves_the_other_layers_fused(
         fast = model(tokens)
         with hooked(model):
             _, full_cache = model.run_with_cache(tokens)
-        with counting_sdpa(monkeypatch) as calls:
+        with spying(monkeypatch) as calls:
             mixed, cache = model.run_with_cache(tokens, names_filter="blocks.1.attn.hook_pattern")
-    assert len(calls) == 2  # layers 0 and 2
+    assert calls["fast"] == 2  # layers 0 and 2
     assert list(cache.keys()) == ["blocks.1.attn.hook_pattern"]
     torch.testing.assert_close(mixed, fast, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(
@@ -122,18 +154,21 @@ def test_a_plain_torch_hook_also_selects_the_hooked_path(monkeypatch: pytest.Mon
         lambda module, args, out: seen.append(out.shape)
     )
     try:
-        with torch.no_grad(), counting_sdpa(monkeypatch) as calls:
+        with torch.no_grad(), spying(monkeypatch) as calls:
             model(tokens)
     finally:
         handle.remove()
-    assert seen == [(2, 4, 8, 8)] and len(calls) == 1  # layer 0 hooked, layer 1 fused
+    assert seen == [(2, 4, 8, 8)] and calls["fast"] == 1  # layer 0 hooked, layer 1 fast
 
 
 @pytest.mark.slow
-def test_training_through_either_path_converges_the_same_way() -> None:
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_training_through_either_path_converges_the_same_way(n_threads: int) -> None:
     """Same init and data: the loss curves agree early and both solve the task."""
     task = ShiftByOneTask(d_vocab=16, seq_len=16)
-    cfg = TrainConfig(steps=150, batch_size=32, lr=1e-2, eval_every=50, progress=False)
+    cfg = TrainConfig(
+        steps=150, batch_size=32, lr=1e-2, eval_every=50, progress=False, threads=n_threads
+    )
     config = ModelConfig(
         n_layers=1, d_model=32, n_heads=2, n_ctx=16, d_vocab=16, attn_only=True,
         normalization_type=None,
