@@ -6,7 +6,8 @@ ours/peer. Both sides get the same config, the same initial weights (ours, conve
 data, the same loss code and the same optimizer settings.
 
 Cases:
-    train: training steps/s at the reference config (2L attn-only, d_model 64, 4x16 heads).
+    train: training steps/s at the reference config (2L attn-only, d_model 64, 4x16 heads), on
+        one thread and on all cores.
     cache: ``run_with_cache`` over all hooks and over one hook: time and peak memory.
     composition: Q, K and V composition scores at GPT-2-small shape (ours with its baseline).
     induction: wall time from model construction to formed induction heads, over seeds.
@@ -208,7 +209,20 @@ def case_train(quick: bool) -> dict:
         f"(first-step loss ours {first[0]:.5f}, peer {first[1]:.5f}); the peer's unembed "
         "bias is a frozen buffer, ours a parameter"
     )
-    return {"train_throughput": out}
+    return out
+
+
+def case_train_threads(quick: bool) -> dict:
+    """The training case on one thread (what `circuits train` uses) and on every core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    before, out = torch.get_num_threads(), {}
+    try:
+        for n in sorted({1, cores or 1}):
+            torch.set_num_threads(n)
+            out[f"train steps/s ({n} thread{'s' if n > 1 else ''})"] = case_train(quick)
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 def case_cache(quick: bool) -> dict:
@@ -368,7 +382,8 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
-        f"({m['torch_threads']} threads), TransformerLens {m['transformer_lens']}, "
+        f"({m['torch_threads']} thread(s) unless the row says otherwise; `circuits.train`, and so "
+        f"the time-to-induction row, uses 1), TransformerLens {m['transformer_lens']}, "
         f"Python {m['python']}; load average (1, 5, 15 min) before {m['load_average']['before']}"
         f", after {m['load_average']['after']}. Peer: TransformerLens's "
         "`TransformerBridge.boot_native` with the same config and weights.",
@@ -406,7 +421,7 @@ def run(
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "cases": {}}
     load_before = results["machine"].pop("load_average")
     runners: dict[str, Callable[[], dict]] = {
-        "train": lambda: case_train(quick),
+        "train": lambda: case_train_threads(quick),
         "cache": lambda: case_cache(quick),
         "composition": lambda: case_composition(quick),
         "induction": lambda: case_induction(quick, seeds),

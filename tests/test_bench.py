@@ -55,14 +55,14 @@ def test_quick_run_writes_results_and_table(tmp_path) -> None:
     assert results["quick"] is True
     assert {"cpu", "cores", "torch", "transformer_lens", "torch_threads"} <= set(results["machine"])
     names = set(results["cases"])
-    assert {"train_throughput", "time to induction", "composition (Q, K, V)"} <= names
+    assert {"train steps/s (1 thread)", "time to induction", "composition (Q, K, V)"} <= names
     assert {"run_with_cache (all hooks)", "run_with_cache (one hook)"} <= names
     for name, case in results["cases"].items():
         assert math.isfinite(case["ratio"]) and case["ratio"] > 0, name
         assert case["ours"]["min"] <= case["ours"]["median"] <= case["ours"]["max"], name
         assert f"| {name} |" in table
     # Same weights and data on both sides: the first training loss is the same number.
-    first = results["cases"]["train_throughput"]["first_loss"]
+    first = results["cases"]["train steps/s (1 thread)"]["first_loss"]
     assert first["ours"] == pytest.approx(first["peer"], abs=1e-4)
     assert results["cases"]["composition (Q, K, V)"]["max_abs_diff_vs_peer"] < 1e-4
     memory = results["cases"]["run_with_cache (one hook)"]["memory"]
