@@ -12,7 +12,7 @@ from circuits.presets import build
 from circuits.tasks import repeated_tokens
 from circuits.training import train
 
-BUDGET = 1000  # steps; the default preset forms induction heads in ~400-600
+BUDGET = 1000  # steps; the default preset forms induction heads in ~200-300
 
 
 def trained(seed, n_layers=2, task="induction", steps=BUDGET):
