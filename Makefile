@@ -8,7 +8,6 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
@@ -25,8 +24,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebook and not browser"
 
 lint: $(STAMP)
-	$(BIN)/ruff check circuits tests bench
-	$(BIN)/ruff format --check circuits tests bench
+	$(BIN)/ruff check circuits tests bench scripts
+	$(BIN)/ruff format --check circuits tests bench scripts
 	$(BIN)/mypy circuits
 
 ## data: regenerate the small trained checkpoints in data/ (about a minute on 2 cores)
