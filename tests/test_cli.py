@@ -47,3 +47,15 @@ def test_train_shift_json(capsys):
     assert summary["task"] == "shift"
     assert summary["top_previous_token_head"]["score"] >= 0.9
     assert summary["solved_at"] is not None
+
+
+@pytest.mark.slow
+def test_train_induction_reports_the_circuit(capsys):
+    assert main(["train", "--json", "-q", "--seed", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["solved_at"] is not None
+    k = summary["k_composition"]
+    assert k["source"].startswith("L0") and k["target"].startswith("L1")
+    assert k["score"] > k["baseline"] + 3 * k["baseline_std"]
+    ablation = summary["ablate_source"]
+    assert ablation["accuracy_before"] - ablation["accuracy_after"] >= 0.5

@@ -134,6 +134,38 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
     return out
 
 
+def circuit_summary(model: Any, task: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """The induction circuit's mechanism: K-composition into the top induction head from its
+    strongest source, and what zero-ablating that source does to the probe accuracy."""
+    from circuits.analysis import all_composition_scores, evaluate, run_with_ablation
+    from circuits.analysis.head_scores import probe_accuracy
+
+    top = summary.get("top_induction_head")
+    if model.cfg.n_layers < 2 or top is None or top["head"].startswith("L0"):
+        return {}
+    layer, head = (int(x) for x in top["head"][1:].split("H"))
+    comp = all_composition_scores(model)
+    excess = comp.excess("K")[:layer, :, layer, head]  # earlier heads -> the induction head
+    src_layer, src_head = divmod(int(excess.argmax()), excess.shape[1])
+    source = f"L{src_layer}H{src_head}"
+    probe = task.probe(64)
+    ablated = probe_accuracy(run_with_ablation(model, probe.tokens, [source]), probe)
+    return {
+        "k_composition": {
+            "source": source,
+            "target": top["head"],
+            "score": round(float(comp.k[src_layer, src_head, layer, head]), 4),
+            "baseline": round(float(comp.baseline), 4),
+            "baseline_std": round(float(comp.baseline_std), 4),
+        },
+        "ablate_source": {
+            "head": source,
+            "accuracy_before": round(evaluate(model, probe)["accuracy"], 4),
+            "accuracy_after": round(ablated, 4),
+        },
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     if args.report:
         from circuits.report import check_report_path
@@ -146,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         page = build_report(model, task, result.history, result.losses, title="circuits train")
         print(f"wrote {write_report(page, args.report)}", file=sys.stderr)
     summary = {"task": task.name, "model": repr_config(model), **summarize(model, result)}
+    summary.update(circuit_summary(model, task, summary))
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -155,6 +188,16 @@ def run(args: argparse.Namespace) -> int:
         top = summary.get(f"top_{kind}_head")
         if top:
             print(f"top {kind.replace('_', '-')} head: {top['head']} (score {top['score']:.3f})")
+    if "k_composition" in summary:
+        k, ab = summary["k_composition"], summary["ablate_source"]
+        print(
+            f"K-composition {k['source']} -> {k['target']}: {k['score']:.3f} "
+            f"(random baseline {k['baseline']:.3f} ± {k['baseline_std']:.3f})"
+        )
+        print(
+            f"zero-ablating {ab['head']}: probe accuracy {ab['accuracy_before']:.3f} -> "
+            f"{ab['accuracy_after']:.3f}"
+        )
     if train_cfg.has_targets:
         verdict = f"formed at step {result.solved_at}" if result.solved_at else "NOT formed"
         print(f"targets ({task.name}): {verdict}")
