@@ -128,6 +128,23 @@ def write_files(path: str | Path, files: dict[str, bytes], overwrite: bool = Fal
     return path
 
 
+def write_file(path: str | Path, data: bytes) -> Path:
+    """Atomically writes one file (temporary sibling, fsync, rename): old or new, never half."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 # --- metadata and hashes ---
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

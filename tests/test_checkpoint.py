@@ -255,3 +255,19 @@ def test_killed_between_renames_is_recovered(saved: Path) -> None:
     assert torch.equal(checkpoint.load(saved).W_E, before)
     perturbed_model(seed=4).save(saved, overwrite=True)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
+
+
+def test_write_file_is_all_or_nothing(tmp_path, monkeypatch):
+    from circuits.checkpoint import write_file
+
+    target = tmp_path / "lens.bin"
+    write_file(target, b"old")
+
+    def fail(*args):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr("circuits.checkpoint.os.replace", fail)
+    with pytest.raises(OSError, match="disk gone"):
+        write_file(target, b"new contents")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lens.bin"]

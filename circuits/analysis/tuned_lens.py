@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -111,13 +112,18 @@ class TunedLens(nn.Module):
         return losses
 
     def save(self, directory: str | Path) -> None:
-        """Writes ``tuned_lens.safetensors`` and ``tuned_lens.json`` into ``directory``."""
+        """Writes ``tuned_lens.safetensors`` and ``tuned_lens.json`` into ``directory``.
+
+        Each file is written atomically; the JSON goes last, so a lens whose JSON exists is whole.
+        """
+        from circuits.checkpoint import write_file
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS))
+        write_file(directory / WEIGHTS, safetensors_bytes(tensors))
         meta = {"format": FORMAT, "n_layers": self.n_layers, "d_model": self.d_model}
-        (directory / META).write_text(json.dumps(meta, indent=2) + "\n")
+        write_file(directory / META, (json.dumps(meta, indent=2) + "\n").encode())
 
     @classmethod
     def load(cls, directory: str | Path, model: Any) -> TunedLens:
