@@ -19,10 +19,13 @@ _EXPORTS = {
     "train": "circuits.training",
     "tasks": "circuits.tasks",
     "analysis": "circuits.analysis",
+    "plots": "circuits.plots",
+    "presets": "circuits.presets",
+    "checkpoint": "circuits.checkpoint",
 }
 
 if TYPE_CHECKING:
-    from circuits import analysis, tasks
+    from circuits import analysis, checkpoint, plots, presets, tasks
     from circuits.config import ModelConfig
     from circuits.model import HookedTransformer
     from circuits.training import TrainConfig, TrainResult, train
@@ -47,6 +50,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "analysis",
+    "checkpoint",
+    "plots",
+    "presets",
     "tasks",
     "train",
 ]
