@@ -156,7 +156,7 @@ def default_probe(model: Any, batch_size: int = 32, seed: int = 0) -> Batch:
 
 
 def copying_score_activations(
-    model: Any, tokens: Tensor, cache: Any = None
+    model: Any, tokens: Tensor, cache: Any = None, query_mask: Tensor | None = None
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Olsson et al.'s copying score, measured on activations.
 
@@ -165,12 +165,25 @@ def copying_score_activations(
     vocabulary, ReLU'd; the score is the share of that positive mass on the token at the key the
     head attends to most. A perfect copying head scores 1. Queries at position 0 are skipped
     (they can only attend to themselves).
+
+    Args:
+        query_mask: Bool ``[batch, pos]``: average only over these query positions (e.g. a
+            probe's mask, where induction heads do their work); default: every position >= 1.
     """
     from circuits.analysis.attribution import apply_final_ln
 
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if tokens.shape[1] < 2:
         raise ValueError("tokens must have at least 2 positions")
+    weights = torch.ones(tokens.shape, dtype=torch.float32)
+    if query_mask is not None:
+        if query_mask.shape != tokens.shape:
+            shapes = f"{tuple(query_mask.shape)} != tokens {tuple(tokens.shape)}"
+            raise ValueError(f"query_mask shape {shapes}")
+        weights = query_mask.float()
+    weights[:, 0] = 0.0
+    if weights.sum() == 0:
+        raise ValueError("query_mask selects no query position after position 0")
     with torch.no_grad():
         if cache is None:
             _, cache = model.run_with_cache(tokens)
@@ -185,7 +198,7 @@ def copying_score_activations(
             attended_token = tokens.gather(1, attended.flatten(1)).view(attended.shape)
             on_token = gain.gather(-1, attended_token.transpose(0, 1).unsqueeze(-1)).squeeze(-1)
             share = on_token / gain.sum(-1).clamp_min(1e-12)  # [h, b, p]
-            out.append(share[:, :, 1:].mean(dim=(1, 2)))
+            out.append((share * weights).sum(dim=(1, 2)) / weights.sum())
     return torch.stack(out)
 
 
@@ -211,7 +224,8 @@ def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
         "first_token": first_token_score(patterns),
         "duplicate_token": duplicate_token_score(patterns, probe.repeat_length),
         "induction": induction_score(patterns, probe.repeat_length),
-        "copying": copying_score_activations(model, tokens, cache),
+        # Where the probe's next token is a repeat: where induction heads copy.
+        "copying": copying_score_activations(model, tokens, cache, probe.mask),
     }
 
 

@@ -78,6 +78,16 @@ def test_copying_score_activations_independent_computation():
             shares.append(gain[tok] / gain.sum())
     expected = float(torch.stack(shares).mean().detach())
     assert got[layer, head] == pytest.approx(expected, abs=1e-5)
+    # A query mask averages over the chosen queries only.
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, 3], mask[1, 7] = True, True
+    masked = copying_score_activations(model, tokens, cache, query_mask=mask)
+    chosen = float((shares[2] + shares[8 + 6]).detach()) / 2  # (b=0, q=3), (b=1, q=7)
+    assert masked[layer, head] == pytest.approx(chosen, abs=1e-5)
+    only_first = torch.zeros(2, 9, dtype=torch.bool)
+    only_first[:, 0] = True
+    with pytest.raises(ValueError, match="query_mask selects no query"):
+        copying_score_activations(model, tokens, cache, query_mask=only_first)
 
 
 def test_head_scores_same_on_bridge(bridge_of):
