@@ -145,6 +145,7 @@ KINDS = (
     "duplicate_token",
     "induction",
     "copying",
+    "copying_top1",
 )
 
 
@@ -156,7 +157,11 @@ def default_probe(model: Any, batch_size: int = 32, seed: int = 0) -> Batch:
 
 
 def copying_score_activations(
-    model: Any, tokens: Tensor, cache: Any = None, query_mask: Tensor | None = None
+    model: Any,
+    tokens: Tensor,
+    cache: Any = None,
+    query_mask: Tensor | None = None,
+    statistic: str = "share",
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Olsson et al.'s copying score, measured on activations.
 
@@ -166,12 +171,21 @@ def copying_score_activations(
     head attends to most. A perfect copying head scores 1. Queries at position 0 are skipped
     (they can only attend to themselves).
 
+    The share is strict: with a small vocabulary, a head that ranks the attended token first can
+    still spread most positive mass over near-misses (trained induction heads score ~0.25).
+    ``statistic="top1"`` asks the coarser question, the fraction of queries where the attended
+    token gets the head's largest direct-path logit (the same heads score ~0.95).
+
     Args:
         query_mask: Bool ``[batch, pos]``: average only over these query positions (e.g. a
             probe's mask, where induction heads do their work); default: every position >= 1.
+        statistic: ``"share"`` (of positive logit mass) or ``"top1"`` (attended token ranked
+            first).
     """
     from circuits.analysis.attribution import apply_final_ln
 
+    if statistic not in ("share", "top1"):
+        raise ValueError(f"statistic={statistic!r} must be 'share' or 'top1'")
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if tokens.shape[1] < 2:
         raise ValueError("tokens must have at least 2 positions")
@@ -196,8 +210,12 @@ def copying_score_activations(
             gain = (logits - logits.mean(-1, keepdim=True)).relu()
             attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)  # [b, h, q]
             attended_token = tokens.gather(1, attended.flatten(1)).view(attended.shape)
-            on_token = gain.gather(-1, attended_token.transpose(0, 1).unsqueeze(-1)).squeeze(-1)
-            share = on_token / gain.sum(-1).clamp_min(1e-12)  # [h, b, p]
+            attended_token = attended_token.transpose(0, 1)  # [h, b, q]
+            if statistic == "top1":
+                share = (logits.argmax(-1) == attended_token).float()
+            else:
+                on_token = gain.gather(-1, attended_token.unsqueeze(-1)).squeeze(-1)
+                share = on_token / gain.sum(-1).clamp_min(1e-12)  # [h, b, p]
             out.append((share * weights).sum(dim=(1, 2)) / weights.sum())
     return torch.stack(out)
 
@@ -226,6 +244,7 @@ def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
         "induction": induction_score(patterns, probe.repeat_length),
         # Where the probe's next token is a repeat: where induction heads copy.
         "copying": copying_score_activations(model, tokens, cache, probe.mask),
+        "copying_top1": copying_score_activations(model, tokens, cache, probe.mask, "top1"),
     }
 
 

@@ -33,6 +33,7 @@ def test_prev_copy_head_scores(prev_copy_model):
     assert scores["previous_token"][0, 0] > 0.99
     assert scores["copying"][0, 0] > 0.99
     assert scores["copying"][0, 1] < 0.5  # the junk head writes nothing the unembedding reads
+    assert scores["copying_top1"][0, 0] > 0.99
     assert find_heads(prev_copy_model, "previous_token", 0.5, scores=scores) == ["L0H0"]
     assert find_heads(prev_copy_model, "copying", 0.9, scores=scores) == ["L0H0"]
     assert find_heads(prev_copy_model, "induction", 0.5, scores=scores) == []
@@ -70,14 +71,19 @@ def test_copying_score_activations_independent_computation():
     x = x / cache["ln_final.hook_scale"] * model.ln_final.w
     logits = x @ model.W_U
     pattern = cache[f"blocks.{layer}.attn.hook_pattern"][:, head]
-    shares = []
+    shares, tops = [], []
     for b in range(2):
         for q in range(1, 9):
             gain = (logits[b, q] - logits[b, q].mean()).relu()
             tok = tokens[b, pattern[b, q].argmax()]
             shares.append(gain[tok] / gain.sum())
+            tops.append(float(logits[b, q].argmax() == tok))
     expected = float(torch.stack(shares).mean().detach())
     assert got[layer, head] == pytest.approx(expected, abs=1e-5)
+    top1 = copying_score_activations(model, tokens, cache, statistic="top1")
+    assert top1[layer, head] == pytest.approx(sum(tops) / len(tops), abs=1e-6)
+    with pytest.raises(ValueError, match="statistic"):
+        copying_score_activations(model, tokens, cache, statistic="mean")
     # A query mask averages over the chosen queries only.
     mask = torch.zeros(2, 9, dtype=torch.bool)
     mask[0, 3], mask[1, 7] = True, True

@@ -39,6 +39,9 @@ def test_trained_model_induction_circuit(trained_induction):
 
     stats = circuit_stats(model)
     assert stats.ov_copying[1, ind_head] > 0.7
+    # On activations: where the repeat is predictable, the token the induction head attends to
+    # is the one its direct path pushes up most.
+    assert scores["copying_top1"][1, ind_head] > 0.8, scores["copying_top1"]
 
     # Ablating the induction head or its previous-token source hurts the repeat more than
     # ablating the other layer-0 head; with patterns frozen the source's effect vanishes
