@@ -340,13 +340,18 @@ def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
     cpu = platform.processor() or platform.machine()
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    cpu = info.get("model name", cpu)
+    if "cpu family" in info:
+        # Machines sold under one name differ several-fold in speed ("AMD EPYC" of family 23
+        # and 25): the family/model and a GEMM calibration tell two tables apart.
+        cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu,
@@ -359,7 +364,24 @@ def machine() -> dict[str, Any]:
         else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "gemm_gflops": gemm_gflops(),
     }
+
+
+def gemm_gflops() -> float:
+    """Single-thread float32 GEMM throughput at the training case's largest matmul shape."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(4096, 64), torch.randn(64, 192)
+        for _ in range(5):
+            a @ b
+        n, start = 50, time.perf_counter()
+        for _ in range(n):
+            a @ b
+        return round(2 * 4096 * 64 * 192 * n / (time.perf_counter() - start) / 1e9, 1)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fmt(x: float) -> str:
@@ -384,7 +406,8 @@ def markdown(results: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
         f"({m['torch_threads']} thread(s) unless the row says otherwise; `circuits.train`, and so "
         f"the time-to-induction row, uses 1), TransformerLens {m['transformer_lens']}, "
-        f"Python {m['python']}; load average (1, 5, 15 min) before {m['load_average']['before']}"
+        f"Python {m['python']}; single-thread GEMM {m.get('gemm_gflops', 'n/a')} GFLOP/s "
+        f"(4096x64 @ 64x192); load average (1, 5, 15 min) before {m['load_average']['before']}"
         f", after {m['load_average']['after']}. Peer: TransformerLens's "
         "`TransformerBridge.boot_native` with the same config and weights.",
     ]

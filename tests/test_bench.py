@@ -53,7 +53,10 @@ def test_quick_run_writes_results_and_table(tmp_path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     table = (tmp_path / "RESULTS.md").read_text()
     assert results["quick"] is True
-    assert {"cpu", "cores", "torch", "transformer_lens", "torch_threads"} <= set(results["machine"])
+    assert {"cpu", "cores", "torch", "transformer_lens", "torch_threads", "gemm_gflops"} <= set(
+        results["machine"]
+    )
+    assert results["machine"]["gemm_gflops"] > 0
     names = set(results["cases"])
     assert {"train steps/s (1 thread)", "time to induction", "composition (Q, K, V)"} <= names
     assert {"run_with_cache (all hooks)", "run_with_cache (one hook)"} <= names
