@@ -211,6 +211,29 @@ print(f"1 layer: accuracy {m1['accuracy']:.3f} (2 layers: {baseline['accuracy']:
       f"max induction score {float(m1['induction'].max()):.2f}")
 plots.attention_patterns(one, example.tokens[0], title="1-layer model: no induction stripe")""",
     ),
+    (
+        "md",
+        """\
+## In-context learning
+
+Olsson et al. measure in-context learning as the loss at a late token minus the loss at an
+early one: negative when the model uses its context. On fresh task sequences, at the positions
+the task can predict (a repeat has begun), the 2-layer model's loss falls with position as the
+repeats pile up; the 1-layer model's does not.""",
+    ),
+    (
+        "code",
+        """\
+from circuits.analysis import in_context_learning_score, loss_by_position
+
+fresh = task.sample(512, torch.Generator().manual_seed(5))
+by_position, icl = {}, {}
+for name, m in (("2 layers", model), ("1 layer", one)):
+    by_position[name] = loss_by_position(m, fresh.tokens, fresh.targets, fresh.mask)
+    icl[name] = in_context_learning_score(m, fresh.tokens, targets=fresh.targets, mask=fresh.mask)
+    print(f"{name}: in-context learning score {icl[name]:+.2f} nats")
+plots.loss_by_position(by_position, title="Loss by position on repeats (lower is better)")""",
+    ),
 ]
 
 NOTEBOOKS["02_circuits"] = [
@@ -496,6 +519,8 @@ def build_notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     nb.cells = [
         new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells
     ]
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding changes only the cells that changed
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",

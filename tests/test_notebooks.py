@@ -24,6 +24,24 @@ def test_notebooks_exist_and_are_stripped() -> None:
                 assert "class HookedTransformer" not in cell.source, path.name
 
 
+def test_notebooks_are_what_the_build_script_writes() -> None:
+    """The .ipynb files are generated: an edit made to one by hand would be lost on rebuild."""
+    import importlib.util
+
+    script = NOTEBOOKS[0].parent.parent / "scripts" / "build_notebooks.py"
+    spec = importlib.util.spec_from_file_location("build_notebooks", script)
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert sorted(build.NOTEBOOKS) == [p.stem for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        built = build.build_notebook(build.NOTEBOOKS[path.stem])
+        committed = nbformat.read(path, as_version=4)
+        assert [(c.id, c.cell_type, c.source) for c in committed.cells] == [
+            (c.id, c.cell_type, c.source) for c in built.cells
+        ], f"{path.name} differs from scripts/build_notebooks.py: run it"
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_a_fresh_kernel(path: Path) -> None:

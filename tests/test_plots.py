@@ -172,6 +172,19 @@ def test_lens_heatmap_writes_top_tokens_and_logs_ranks() -> None:
         plots.lens_heatmap(probs, top_tokens=top[:1])
 
 
+def test_loss_by_position_draws_one_line_per_model_and_marks_the_score_tokens() -> None:
+    two = torch.tensor([float("nan"), 1.2, 0.5, 0.1])
+    fig = plots.loss_by_position({"2L": two, "1L": [float("nan"), 1.0, 1.3, 1.4]}, early=1, late=3)
+    assert [trace.name for trace in fig.data] == ["2L", "1L"]
+    np.testing.assert_allclose(np.array(fig.data[0].y, dtype=float), two.numpy())
+    assert np.array(fig.data[1].x).tolist() == [0, 1, 2, 3]
+    assert sorted(shape.x0 for shape in fig.layout.shapes) == [1, 3]
+    with pytest.raises(ValueError, match="losses is empty"):
+        plots.loss_by_position({})
+    with pytest.raises(ValueError, match="1 dimensions"):
+        plots.loss_by_position({"bad": torch.zeros(2, 2)})
+
+
 def fake_history() -> list[dict]:
     # The probe loss falls slowly, then by 1.5 between steps 300 and 350: the phase change.
     losses = [3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 1.0, 0.9, 0.85]

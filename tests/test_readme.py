@@ -33,3 +33,6 @@ def test_readme_python_examples_run_in_order():
     assert namespace["result"].solved_at is not None
     assert find_heads(model, "previous_token")[0].startswith("L0")
     assert find_heads(model, "induction")[0].startswith("L1")
+    batch = namespace["batch"]
+    icl = namespace["in_context_learning_score"]
+    assert icl(model, batch.tokens, targets=batch.targets, mask=batch.mask) < 0

@@ -4,6 +4,7 @@ Modules, one concept each: :mod:`~circuits.analysis.circuits` (QK/OV circuits, c
 :mod:`~circuits.analysis.composition` (Q/K/V composition with a random baseline),
 :mod:`~circuits.analysis.head_scores` (attention-pattern head scores, ``find_heads``),
 :mod:`~circuits.analysis.ablation` (ablation, activation patching),
+:mod:`~circuits.analysis.in_context` (loss by position, the in-context learning score),
 :mod:`~circuits.analysis.attribution` (residual decomposition, direct logit attribution),
 :mod:`~circuits.analysis.logit_lens` and :mod:`~circuits.analysis.tuned_lens`.
 
@@ -57,6 +58,7 @@ from circuits.analysis.head_scores import (
     induction_score,
     previous_token_score,
 )
+from circuits.analysis.in_context import in_context_learning_score, loss_by_position
 from circuits.analysis.logit_lens import LensResult, accumulated_resid, logit_lens
 from circuits.analysis.tuned_lens import TunedLens
 from circuits.analysis.weights import get_weights, head_name
@@ -90,9 +92,11 @@ __all__ = [
     "get_weights",
     "head_name",
     "head_scores",
+    "in_context_learning_score",
     "induction_score",
     "k_composition_circuit",
     "logit_lens",
+    "loss_by_position",
     "masked_loss",
     "ov_circuit",
     "patch_heads",

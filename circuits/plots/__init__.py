@@ -7,6 +7,7 @@ One module per figure family:
 - :mod:`~circuits.plots.weights`: QK / OV circuit heatmaps and eigenvalue scatters.
 - :mod:`~circuits.plots.lens`: logit-lens / tuned-lens heatmaps.
 - :mod:`~circuits.plots.training`: loss and head scores over training, phase change marked.
+- :mod:`~circuits.plots.context`: loss by position (in-context learning), one line per model.
 
 Figures take tensors or result objects from :mod:`circuits.analysis`; they compute nothing that
 the analysis does not already provide, so what a figure shows is what a test checked.
@@ -15,6 +16,7 @@ the analysis does not already provide, so what a figure shows is what a test che
 from __future__ import annotations
 
 from circuits.plots.attention import attention_grid, attention_patterns
+from circuits.plots.context import loss_by_position
 from circuits.plots.heads import composition_scores, head_scores
 from circuits.plots.lens import lens_heatmap
 from circuits.plots.training import phase_change_step, training_dynamics
@@ -29,6 +31,7 @@ __all__ = [
     "eigenvalues",
     "head_scores",
     "lens_heatmap",
+    "loss_by_position",
     "phase_change_step",
     "training_dynamics",
 ]
