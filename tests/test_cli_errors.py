@@ -31,6 +31,7 @@ def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str], *needles
         (["--batch-size", "-1"], "batch_size must be a positive int"),
         (["--lr", "nan"], "lr must be a positive float"),
         (["--lr", "-1"], "lr must be a positive float"),
+        (["--threads", "0"], "threads must be a positive int"),
         (["--checkpoint-every", "5"], "--checkpoint-every needs --out"),
         (["--resume", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     ],
@@ -66,6 +67,7 @@ def test_resume_with_conflicting_flags(capsys: pytest.CaptureFixture[str], run_d
     capsys.readouterr()
     argv = ["train", "-q", "--resume", str(run_dir), "--seed", "2", "--lr", "0.1"]
     one_error_line(capsys, argv, "drop --seed, --lr")
+    one_error_line(capsys, ["train", "-q", "--resume", str(run_dir), "--threads", "2"], "--threads")
 
 
 def test_resume_a_model_without_training_state(
@@ -109,3 +111,19 @@ def test_the_real_console_script_prints_no_traceback(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc
         assert "Traceback" not in proc.stderr, proc.stderr
         assert needle in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    """``circuits train --json | head -0``: the pipe is closed before the result is written."""
+    argv = ["train", "--task", "shift", "--steps", "3", "-q", "--json"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "circuits.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 1, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

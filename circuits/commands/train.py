@@ -26,6 +26,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--batch-size", type=int, help="sequences per step")
     p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads while training (default 1: robust when the machine is busy; 2 can "
+        "be faster on an idle one)",
+    )
+    p.add_argument(
         "--no-early-stop", action="store_true", help="train all steps even once heads formed"
     )
     p.add_argument("--out", metavar="DIR", help="save a resumable checkpoint directory here")
@@ -52,6 +59,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("steps", "steps", train),
         ("lr", "lr", train),
         ("batch_size", "batch_size", train),
+        ("threads", "threads", train),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -70,7 +78,9 @@ def train_or_resume(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         raise CliError("--checkpoint-every needs --out DIR (or --resume DIR)")
     try:
         if args.resume:
-            fixed = ("task", "seed", "layers", "d_model", "heads", "lr", "batch_size", "out")
+            fixed = (
+                "task", "seed", "layers", "d_model", "heads", "lr", "batch_size", "threads", "out",
+            )  # fmt: skip
             given = [f"--{f.replace('_', '-')}" for f in fixed if getattr(args, f) is not None]
             if args.no_early_stop:
                 given.append("--no-early-stop")
