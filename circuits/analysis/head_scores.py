@@ -182,10 +182,17 @@ def copying_score_activations(
         statistic: ``"share"`` (of positive logit mass) or ``"top1"`` (attended token ranked
             first).
     """
-    from circuits.analysis.attribution import apply_final_ln
-
     if statistic not in ("share", "top1"):
         raise ValueError(f"statistic={statistic!r} must be 'share' or 'top1'")
+    return _copying_stats(model, tokens, cache, query_mask)[statistic]
+
+
+def _copying_stats(
+    model: Any, tokens: Tensor, cache: Any, query_mask: Tensor | None
+) -> dict[str, Tensor]:
+    """Both statistics of :func:`copying_score_activations` from one pass over the heads."""
+    from circuits.analysis.attribution import apply_final_ln
+
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if tokens.shape[1] < 2:
         raise ValueError("tokens must have at least 2 positions")
@@ -194,7 +201,7 @@ def copying_score_activations(
         if query_mask.shape != tokens.shape:
             shapes = f"{tuple(query_mask.shape)} != tokens {tuple(tokens.shape)}"
             raise ValueError(f"query_mask shape {shapes}")
-        weights = query_mask.float()
+        weights = query_mask.to(torch.float32, copy=True)  # never modify the caller's mask
     weights[:, 0] = 0.0
     if weights.sum() == 0:
         raise ValueError("query_mask selects no query position after position 0")
@@ -202,7 +209,7 @@ def copying_score_activations(
         if cache is None:
             _, cache = model.run_with_cache(tokens)
         W_O, W_U = model.W_O.detach(), model.W_U.detach()
-        out = []
+        shares, tops = [], []
         for layer in range(model.cfg.n_layers):
             z = cache[f"blocks.{layer}.attn.hook_z"]
             result = torch.einsum("bphe,hed->hbpd", z, W_O[layer])
@@ -211,13 +218,12 @@ def copying_score_activations(
             attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)  # [b, h, q]
             attended_token = tokens.gather(1, attended.flatten(1)).view(attended.shape)
             attended_token = attended_token.transpose(0, 1)  # [h, b, q]
-            if statistic == "top1":
-                share = (logits.argmax(-1) == attended_token).float()
-            else:
-                on_token = gain.gather(-1, attended_token.unsqueeze(-1)).squeeze(-1)
-                share = on_token / gain.sum(-1).clamp_min(1e-12)  # [h, b, p]
-            out.append((share * weights).sum(dim=(1, 2)) / weights.sum())
-    return torch.stack(out)
+            on_token = gain.gather(-1, attended_token.unsqueeze(-1)).squeeze(-1)
+            share = on_token / gain.sum(-1).clamp_min(1e-12)  # [h, b, q]
+            top = (logits.argmax(-1) == attended_token).float()
+            shares.append((share * weights).sum(dim=(1, 2)) / weights.sum())
+            tops.append((top * weights).sum(dim=(1, 2)) / weights.sum())
+    return {"share": torch.stack(shares), "top1": torch.stack(tops)}
 
 
 def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
@@ -236,6 +242,7 @@ def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
     patterns = torch.stack(
         [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
     )
+    copying = _copying_stats(model, tokens, cache, probe.mask)
     return {
         "previous_token": previous_token_score(patterns),
         "current_token": current_token_score(patterns),
@@ -243,8 +250,8 @@ def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
         "duplicate_token": duplicate_token_score(patterns, probe.repeat_length),
         "induction": induction_score(patterns, probe.repeat_length),
         # Where the probe's next token is a repeat: where induction heads copy.
-        "copying": copying_score_activations(model, tokens, cache, probe.mask),
-        "copying_top1": copying_score_activations(model, tokens, cache, probe.mask, "top1"),
+        "copying": copying["share"],
+        "copying_top1": copying["top1"],
     }
 
 

@@ -90,6 +90,9 @@ def test_copying_score_activations_independent_computation():
     masked = copying_score_activations(model, tokens, cache, query_mask=mask)
     chosen = float((shares[2] + shares[8 + 6]).detach()) / 2  # (b=0, q=3), (b=1, q=7)
     assert masked[layer, head] == pytest.approx(chosen, abs=1e-5)
+    ones = torch.ones(2, 9)  # a float mask, weighting position 0 too: it is left untouched
+    assert torch.allclose(copying_score_activations(model, tokens, cache, ones), got)
+    assert bool((ones == 1).all())
     only_first = torch.zeros(2, 9, dtype=torch.bool)
     only_first[:, 0] = True
     with pytest.raises(ValueError, match="query_mask selects no query"):
