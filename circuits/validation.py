@@ -42,3 +42,17 @@ def check_layer_head(layer: int, head: int | None, n_layers: int, n_heads: int) 
         isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < n_heads
     ):
         raise ValueError(f"head={head!r} out of range [0, {n_heads})")
+
+
+def check_mask(mask: object, shape: tuple[int, ...], name: str = "mask") -> Tensor:
+    """Validates a ``[batch, pos]`` position mask against ``shape`` and returns it as bool.
+
+    Raises:
+        TypeError: ``mask`` is not a tensor.
+        ValueError: Its shape is not ``shape``.
+    """
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} shape {tuple(mask.shape)} != tokens {tuple(shape)}")
+    return mask.bool()

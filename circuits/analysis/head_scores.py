@@ -17,7 +17,7 @@ from torch import Tensor
 
 from circuits.model import cross_entropy
 from circuits.tasks import Batch
-from circuits.validation import check_tokens
+from circuits.validation import check_mask, check_tokens
 
 Patterns = Float[Tensor, "n_layers batch n_heads query_pos key_pos"]
 
@@ -198,10 +198,8 @@ def _copying_stats(
         raise ValueError("tokens must have at least 2 positions")
     weights = torch.ones(tokens.shape, dtype=torch.float32)
     if query_mask is not None:
-        if query_mask.shape != tokens.shape:
-            shapes = f"{tuple(query_mask.shape)} != tokens {tuple(tokens.shape)}"
-            raise ValueError(f"query_mask shape {shapes}")
-        weights = query_mask.to(torch.float32, copy=True)  # never modify the caller's mask
+        # A fresh tensor: zeroing position 0 below never touches the caller's mask.
+        weights = check_mask(query_mask, tokens.shape, "query_mask").float()
     weights[:, 0] = 0.0
     if weights.sum() == 0:
         raise ValueError("query_mask selects no query position after position 0")

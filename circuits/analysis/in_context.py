@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.model import cross_entropy
-from circuits.validation import check_tokens
+from circuits.validation import check_mask, check_tokens
 
 
 def loss_by_position(
@@ -44,10 +44,7 @@ def loss_by_position(
     if targets is not None:
         targets = check_tokens(targets, model.cfg.d_vocab_out, model.cfg.n_ctx, name="targets")
     if mask is not None:
-        if mask.shape != tokens.shape:
-            shapes = f"{tuple(mask.shape)} != tokens {tuple(tokens.shape)}"
-            raise ValueError(f"mask shape {shapes}")
-        mask = mask.bool()
+        mask = check_mask(mask, tokens.shape)
     with torch.no_grad():
         logits = model(tokens)
         per_token = cross_entropy(logits, tokens, targets, mask, per_token=True)
@@ -83,7 +80,7 @@ def in_context_learning_score(
     """
     losses = loss_by_position(model, tokens, targets, mask)
     n = losses.shape[0]
-    counted = [i for i in range(n) if not torch.isnan(losses[i])]
+    counted = (~losses.isnan()).nonzero().flatten().tolist()
     if late is None:
         late = counted[-1] if counted else n - 1
     if early is None:

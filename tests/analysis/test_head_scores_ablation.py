@@ -93,6 +93,10 @@ def test_copying_score_activations_independent_computation():
     ones = torch.ones(2, 9)  # a float mask, weighting position 0 too: it is left untouched
     assert torch.allclose(copying_score_activations(model, tokens, cache, ones), got)
     assert bool((ones == 1).all())
+    with pytest.raises(ValueError, match=r"query_mask shape \(2, 8\)"):
+        copying_score_activations(model, tokens, cache, torch.ones(2, 8, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"query_mask must be a torch\.Tensor"):
+        copying_score_activations(model, tokens, cache, [[True] * 9] * 2)  # type: ignore[arg-type]
     only_first = torch.zeros(2, 9, dtype=torch.bool)
     only_first[:, 0] = True
     with pytest.raises(ValueError, match="query_mask selects no query"):
