@@ -187,3 +187,83 @@ def test_training_through_either_path_converges_the_same_way(n_threads: int) -> 
     # Float rounding differs between the paths, so late curves drift apart, but not far.
     late_fast, late_slow = (sum(r.losses[-20:]) / 20 for r in (fast, slow))
     assert abs(late_fast - late_slow) < 0.1 * max(late_fast, late_slow) + 0.01
+
+
+@contextmanager
+def counting_embeddings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, ...]]]:
+    """Records the weight shape of every ``F.embedding`` call: the token embedding's, plus the
+    projected table's when layer 0 reads Q, K and V from tables."""
+    shapes: list[tuple[int, ...]] = []
+    embedding = F.embedding
+
+    def spy(tokens: torch.Tensor, weight: torch.Tensor, *args: object, **kw: object) -> object:
+        shapes.append(tuple(weight.shape))
+        return embedding(tokens, weight, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(F, "embedding", spy)
+    yield shapes
+
+
+TABLES = dict(attn_only=True, normalization_type=None, n_ctx=32)  # d_vocab 20, 4 heads of 8
+
+
+def test_layer_zero_projects_from_embedding_tables(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without LayerNorm, layer 0's Q, K and V come from (W_E @ W)[tokens] + (W_pos @ W)[:pos]:
+    same logits and same gradients as the hooked path, which projects every position."""
+    model = perturbed_model(**TABLES)
+    tokens = torch.randint(0, 20, (8, 32), generator=torch.Generator().manual_seed(5))
+
+    def run(use_hooks: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        if use_hooks:
+            with hooked(model):
+                logits = model(tokens)
+        else:
+            logits = model(tokens)
+        logits.pow(2).mean().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    with counting_embeddings(monkeypatch) as shapes:
+        fast, fast_grads = run(use_hooks=False)
+    assert shapes == [(20, 32), (20, 3 * 4 * 8)]  # W_E, then the [d_vocab, 3 * heads * d_head]
+    slow, slow_grads = run(use_hooks=True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], slow_grads[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "overrides, batch",
+    [
+        (dict(TABLES, normalization_type="LN"), 8),  # ln1 sits between embedding and layer 0
+        (dict(TABLES, positional_embedding_type="shortformer"), 8),
+        (TABLES, 1),  # 20 + 32 table rows against 32 positions: projecting directly is cheaper
+    ],
+    ids=["layernorm", "shortformer", "few_tokens"],
+)
+def test_embedding_tables_only_where_exact_and_cheaper(
+    overrides: dict, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = perturbed_model(**overrides)
+    tokens = torch.randint(0, 20, (batch, 32), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad(), counting_embeddings(monkeypatch) as shapes:
+        model(tokens)
+    assert shapes == [(20, 32)]
+
+
+def test_a_hook_on_the_embeddings_is_seen_by_layer_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook that changes the positional embedding must reach layer 0: no tables then."""
+    model = perturbed_model(**TABLES)
+    tokens = torch.randint(0, 20, (8, 32), generator=torch.Generator().manual_seed(8))
+    no_positions = perturbed_model(**TABLES)
+    with torch.no_grad():
+        no_positions.pos_embed.W_pos.zero_()
+        expected = no_positions(tokens)
+        with counting_embeddings(monkeypatch) as shapes:
+            patched = model.run_with_hooks(
+                tokens, fwd_hooks=[("hook_pos_embed", lambda x, hook: torch.zeros_like(x))]
+            )
+    assert shapes == [(20, 32)]
+    torch.testing.assert_close(patched, expected, atol=1e-5, rtol=1e-5)
