@@ -230,7 +230,8 @@ class Attention(nn.Module):
             # Short sequences on several threads: a plain matmul-softmax-matmul, whose backward
             # parallelises where the fused kernel's CPU backward does not. At the benchmark's
             # reference size on 2 threads: 74 steps/s against 51 with the kernel; on one thread
-            # the kernel wins, 49 against 43. The pattern kept for the backward is small here.
+            # the kernel wins, 49 against 43 (2026-11-25 machine; on a 4x slower one of
+            # 2026-11-27 they tie on 2 threads). The pattern kept for the backward is small here.
             causal = torch.full((p, p), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
             q, k, v = (t.reshape(b * h, p, e) for t in (q, k, v))
 
