@@ -207,8 +207,8 @@ class Attention(nn.Module):
         W_QKV = torch.cat([self.W_Q, self.W_K, self.W_V], dim=0)  # [3 * heads, d_model, d_head]
         b_QKV = torch.cat([self.b_Q, self.b_K, self.b_V], dim=0)
         if embedding is not None:
-            # The input is exactly W_E[tokens] + W_pos[:pos] (see HookedTransformer._embedding_
-            # tables), so its projection is a lookup in two projected tables: d_vocab + pos
+            # The input is exactly W_E[tokens] + W_pos[:pos] (HookedTransformer._embedding_tables
+            # says when), so its projection is a lookup in two projected tables: d_vocab + pos
             # rows go through the matmul (and its two backward matmuls) instead of batch * pos.
             tokens, W_E, W_pos = embedding
             by_token = W_E @ flat(W_QKV)  # [d_vocab, 3 * heads * d_head]
@@ -231,7 +231,8 @@ class Attention(nn.Module):
             # parallelises where the fused kernel's CPU backward does not. At the benchmark's
             # reference size on 2 threads: 74 steps/s against 51 with the kernel; on one thread
             # the kernel wins, 49 against 43 (2026-11-25 machine; on a 4x slower one of
-            # 2026-11-27 they tie on 2 threads). The pattern kept for the backward is small here.
+            # 2026-11-27 the two tie on 2 threads, and the split below beats the kernel by 10%).
+            # The pattern kept for the backward is small here.
             causal = torch.full((p, p), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
             q, k, v = (t.reshape(b * h, p, e) for t in (q, k, v))
 
@@ -465,7 +466,7 @@ class HookedTransformer(HookedRootModule):
         exactly ``W_E[tokens] + W_pos[:pos]`` (when no hook can change the embeddings), so
         ``x @ W = (W_E @ W)[tokens] + (W_pos @ W)[:pos]``. That pays while the vocabulary and
         the positions are few against the batch's tokens: the reference training step at
-        d_vocab 64, batch 64 x 64 runs 9-13% faster (bench/, README, Speed).
+        d_vocab 64, batch 64 x 64 runs 8-13% faster (bench/, README, Speed).
         """
         batch, pos = tokens.shape
         if (
