@@ -204,24 +204,26 @@ class Attention(nn.Module):
             out = torch.addmm(bias.reshape(-1), x.reshape(b * p, d), flat(W))
             return out.view(b, p, -1, e)  # [batch, pos, heads (or 3 * heads), d_head]
 
-        W_QKV = torch.cat([self.W_Q, self.W_K, self.W_V], dim=0)  # [3 * heads, d_model, d_head]
-        b_QKV = torch.cat([self.b_Q, self.b_K, self.b_V], dim=0)
-        if embedding is not None:
-            # The input is exactly W_E[tokens] + W_pos[:pos] (HookedTransformer._embedding_tables
-            # says when), so its projection is a lookup in two projected tables: d_vocab + pos
-            # rows go through the matmul (and its two backward matmuls) instead of batch * pos.
-            tokens, W_E, W_pos = embedding
-            by_token = W_E @ flat(W_QKV)  # [d_vocab, 3 * heads * d_head]
-            by_pos = torch.addmm(b_QKV.reshape(-1), W_pos[:p], flat(W_QKV))
-            qkv = (F.embedding(tokens, by_token) + by_pos).view(b, p, 3 * h, e).split(h, dim=2)
-        elif query_input is key_input is value_input:
-            qkv = project(query_input, W_QKV, b_QKV).split(h, dim=2)
-        else:
+        if embedding is None and not (query_input is key_input is value_input):
             qkv = (
                 project(query_input, self.W_Q, self.b_Q),
                 project(key_input, self.W_K, self.b_K),
                 project(value_input, self.W_V, self.b_V),
             )
+        else:
+            W_QKV = torch.cat([self.W_Q, self.W_K, self.W_V], dim=0)  # [3 * heads, d_model, d_head]
+            b_QKV = torch.cat([self.b_Q, self.b_K, self.b_V], dim=0)
+            if embedding is None:
+                qkv = project(query_input, W_QKV, b_QKV).split(h, dim=2)
+            else:
+                # The input is exactly W_E[tokens] + W_pos[:pos] (HookedTransformer.
+                # _embedding_tables says when), so its projection is a lookup in two projected
+                # tables: d_vocab + pos rows go through the matmul (and its two backward
+                # matmuls) instead of batch * pos.
+                tokens, W_E, W_pos = embedding
+                by_token = W_E @ flat(W_QKV)  # [d_vocab, 3 * heads * d_head]
+                by_pos = torch.addmm(b_QKV.reshape(-1), W_pos[:p], flat(W_QKV))
+                qkv = (F.embedding(tokens, by_token) + by_pos).view(b, p, 3 * h, e).split(h, dim=2)
         # Split before transposing to [batch, heads, pos, d_head]: the kernel's gradients come
         # back in [batch, pos, heads, d_head] layout, so the backward concatenates them without
         # a transposing copy.
