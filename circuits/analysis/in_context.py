@@ -9,6 +9,7 @@ induction heads are what make late tokens cheap, and a 1-layer attention-only mo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -92,6 +93,6 @@ def in_context_learning_score(
     if early >= late:
         raise ValueError(f"early={early} must come before late={late}")
     score = float(losses[late] - losses[early])
-    if score != score:  # NaN: the mask counts no sequence at one of the two positions
+    if math.isnan(score):  # the mask counts no sequence at one of the two positions
         raise ValueError(f"mask leaves no sequence at position early={early} or late={late}")
     return score
