@@ -7,10 +7,21 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from jaxtyping import Float
-from plotly.subplots import make_subplots
 from torch import Tensor
 
-from circuits.plots._common import SEQUENTIAL, head_label, position_ticks, to_numpy, token_labels
+from circuits.plots.style import (
+    SEQUENTIAL,
+    TITLE_PX,
+    finish,
+    grid_axis_titles,
+    grid_size,
+    head_label,
+    outer_tick_labels,
+    position_ticks,
+    subplot_grid,
+    to_numpy,
+    token_labels,
+)
 
 
 def attention_grid(
@@ -27,7 +38,8 @@ def attention_grid(
         tokens: The ``pos`` token ids or strings shown on the axes and on hover (default:
             positions only).
         title: Figure title.
-        cell_px: Size of each head's panel in pixels.
+        cell_px: Size of each head's panel in pixels; panels shrink so that the figure
+            fits :data:`~circuits.plots.style.MAX_WIDTH`.
 
     Returns:
         A figure with ``n_layers x n_heads`` heatmaps (query down, key across); hovering shows
@@ -38,12 +50,16 @@ def attention_grid(
     if n_q != n_k:
         raise ValueError(f"patterns must be square over positions, got {n_q}x{n_k}")
     labels = token_labels(tokens, n_q)
-    fig = make_subplots(
-        rows=n_layers,
-        cols=n_heads,
-        subplot_titles=[head_label(lay, h) for lay in range(n_layers) for h in range(n_heads)],
-        horizontal_spacing=0.04,
-        vertical_spacing=min(0.12, 0.5 / n_layers) if n_layers > 1 else 0.0,
+    size = grid_size(
+        n_layers,
+        n_heads,
+        cell_px,
+        gap_x=16,
+        gap_y=TITLE_PX + 8,
+        margin=dict(l=95, r=110, t=80, b=85),
+    )
+    fig = subplot_grid(
+        size, [head_label(lay, h) for lay in range(n_layers) for h in range(n_heads)]
     )
     # Hover text per cell: (query token, key token); causal-masked cells are blank.
     custom = np.empty((n_q, n_k, 2), dtype=object)
@@ -69,19 +85,16 @@ def attention_grid(
                 row=layer + 1,
                 col=head + 1,
             )
-    ticks = position_ticks(labels, max_ticks=12)
+    # About one label per 18 px of panel: position labels stay legible as panels shrink.
+    ticks = position_ticks(labels, max_ticks=int(size.panel_h // 18))
     fig.update_xaxes(**ticks)
-    fig.update_xaxes(title_text="key", title_standoff=2, row=n_layers)
     fig.update_yaxes(**ticks, autorange="reversed")
-    fig.update_yaxes(title_text="query", title_standoff=2, col=1)
+    outer_tick_labels(fig, size)
+    grid_axis_titles(fig, size, "key position:token", "query")
     fig.update_layout(
-        title=title,
         coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar_title="weight"),
-        width=max(420, cell_px * n_heads + 160),
-        height=max(320, cell_px * n_layers + 120),
-        margin=dict(l=60, r=40, t=80, b=50),
     )
-    return fig
+    return finish(fig, title)
 
 
 def attention_patterns(model: Any, tokens: Tensor, title: str | None = None) -> go.Figure:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from circuits.plots._common import to_numpy
+from circuits.plots.style import finish, to_numpy
 
 
 def loss_by_position(
@@ -45,5 +45,5 @@ def loss_by_position(
             fig.add_vline(x=pos, line_dash="dash", line_color="gray", annotation_text=label)
     fig.update_xaxes(title_text="position")
     fig.update_yaxes(title_text="loss (nats)", rangemode="tozero")
-    fig.update_layout(title=title, width=720, height=400)
-    return fig
+    fig.update_layout(width=720, height=400)
+    return finish(fig, title)

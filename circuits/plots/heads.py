@@ -7,10 +7,21 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from jaxtyping import Float
-from plotly.subplots import make_subplots
 from torch import Tensor
 
-from circuits.plots._common import DIVERGING, SEQUENTIAL, head_labels, to_numpy
+from circuits.plots.style import (
+    DIVERGING,
+    SEQUENTIAL,
+    TITLE_PX,
+    finish,
+    grid_size,
+    head_labels,
+    subplot_grid,
+    to_numpy,
+)
+
+# Cell values are written in the cells only where a cell is wide enough for "0.00".
+TEXT_MIN_PX = 34
 
 
 def head_scores(
@@ -31,6 +42,18 @@ def head_scores(
     """
     s = to_numpy(scores, "scores", ndim=2)
     n_layers, n_heads = s.shape
+    # One panel whose "cells" are heads: 70 x 60 px each, narrower when there are many heads.
+    size = grid_size(
+        1,
+        1,
+        70 * n_heads,
+        gap_x=0,
+        gap_y=0,
+        margin=dict(l=80, r=110, t=110, b=30),
+        aspect=60 * n_layers / (70 * n_heads),
+        min_panel_px=24 * n_heads,
+    )
+    cell_w = size.panel_w / n_heads
     fig = go.Figure(
         go.Heatmap(
             z=s,
@@ -39,7 +62,7 @@ def head_scores(
             colorscale=SEQUENTIAL,
             zmin=zmin,
             zmax=zmax,
-            texttemplate="%{z:.2f}",
+            texttemplate="%{z:.2f}" if cell_w >= TEXT_MIN_PX else None,
             hovertemplate="%{y}%{x}: %{z:.3f}<extra></extra>",
             colorbar_title="score",
         )
@@ -56,14 +79,14 @@ def head_scores(
             )
         title = f"{title} (outlined: >= {threshold:g})"
     fig.update_yaxes(autorange="reversed", title_text="layer")
-    fig.update_xaxes(side="top")
+    fig.update_xaxes(side="top", title_text="head", title_standoff=2)
     fig.update_layout(
-        title=title,
-        width=max(300, 70 * n_heads + 200),
-        height=max(260, 60 * n_layers + 160),
-        margin=dict(t=90),
+        width=max(320, size.width),
+        height=max(240, size.height),
+        margin=size.margin,
     )
-    return fig
+    # The title sits at the very top: the head names and "head" are in the top margin too.
+    return finish(fig, title, y=0.98, yanchor="top")
 
 
 def composition_scores(
@@ -105,12 +128,19 @@ def composition_scores(
     valid = (layers[:, None, None, None] < layers[None, None, :, None]) & np.ones(
         (1, n_heads, 1, n_heads), dtype=bool
     )
-    fig = make_subplots(
-        rows=1,
-        cols=len(arrays),
-        subplot_titles=[f"{m}-composition" for m in arrays],
-        horizontal_spacing=0.12,
+    # Head cells of 50 px, smaller as heads are added, so the panels fit MAX_WIDTH side by side.
+    size = grid_size(
+        1,
+        len(arrays),
+        50 * len(cols),
+        gap_x=24,
+        gap_y=0,
+        margin=dict(l=150, r=150, t=70 + TITLE_PX, b=90),
+        aspect=len(rows) / len(cols),
+        min_panel_px=8 * len(cols),
     )
+    text = size.panel_w / len(cols) >= TEXT_MIN_PX
+    fig = subplot_grid(size, [f"{m}-composition" for m in arrays])
     mid = 0.0 if baseline is None else float(baseline)
     for i, (mode, a) in enumerate(arrays.items()):
         if a.shape != (n_layers, n_heads, n_layers, n_heads):
@@ -123,14 +153,15 @@ def composition_scores(
                 x=cols,
                 y=rows,
                 coloraxis="coloraxis",
-                texttemplate="%{z:.2f}",
+                texttemplate="%{z:.2f}" if text else None,
                 hovertemplate=f"{mode}: %{{y}} -> %{{x}}: %{{z:.3f}}<extra></extra>",
             ),
             row=1,
             col=i + 1,
         )
     fig.update_yaxes(autorange="reversed")
-    fig.update_yaxes(title_text="earlier head (writes)", col=1)
+    fig.update_yaxes(showticklabels=False)  # every panel has the same rows
+    fig.update_yaxes(showticklabels=True, title_text="earlier head (writes)", col=1)
     fig.update_xaxes(title_text="later head (reads)")
     top = max(float(np.nanmax(np.where(valid, a, np.nan))) for a in arrays.values())
     span = max(top - mid, mid, 1e-6)
@@ -142,14 +173,11 @@ def composition_scores(
             ticktext=[f"{mid - span:.2f}", f"baseline {mid:.2f}", f"{mid + span:.2f}"],
         )
     fig.update_layout(
-        title=title,
         coloraxis=dict(
             colorscale=DIVERGING,
             cmin=mid - span,
             cmax=mid + span,
             colorbar=colorbar,
         ),
-        width=max(500, len(arrays) * (60 * len(cols) + 140) + 120),
-        height=max(320, 50 * len(rows) + 200),
     )
-    return fig
+    return finish(fig, title)

@@ -9,7 +9,14 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.plots._common import SEQUENTIAL, position_ticks, to_numpy, token_labels
+from circuits.plots.style import (
+    SEQUENTIAL,
+    finish,
+    grid_size,
+    position_ticks,
+    to_numpy,
+    token_labels,
+)
 
 
 def lens_heatmap(
@@ -43,6 +50,18 @@ def lens_heatmap(
         if top.shape != v.shape:
             raise ValueError(f"top_tokens shape {top.shape} != values shape {v.shape}")
         text = top.astype(str)
+    # Cells of 26 x 50 px, narrower for long sequences so that the figure fits MAX_WIDTH.
+    size = grid_size(
+        1,
+        1,
+        26 * n_pos,
+        gap_x=0,
+        gap_y=0,
+        margin=dict(l=110, r=120, t=70, b=90),
+        aspect=50 * n_layers / (26 * n_pos),
+        min_panel_px=6 * n_pos,
+    )
+    cell_w = size.panel_w / n_pos
     heat: dict[str, Any] = dict(colorscale=SEQUENTIAL, colorbar_title=metric)
     z = v
     if metric == "probability":
@@ -60,7 +79,9 @@ def lens_heatmap(
             z=z,
             y=rows,
             text=text,
-            texttemplate="%{text}" if text is not None else None,
+            # Token ids in the cells while they fit (about 3 digits at 10 px).
+            texttemplate="%{text}" if text is not None and cell_w >= 16 else None,
+            textfont=dict(size=10),
             customdata=v,
             hovertemplate=f"%{{y}} pos %{{x}}<br>{metric} %{{customdata:.3g}}"
             + ("<br>top token %{text}" if text is not None else "")
@@ -69,9 +90,9 @@ def lens_heatmap(
         )
     )
     labels = token_labels(tokens, n_pos)
-    fig.update_xaxes(**position_ticks(labels), title_text="position:token")
-    fig.update_yaxes(title_text="layer (lens)")
-    fig.update_layout(
-        title=title, width=max(520, 26 * n_pos + 200), height=max(300, 50 * n_layers + 160)
+    fig.update_xaxes(
+        **position_ticks(labels, max_ticks=int(size.panel_w // 14)), title_text="position:token"
     )
-    return fig
+    fig.update_yaxes(title_text="layer (lens)")
+    fig.update_layout(width=max(520, size.width), height=max(300, size.height), margin=size.margin)
+    return finish(fig, title)

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from circuits.plots._common import head_label
+from circuits.plots.style import finish, head_label
 
 SCORE_NAMES = {"previous_token": "previous-token", "induction": "induction"}
 
@@ -126,14 +126,21 @@ def training_dynamics(
                 )
     step = phase_change_step(history) if mark_phase_change else None
     if step is not None:
-        fig.add_vline(
+        fig.add_vline(x=step, line=dict(color="orange", width=2, dash="dash"))
+        # One label, inside the loss panel: a label per panel would sit on the lower title.
+        fig.add_annotation(
             x=step,
-            line=dict(color="orange", width=2, dash="dash"),
-            annotation_text=f"phase change (step {step})",
-            annotation_position="top right",
+            y=1.0,
+            xref="x",
+            yref="y domain",
+            text=f"phase change (step {step})",
+            showarrow=False,
+            xanchor="left",
+            yanchor="top",
+            xshift=4,
         )
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     fig.update_yaxes(title_text="score", range=[0, 1.02], row=2, col=1)
     fig.update_xaxes(title_text="step", row=2, col=1)
-    fig.update_layout(title=title, height=620, width=900, legend=dict(font=dict(size=10)))
-    return fig
+    fig.update_layout(height=620, width=900, legend=dict(font=dict(size=10)))
+    return finish(fig, title)

@@ -7,10 +7,22 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from jaxtyping import Float
-from plotly.subplots import make_subplots
 from torch import Tensor
 
-from circuits.plots._common import DIVERGING, head_label, position_ticks, to_numpy, token_labels
+from circuits.plots.style import (
+    DIVERGING,
+    TITLE_PX,
+    finish,
+    grid_axis_titles,
+    grid_size,
+    head_label,
+    outer_tick_labels,
+    position_ticks,
+    row_colorbar,
+    subplot_grid,
+    to_numpy,
+    token_labels,
+)
 
 
 def _masked(z: np.ndarray, causal: bool) -> np.ndarray:
@@ -37,7 +49,7 @@ def circuit_heatmap(
             QK circuits.
     """
     z = _masked(to_numpy(matrix, "matrix", ndim=2), causal)
-    span = float(np.nanmax(np.abs(z))) or 1.0
+    span = _span(z)
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -56,8 +68,8 @@ def circuit_heatmap(
         fig.update_yaxes(**ticks)
     fig.update_yaxes(autorange="reversed", title_text=y_title, scaleanchor="x")
     fig.update_xaxes(title_text=x_title)
-    fig.update_layout(title=title, width=560, height=520)
-    return fig
+    fig.update_layout(width=560, height=520)
+    return finish(fig, title)
 
 
 def circuit_grid(
@@ -67,30 +79,47 @@ def circuit_grid(
     y_title: str = "query / input",
     causal: bool = False,
     cell_px: int = 240,
+    scale: str = "shared",
 ) -> go.Figure:
-    """Every head's circuit matrix in a layers x heads grid, one shared colour scale at 0.
+    """Every head's circuit matrix in a layers x heads grid, colours centred on 0.
 
     Args:
         circuits: ``[n_layers, n_heads, rows, cols]`` tensor or ``FactoredMatrix`` (e.g.
             ``circuits.analysis.circuits.full_ov_circuit(model)``).
+        title, x_title, y_title: Figure title and axis titles (also shown on hover).
         causal: Blank entries above the diagonal (positional QK: keys after the query).
+        cell_px: Size of each head's panel in pixels; panels shrink so that the figure
+            fits :data:`~circuits.plots.style.MAX_WIDTH`.
+        scale: ``"shared"``: one colour scale for every head, so heads compare by magnitude;
+            ``"layer"``: one per layer (a colour bar beside each row), for circuits whose
+            magnitude differs between layers (QK circuits: a later layer's would look blank).
     """
+    if scale not in ("shared", "layer"):
+        raise ValueError(f"scale={scale!r} must be 'shared' or 'layer'")
     z = _masked(to_numpy(circuits, "circuits", ndim=4), causal)
-    n_layers, n_heads = z.shape[:2]
-    span = float(np.nanmax(np.abs(z))) or 1.0
-    fig = make_subplots(
-        rows=n_layers,
-        cols=n_heads,
-        subplot_titles=[head_label(lay, h) for lay in range(n_layers) for h in range(n_heads)],
-        horizontal_spacing=0.05,
-        vertical_spacing=0.1 if n_layers > 1 else 0.0,
+    n_layers, n_heads, n_rows, n_cols = z.shape
+    size = grid_size(
+        n_layers,
+        n_heads,
+        cell_px,
+        gap_x=16,
+        gap_y=TITLE_PX + 8,
+        margin=dict(l=80, r=120, t=80, b=70),
+        aspect=n_rows / n_cols,
     )
+    fig = subplot_grid(
+        size, [head_label(lay, h) for lay in range(n_layers) for h in range(n_heads)]
+    )
+    with np.errstate(all="ignore"):
+        spans = [_span(z[layer]) for layer in range(n_layers)]
+    shared = max(spans)
     for layer in range(n_layers):
+        axis = "coloraxis" if scale == "shared" or layer == 0 else f"coloraxis{layer + 1}"
         for head in range(n_heads):
             fig.add_trace(
                 go.Heatmap(
                     z=z[layer, head],
-                    coloraxis="coloraxis",
+                    coloraxis=axis,
                     name=head_label(layer, head),
                     hovertemplate=(
                         f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>%{{z:.3f}}"
@@ -100,14 +129,33 @@ def circuit_grid(
                 row=layer + 1,
                 col=head + 1,
             )
+        if scale == "layer":
+            span = spans[layer]
+            fig.update_layout(
+                {
+                    axis: dict(
+                        colorscale=DIVERGING,
+                        cmin=-span,
+                        cmax=span,
+                        cmid=0.0,
+                        colorbar=row_colorbar(size, layer, f"layer {layer}"),
+                    )
+                }
+            )
+    if scale == "shared":
+        fig.update_layout(coloraxis=dict(colorscale=DIVERGING, cmin=-shared, cmax=shared, cmid=0.0))
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(
-        title=title,
-        coloraxis=dict(colorscale=DIVERGING, cmin=-span, cmax=span, cmid=0.0),
-        width=max(420, cell_px * n_heads + 160),
-        height=max(320, cell_px * n_layers + 120),
-    )
-    return fig
+    outer_tick_labels(fig, size)
+    grid_axis_titles(fig, size, x_title, y_title)
+    per_layer = " (colour scale per layer)" if scale == "layer" and n_layers > 1 else ""
+    return finish(fig, title + per_layer)
+
+
+def _span(z: np.ndarray) -> float:
+    """Largest absolute finite entry (1.0 when there is none), for a range centred on 0."""
+    finite = np.abs(z[np.isfinite(z)])
+    span = float(finite.max()) if finite.size else 0.0
+    return span if span > 0 else 1.0
 
 
 def _eigenvalues(circuits: Any) -> np.ndarray:
@@ -168,5 +216,5 @@ def eigenvalues(
     fig.add_vline(x=0, line=dict(color="gray", width=1))
     fig.update_xaxes(title_text="real part (positive: copying)")
     fig.update_yaxes(title_text="imaginary part", scaleanchor="x")
-    fig.update_layout(title=title, width=720, height=560)
-    return fig
+    fig.update_layout(width=720, height=560)
+    return finish(fig, title)
