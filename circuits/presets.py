@@ -16,6 +16,10 @@ Why these defaults (2 CPU cores, no GPU):
 - The probe is evaluated every 25 steps, so training stops soon after the heads form (an
   evaluation costs about two training steps).
 - Sequences of 32 would halve the time again, but the held-out probes (24 tokens twice) need 48.
+
+A registered task without a preset of its own (``circuits train --task NAME``) gets the
+induction preset's model, sized to the task's vocabulary and sequence length, and a plain
+training run (:data:`GENERIC_TRAIN`: no early stop, since its targets are unknown here).
 """
 
 from __future__ import annotations
@@ -67,11 +71,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+GENERIC_TRAIN: dict[str, Any] = dict(steps=2000, batch_size=32, lr=1e-2, eval_every=50)
+
+
 def preset(name: str) -> dict[str, dict[str, Any]]:
-    """A deep copy of preset ``name`` ("induction" or "shift")."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return {part: dict(values) for part, values in PRESETS[name].items()}
+    """A deep copy of preset ``name`` ("induction", "shift", or any registered task).
+
+    A registered task without a preset gets the default task's model with the task's
+    ``d_vocab`` and ``seq_len`` (as ``n_ctx``), its default fields, and :data:`GENERIC_TRAIN`.
+    """
+    from circuits.tasks import make_task, task_names
+
+    if name in PRESETS:
+        return {part: dict(values) for part, values in PRESETS[name].items()}
+    if name not in task_names():
+        raise ValueError(
+            f"unknown preset {name!r}; choose one of {', '.join(sorted({*PRESETS, *task_names()}))}"
+        )
+    task = make_task(name)
+    model = dict(PRESETS["induction"]["model"], n_ctx=task.seq_len, d_vocab=task.d_vocab)
+    return {"model": model, "task": task.to_dict(), "train": dict(GENERIC_TRAIN)}
 
 
 def build(
@@ -80,7 +99,7 @@ def build(
     """Builds ``(model, task, train_config)`` of a preset, seeded.
 
     Args:
-        name: Preset name.
+        name: Preset name, or the name of a registered task.
         seed: Seed of the model init, the task's probe and the data stream.
         overrides: Per-part field overrides, e.g. ``model={"n_layers": 1}``.
     """
@@ -95,7 +114,7 @@ def build(
             raise ValueError(f"unknown preset part {part!r}; choose model, task or train")
         parts[part].update(values)
     model = HookedTransformer(ModelConfig(**parts["model"], seed=seed))
-    task_kwargs = dict(parts["task"])
-    task = make_task(task_kwargs.pop("name"), seed=seed, **task_kwargs)
+    task_kwargs = {**parts["task"], "seed": seed}
+    task = make_task(task_kwargs.pop("name"), **task_kwargs)
     train_cfg = TrainConfig(**parts["train"], seed=seed)
     return model, task, train_cfg

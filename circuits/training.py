@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from circuits import checkpoint
 from circuits.analysis.head_scores import evaluate
 from circuits.model import HookedTransformer, cross_entropy
-from circuits.tasks import Batch, Task
+from circuits.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -175,13 +175,6 @@ def targets_met(metrics: dict[str, Any], cfg: TrainConfig) -> bool:
     return True
 
 
-def _probe_for(task: Task, size: int) -> Batch:
-    probe = getattr(task, "probe", None)
-    if probe is not None:
-        return probe(size)
-    return task.sample(size, torch.Generator().manual_seed(task.seed + 1_000_003))
-
-
 def check_compatible(model: HookedTransformer, task: Task) -> None:
     """Raises ValueError if ``task``'s sequences do not fit ``model``."""
     if task.d_vocab > model.cfg.d_vocab:
@@ -228,7 +221,7 @@ def train(
     check_compatible(model, task)
     if cfg.checkpoint_dir is not None and resume is None:
         checkpoint.check_writable(cfg.checkpoint_dir, overwrite)  # fail now, not after training
-    probe = _probe_for(task, cfg.probe_size)
+    probe = task.probe(cfg.probe_size)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -17,7 +17,14 @@ def add_parser(sub: Any) -> None:
             "the induction task) and print the previous-token and induction heads it formed."
         ),
     )
-    p.add_argument("--task", choices=["induction", "shift"], help="preset (default: induction)")
+    from circuits.tasks import task_names  # torch-free: the registry and packages' entry points
+
+    p.add_argument(
+        "--task",
+        choices=task_names(),
+        help="a registered task, with its preset if it has one (default: induction); installed "
+        "packages add tasks through the 'circuits.tasks' entry-point group",
+    )
     p.add_argument("--seed", type=int, help="seed of init, data and probe (default: 0)")
     p.add_argument("--layers", type=int, help="override n_layers")
     p.add_argument("--d-model", type=int, help="override d_model")
