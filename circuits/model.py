@@ -1,352 +1,125 @@
 """A hookable transformer, small enough to read in one sitting.
 
-Parameter names, shapes and hook names are TransformerLens's (``HookedTransformer`` 3.x), so its
-state dicts load with ``strict=True`` and its users find every activation where they expect it.
-The model is built on ``transformer_lens.HookedRootModule``: ``run_with_hooks``,
-``run_with_cache`` and ``hooks()`` come from there.
+Parameter names, shapes, hook names and switches are TransformerLens's (``HookedTransformer``
+3.x), so its state dicts load with ``strict=True``, its users find every activation where they
+expect it, and TransformerLens's utilities accept the model. It is built on
+``transformer_lens.HookedRootModule``: ``run_with_hooks``, ``run_with_cache`` and ``hooks()``
+come from there. The layers are in :mod:`circuits.components`.
 
-Two execution paths give the same numbers: with hooks or a cache attached, attention is spelled
-out (scores, mask, softmax) so every intermediate can be read or patched; with none attached it
-uses the fused ``scaled_dot_product_attention`` kernel and skips the hook calls, and layer 0 of a
-model without LayerNorm projects its small embedding tables instead of every position; that is what
-makes training fast on a CPU. The choice is per layer: a hook on one layer leaves the others fused.
+``TransformerBlock.forward`` is the spelled-out computation that every hook sees. A block with
+no hook attached runs through :mod:`circuits.fast_path` instead (fused projections and attention
+kernels, the same numbers); the choice is per block, so caching one layer leaves the others fast.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any, Literal, cast
 
-import einops
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.ActivationCache import ActivationCache
-from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
+from circuits import fast_path
+from circuits.components import (
+    MLP,
+    Attention,
+    Embed,
+    GroupedQueryAttention,
+    PosEmbed,
+    Unembed,
+    make_norm,
+)
 from circuits.config import ModelConfig
+from circuits.generation import GenerationMixin
+from circuits.losses import cross_entropy
+from circuits.model_weights import WeightsMixin
+from circuits.processing import WeightProcessingMixin
+from circuits.text import TextMixin, is_text
 from circuits.validation import check_tokens
 
+__all__ = ["HookedTransformer", "TransformerBlock", "cross_entropy"]
+
 ReturnType = Literal["logits", "loss", "both"] | None
-# Up to this many positions the fast path on several threads spells attention out instead of
-# calling the fused kernel (see Attention._fused); beyond it the kernel's memory saving matters.
-EXPLICIT_ATTENTION_MAX_POS = 128
 
 
-def gelu_new(x: Tensor) -> Tensor:
-    """GPT-2's tanh approximation of GELU (TransformerLens's ``gelu_new``)."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
-
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "gelu": F.gelu,
-    "gelu_new": gelu_new,
-    "relu": F.relu,
-}
-
-
-def cross_entropy(
-    logits: Float[Tensor, "batch pos d_vocab"],
-    tokens: Int[Tensor, "batch pos"],
-    targets: Int[Tensor, "batch pos"] | None = None,
-    loss_mask: Tensor | None = None,
-    per_token: bool = False,
-) -> Tensor:
-    """Cross-entropy of ``logits``: next-token by default, else against ``targets``.
-
-    Args:
-        logits: ``[batch, pos, d_vocab]``.
-        tokens: ``[batch, pos]``; the next token is the target when ``targets`` is None (the
-            last position has none, so the loss covers ``pos - 1`` positions).
-        targets: ``[batch, pos]`` ids to predict at each position.
-        loss_mask: Bool ``[batch, pos]``: positions that count.
-        per_token: Return the per-position loss (zero where masked) instead of the mean.
-    """
-    if targets is None:
-        logits, targets = logits[:, :-1], tokens[:, 1:]
-        if loss_mask is not None:
-            loss_mask = loss_mask[:, :-1]
-    elif targets.shape != tokens.shape:
-        raise ValueError(f"targets shape {tuple(targets.shape)} != tokens {tuple(tokens.shape)}")
-    # Rows of [batch * pos, d_vocab]: log-softmax over contiguous rows is faster than over
-    # the strided d_vocab axis of a [batch, d_vocab, pos] view.
-    per_pos = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-    ).view(targets.shape)
-    if loss_mask is None:
-        return per_pos if per_token else per_pos.mean()
-    if loss_mask.shape != per_pos.shape:
-        raise ValueError(
-            f"loss_mask shape {tuple(loss_mask.shape)} does not match {tuple(per_pos.shape)}"
-        )
-    per_pos = per_pos * loss_mask
-    return per_pos if per_token else per_pos.sum() / loss_mask.sum().clamp(min=1)
-
-
-class Embed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return F.embedding(tokens, self.W_E)
-
-
-class PosEmbed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        batch, pos = tokens.shape
-        return self.W_pos[:pos].unsqueeze(0).expand(batch, pos, -1)
-
-
-class Unembed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out))
-        self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out))
-
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return torch.addmm(self.b_U, x.reshape(-1, x.shape[-1]), self.W_U).view(*x.shape[:-1], -1)
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm with TransformerLens's ``hook_scale`` (the divisor) and ``hook_normalized``."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.eps = cfg.eps
-        self.w = nn.Parameter(torch.ones(cfg.d_model))
-        self.b = nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_scale = HookPoint()  # [batch, pos, 1]
-        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
-
-    def forward(
-        self, x: Float[Tensor, "batch pos d_model"], hooked: bool = True
-    ) -> Float[Tensor, "batch pos d_model"]:
-        if not hooked:
-            return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
-        x = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale) * self.w + self.b
-
-
-class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
-        self.W_Q = nn.Parameter(torch.empty(h, d, e))
-        self.W_K = nn.Parameter(torch.empty(h, d, e))
-        self.W_V = nn.Parameter(torch.empty(h, d, e))
-        self.W_O = nn.Parameter(torch.empty(h, e, d))
-        self.b_Q = nn.Parameter(torch.zeros(h, e))
-        self.b_K = nn.Parameter(torch.zeros(h, e))
-        self.b_V = nn.Parameter(torch.zeros(h, e))
-        self.b_O = nn.Parameter(torch.zeros(d))
-        self.hook_q = HookPoint()  # [batch, pos, n_heads, d_head]
-        self.hook_k = HookPoint()
-        self.hook_v = HookPoint()
-        self.hook_attn_scores = HookPoint()  # [batch, n_heads, query_pos, key_pos], masked
-        self.hook_pattern = HookPoint()  # [batch, n_heads, query_pos, key_pos]
-        self.hook_z = HookPoint()  # [batch, pos, n_heads, d_head]
-        self.hook_result = HookPoint()  # [batch, pos, n_heads, d_model], if use_attn_result
-
-    def forward(
-        self,
-        query_input: Float[Tensor, "batch pos d_model"],
-        key_input: Float[Tensor, "batch pos d_model"],
-        value_input: Float[Tensor, "batch pos d_model"],
-        hooked: bool = True,
-        embedding: tuple[Tensor, Tensor, Tensor] | None = None,
-    ) -> Float[Tensor, "batch pos d_model"]:
-        if not hooked:
-            return self._fused(query_input, key_input, value_input, embedding)
-        q = self.hook_q(einops.einsum(query_input, self.W_Q, "b p d, h d e -> b p h e") + self.b_Q)
-        k = self.hook_k(einops.einsum(key_input, self.W_K, "b p d, h d e -> b p h e") + self.b_K)
-        v = self.hook_v(einops.einsum(value_input, self.W_V, "b p d, h d e -> b p h e") + self.b_V)
-        scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k")
-        n = scores.shape[-1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
-        # In place: the same numbers as TransformerLens's `scores / scale` then masking, without
-        # two more [batch, heads, pos, pos] copies (neither op's backward needs its input).
-        scores = scores.div_(self.cfg.attn_scale).masked_fill_(~causal, float("-inf"))
-        scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(scores.softmax(dim=-1))
-        z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h e -> b q h e"))
-        if self.cfg.use_attn_result:
-            result = self.hook_result(einops.einsum(z, self.W_O, "b p h e, h e d -> b p h d"))
-            return result.sum(dim=-2) + self.b_O
-        return einops.einsum(z, self.W_O, "b p h e, h e d -> b p d") + self.b_O
-
-    def _fused(
-        self,
-        query_input: Tensor,
-        key_input: Tensor,
-        value_input: Tensor,
-        embedding: tuple[Tensor, Tensor, Tensor] | None = None,
-    ) -> Tensor:
-        # One matmul for Q, K and V instead of three einsums, no hook calls, and attention
-        # without the intermediate passes of the hooked path (no pattern kept on one thread).
-        h, e = self.cfg.n_heads, self.cfg.d_head
-        b, p, d = query_input.shape
-
-        def flat(W: Tensor) -> Tensor:  # [n, d_model, d_head] -> [d_model, n * d_head]
-            return W.permute(1, 0, 2).reshape(d, -1)
-
-        def project(x: Tensor, W: Tensor, bias: Tensor) -> Tensor:
-            out = torch.addmm(bias.reshape(-1), x.reshape(b * p, d), flat(W))
-            return out.view(b, p, -1, e)  # [batch, pos, heads (or 3 * heads), d_head]
-
-        if embedding is None and not (query_input is key_input is value_input):
-            qkv = (
-                project(query_input, self.W_Q, self.b_Q),
-                project(key_input, self.W_K, self.b_K),
-                project(value_input, self.W_V, self.b_V),
-            )
-        else:
-            W_QKV = torch.cat([self.W_Q, self.W_K, self.W_V], dim=0)  # [3 * heads, d_model, d_head]
-            b_QKV = torch.cat([self.b_Q, self.b_K, self.b_V], dim=0)
-            if embedding is None:
-                qkv = project(query_input, W_QKV, b_QKV).split(h, dim=2)
-            else:
-                # The input is exactly W_E[tokens] + W_pos[:pos] (HookedTransformer.
-                # _embedding_tables says when), so its projection is a lookup in two projected
-                # tables: d_vocab + pos rows go through the matmul (and its two backward
-                # matmuls) instead of batch * pos.
-                tokens, W_E, W_pos = embedding
-                by_token = W_E @ flat(W_QKV)  # [d_vocab, 3 * heads * d_head]
-                by_pos = torch.addmm(b_QKV.reshape(-1), W_pos[:p], flat(W_QKV))
-                qkv = (F.embedding(tokens, by_token) + by_pos).view(b, p, 3 * h, e).split(h, dim=2)
-        # Split before transposing to [batch, heads, pos, d_head]: the kernel's gradients come
-        # back in [batch, pos, heads, d_head] layout, so the backward concatenates them without
-        # a transposing copy.
-        q, k, v = (t.transpose(1, 2) for t in qkv)
-        if p <= EXPLICIT_ATTENTION_MAX_POS and torch.get_num_threads() > 1:
-            # Short sequences on several threads: a plain matmul-softmax-matmul, whose backward
-            # parallelises where the fused kernel's CPU backward does not. At the benchmark's
-            # reference size on 2 threads: 74 steps/s against 51 with the kernel; on one thread
-            # the kernel wins, 49 against 43 (2026-11-25 machine; on a 4x slower one of
-            # 2026-11-27 the two tie on 2 threads, and the split below beats the kernel by 10%).
-            # The pattern kept for the backward is small here.
-            causal = torch.full((p, p), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
-            q, k, v = (t.reshape(b * h, p, e) for t in (q, k, v))
-
-            def attend(queries: Tensor, lo: int, hi: int) -> Tensor:  # queries lo:hi see keys :hi
-                # Whole k and v where all keys are seen: even a full slice costs the backward a
-                # zero-filled copy.
-                keys, values = (k, v) if hi == p else (k[:, :hi], v[:, :hi])
-                # One GEMM scales the scores and adds the mask: no more passes over them.
-                scores = torch.baddbmm(
-                    causal[lo:hi, :hi], queries, keys.transpose(1, 2), alpha=1 / self.cfg.attn_scale
-                )
-                return torch.bmm(scores.softmax(dim=-1), values)
-
-            # The first half of the queries sees only the first half of the keys: two products
-            # skip the masked quarter of the scores (+5% steps/s at the reference size).
-            cut = p // 2 if p >= 16 else 0
-            if cut:
-                first, second = q.split([cut, p - cut], dim=1)
-                z = torch.cat([attend(first, 0, cut), attend(second, cut, p)], dim=1)
-            else:
-                z = attend(q, 0, p)
-            z = z.view(b, h, p, e)
-        else:
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [b, h, p, e]
-        z = z.transpose(1, 2).reshape(b * p, h * e)
-        return torch.addmm(self.b_O, z, self.W_O.reshape(h * e, d)).view(b, p, d)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        # TransformerLens 3.x saves two buffers per attention layer: ``mask`` (a causal mask,
-        # empty in 3.9) and ``IGNORE`` (the masked score). We always mask causally with -inf,
-        # so we consume them here, after checking they say nothing else.
-        mask = state_dict.pop(prefix + "mask", None)
-        if mask is not None and mask.numel() and not torch.equal(mask.bool(), mask.bool().tril()):
-            raise ValueError(f"{prefix}mask in the state dict is not a causal mask")
-        state_dict.pop(prefix + "IGNORE", None)
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        assert cfg.d_mlp is not None
-        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
-        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
-        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
-        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
-        self.act_fn = ACTIVATIONS[cfg.act_fn]
-        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
-        self.hook_post = HookPoint()
-
-    def forward(
-        self, x: Float[Tensor, "batch pos d_model"], hooked: bool = True
-    ) -> Float[Tensor, "batch pos d_model"]:
-        pre = x @ self.W_in + self.b_in
-        post = self.act_fn(self.hook_pre(pre) if hooked else pre)
-        if hooked:
-            post = self.hook_post(post)
-        return post @ self.W_out + self.b_out
+def repeat_along_heads(x: Float[Tensor, "batch pos d_model"], n: int) -> Tensor:
+    """``[batch, pos, n, d_model]``: a copy of ``x`` per head (a copy, so heads patch apart)."""
+    return x.unsqueeze(2).expand(-1, -1, n, -1).clone()
 
 
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        if cfg.normalization_type == "LN":
-            self.ln1: nn.Module = LayerNorm(cfg)
-        self.attn = Attention(cfg)
+        self.ln1 = make_norm(cfg)
+        self.attn = (Attention if cfg.n_key_value_heads is None else GroupedQueryAttention)(cfg)
         if not cfg.attn_only:
-            if cfg.normalization_type == "LN":
-                self.ln2: nn.Module = LayerNorm(cfg)
+            self.ln2 = make_norm(cfg)
             self.mlp = MLP(cfg)
-            self.hook_resid_mid = HookPoint()
-            self.hook_mlp_out = HookPoint()
+            self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_in = HookPoint()  # [batch, pos, n_heads, d_model], if use_attn_in
+        self.hook_q_input = HookPoint()  # [batch, pos, n_heads, d_model], if use_split_qkv_input
+        self.hook_k_input = HookPoint()  # [batch, pos, n_kv_heads, d_model]
+        self.hook_v_input = HookPoint()
+        self.hook_mlp_in = HookPoint()  # [batch, pos, d_model], if use_hook_mlp_in
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.hook_attn_out = HookPoint()
+        self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def forward(
         self,
         resid_pre: Float[Tensor, "batch pos d_model"],
-        pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
-        hooked: bool = True,
-        embedding: tuple[Tensor, Tensor, Tensor] | None = None,
+        shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        def hook(hp: HookPoint, x: Tensor) -> Tensor:
-            return hp(x) if hooked else x
-
-        def ln(name: str, x: Tensor) -> Tensor:
-            return getattr(self, name)(x, hooked) if self.cfg.normalization_type else x
-
-        resid_pre = hook(self.hook_resid_pre, resid_pre)
-        normed = ln("ln1", resid_pre)
-        if pos_embed is None:
-            attn_out = self.attn(normed, normed, normed, hooked, embedding)
+        cfg = self.cfg
+        resid_pre = self.hook_resid_pre(resid_pre)
+        q_in, k_in, v_in = self.attention_inputs(resid_pre)
+        if q_in is k_in is v_in:
+            q_in = k_in = v_in = self.ln1(q_in)
         else:
-            # Shortformer: positions reach queries and keys only, never values.
-            qk_input = normed + pos_embed
-            attn_out = self.attn(qk_input, qk_input, normed, hooked)
-        attn_out = hook(self.hook_attn_out, attn_out)
-        if self.cfg.attn_only:
-            return hook(self.hook_resid_post, resid_pre + attn_out)
-        resid_mid = hook(self.hook_resid_mid, resid_pre + attn_out)
-        mlp_out = hook(self.hook_mlp_out, self.mlp(ln("ln2", resid_mid), hooked))
-        return hook(self.hook_resid_post, resid_mid + mlp_out)
+            q_in, k_in, v_in = self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
+        pos = shortformer_pos_embed
+        if pos is not None:  # shortformer: positions reach queries and keys, never values
+            pos = pos.unsqueeze(2) if q_in.ndim == 4 else pos  # the same for every head
+            q_in, k_in = q_in + pos, k_in + pos
+        attn_out = self.hook_attn_out(self.attn(q_in, k_in, v_in, attention_mask))
+        if cfg.attn_only:
+            return self.hook_resid_post(resid_pre + attn_out)
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+        return self.hook_resid_post(resid_mid + mlp_out)
+
+    def attention_inputs(self, resid_pre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Query, key and value inputs: the residual stream itself, or (TransformerLens's
+        ``use_attn_in`` / ``use_split_qkv_input``) one hooked copy per head."""
+        cfg = self.cfg
+        attn_in = resid_pre
+        if cfg.use_attn_in:
+            attn_in = self.hook_attn_in(repeat_along_heads(resid_pre, cfg.n_heads))
+        if not cfg.use_split_qkv_input:
+            return attn_in, attn_in, attn_in
+        kv = cfg.n_key_value_heads or cfg.n_heads
+        return (
+            self.hook_q_input(repeat_along_heads(resid_pre, cfg.n_heads)),
+            self.hook_k_input(repeat_along_heads(resid_pre, kv)),
+            self.hook_v_input(repeat_along_heads(resid_pre, kv)),
+        )
 
 
-class HookedTransformer(HookedRootModule):
-    """A decoder-only transformer with TransformerLens's names, shapes and hooks.
+class HookedTransformer(
+    TextMixin, WeightsMixin, WeightProcessingMixin, GenerationMixin, HookedRootModule
+):
+    """A decoder-only transformer with TransformerLens's names, shapes, hooks and switches.
 
-    Token ids in, logits out; there is no tokenizer. ``forward`` validates its input and raises
-    ``ValueError`` naming the problem (ids out of ``[0, d_vocab)``, length over ``n_ctx``,
-    non-integer dtype, wrong rank).
+    Token ids in, logits out; there is no tokenizer (``tokenizer`` is None). ``forward``
+    validates its input and raises ``ValueError`` naming the problem (ids out of
+    ``[0, d_vocab)``, length over ``n_ctx``, non-integer dtype, wrong rank).
 
     Args:
         cfg: The architecture; weights are initialised from ``cfg.seed``.
@@ -357,13 +130,16 @@ class HookedTransformer(HookedRootModule):
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"cfg must be a circuits.ModelConfig, got {type(cfg).__name__}")
         self._cfg = cfg
+        if cfg.use_hook_tokens:
+            self.hook_tokens = HookPoint()  # [batch, pos]
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        self.pos_embed = PosEmbed(cfg)
-        self.hook_pos_embed = HookPoint()
+        if cfg.positional_embedding_type != "rotary":
+            self.pos_embed = PosEmbed(cfg)
+            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        if cfg.normalization_type == "LN":
-            self.ln_final = LayerNorm(cfg)
+        if cfg.normalization_type is not None:
+            self.ln_final = make_norm(cfg)
         self.unembed = Unembed(cfg)
         self.init_weights()
         self.setup()
@@ -373,37 +149,58 @@ class HookedTransformer(HookedRootModule):
         return self._cfg
 
     def init_weights(self) -> None:
-        """Normal(0, init_range) weight matrices, zero biases, unit LayerNorm gains; seeded."""
+        """Normal(0, init_range) weight matrices, zero biases, unit norm gains; seeded."""
         gen = torch.Generator().manual_seed(self.cfg.seed)
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if name.split(".")[-1].startswith("W_"):
-                    p.copy_(torch.randn(p.shape, generator=gen) * self.cfg.init_range)
+                noise = torch.randn(p.shape, generator=gen).to(p.device)
+                if name.split(".")[-1].lstrip("_").startswith("W_"):
+                    p.copy_(noise * self.cfg.init_range)
                 elif name.endswith(".w"):
                     p.fill_(1.0)
                 else:
                     p.zero_()
 
+    # --- TransformerLens's switches ---
     def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Turns per-head outputs (``blocks.{l}.attn.hook_result``) on or off."""
-        self._set_cfg(self.cfg.replace(use_attn_result=use_attn_result))
+        """Per-head outputs ``blocks.{l}.attn.hook_result`` ``[batch, pos, n_heads, d_model]``."""
+        self._set_cfg(use_attn_result=use_attn_result)
 
-    def _set_cfg(self, cfg: ModelConfig) -> None:
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """Per-head query/key/value inputs ``blocks.{l}.hook_q_input/k_input/v_input``."""
+        self._set_cfg(use_split_qkv_input=use_split_qkv_input)
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        """Per-head attention input ``blocks.{l}.hook_attn_in`` (not with grouped-query)."""
+        self._set_cfg(use_attn_in=use_attn_in)
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        """MLP input ``blocks.{l}.hook_mlp_in`` (models with MLPs only)."""
+        self._set_cfg(use_hook_mlp_in=use_hook_mlp_in)
+
+    def _set_cfg(self, cfg: ModelConfig | None = None, **changes: Any) -> None:
+        """Gives the model and every layer ``cfg`` (default: the current one with ``changes``,
+        switches that must be bools)."""
+        for name, value in changes.items():
+            if name != "device" and not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
+        cfg = (cfg or self.cfg).replace(**changes)
         self._cfg = cfg
-        for block in self._block_list():
-            block.cfg = cfg
-            block.attn.cfg = cfg
+        for module in self.modules():
+            if module is not self and isinstance(getattr(module, "cfg", None), ModelConfig):
+                setattr(module, "cfg", cfg)  # noqa: B010 (mypy: nn.Module.__setattr__)
 
-    def _block_list(self) -> list[TransformerBlock]:
-        return [cast(TransformerBlock, block) for block in self.blocks]
-
-    def _any_hooks(self) -> bool:
-        return bool(self._hooked_parts())
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> HookedTransformer:
+        # Every .to()/.cuda()/.cpu() passes through here: keep cfg.device truthful.
+        super()._apply(fn, *args, **kwargs)
+        device = str(self.embed.W_E.device)
+        if device != self.cfg.device:
+            self._set_cfg(device=device)
+        return self
 
     def _hooked_parts(self) -> set[str]:
-        """The parts with a hook attached: ``"blocks.{l}"``, or ``""`` for the embeddings and
-        the final LayerNorm. Each part takes the hooked path only if it has a hook, so caching
-        one layer's pattern leaves the other layers on the fused path."""
+        """The parts with a hook attached: ``"blocks.{l}"``, or ``""`` for everything outside
+        the blocks. A block takes the hooked path only if it has a hook (or needs it)."""
         # Plain torch hooks registered on a HookPoint count too, not only TransformerLens's.
         return {
             ".".join(name.split(".")[:2]) if name.startswith("blocks.") else ""
@@ -411,73 +208,143 @@ class HookedTransformer(HookedRootModule):
             if hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks
         }
 
+    # --- the forward pass ---
+    def input_to_embed(
+        self, input: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Token ids to the first residual stream, as TransformerLens 3.x.
+
+        Returns:
+            ``(residual [batch, pos, d_model], tokens [batch, pos], shortformer_pos_embed
+            [batch, pos, d_model] or None, attention_mask [batch, pos] or None)``.
+        """
+        tokens = check_tokens(input, self.cfg.d_vocab, self.cfg.n_ctx)
+        attention_mask = self._check_attention_mask(attention_mask, tokens)
+        copy = "" in self._hooked_parts()  # a hook must never see (or edit) our storage
+        if self.cfg.use_hook_tokens:
+            tokens = self.hook_tokens(tokens.clone() if copy else tokens)
+            tokens = check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx, "hook_tokens output")
+        residual = self.hook_embed(self.embed(tokens))
+        if self.cfg.positional_embedding_type == "rotary":
+            return residual, tokens, None, attention_mask
+        pos_embed = self.pos_embed(tokens, attention_mask)
+        pos_embed = self.hook_pos_embed(pos_embed.clone() if copy else pos_embed)
+        if self.cfg.positional_embedding_type == "shortformer":
+            return residual, tokens, pos_embed, attention_mask
+        return residual + pos_embed, tokens, None, attention_mask
+
     def forward(
         self,
-        tokens: Int[Tensor, "batch pos"],
+        input: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_model"],
         return_type: ReturnType = "logits",
+        loss_per_token: bool = False,
         *,
+        start_at_layer: int | None = None,
+        stop_at_layer: int | None = None,
+        tokens: Int[Tensor, "batch pos"] | None = None,
+        shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
         targets: Int[Tensor, "batch pos"] | None = None,
         loss_mask: Tensor | None = None,
-        loss_per_token: bool = False,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        past_kv_cache: Any = None,
     ) -> Any:
-        """Runs the model.
+        """Runs the model (TransformerLens 3.x's signature, without a tokenizer or KV cache).
 
         Args:
-            tokens: Token ids ``[batch, pos]`` (or ``[pos]``), integers in ``[0, d_vocab)``.
-            return_type: "logits" ``[batch, pos, d_vocab]``, "loss", "both" (logits, loss),
-                or None.
+            input: Token ids ``[batch, pos]`` (or ``[pos]``) in ``[0, d_vocab)``; with
+                ``start_at_layer``, the residual stream ``[batch, pos, d_model]`` before it.
+            return_type: "logits" ``[batch, pos, d_vocab_out]``, "loss", "both" (logits,
+                loss), or None.
+            loss_per_token: Return the loss per position instead of its mean.
+            start_at_layer: First block to run (negative counts from the end).
+            stop_at_layer: Stop before this block and return the residual stream there.
+            tokens: With ``start_at_layer``, the tokens for the loss.
+            shortformer_pos_embed: With ``start_at_layer`` on a shortformer model.
+            attention_mask: ``[batch, pos]``, 1 for real tokens and 0 for padding (either
+                side): padded keys get no attention, padded positions no loss, and positions
+                count from each sequence's first real token.
             targets: Target ids ``[batch, pos]`` for the loss; by default the next token
                 (language-model loss over ``pos - 1`` positions).
             loss_mask: Bool ``[batch, pos]``: positions that count in the loss.
-            loss_per_token: Return the loss per position instead of its mean.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"unknown return_type {return_type!r}")
-        tokens = check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx)
-        hooked_parts = self._hooked_parts()
-        hooked = "" in hooked_parts
-
-        def hook(hp: HookPoint, x: Tensor) -> Tensor:
-            return hp(x) if hooked else x
-
-        embed = hook(self.hook_embed, self.embed(tokens))
-        pos_embed = hook(self.hook_pos_embed, self.pos_embed(tokens))
-        if self.cfg.positional_embedding_type == "shortformer":
-            residual, shortformer_pos = embed, pos_embed
+        if past_kv_cache is not None:
+            raise ValueError("past_kv_cache is not supported by circuits models")
+        if is_text(input):  # text needs the tokenizer; padding comes with its mask
+            input, text_mask = self.tokenize(input, prepend_bos, padding_side)  # type: ignore[arg-type]
+            input = input.to(self.W_E.device)
+            if attention_mask is None and not bool(text_mask.all()):
+                attention_mask = text_mask.to(self.W_E.device)
+        elif prepend_bos or padding_side is not None:
+            raise ValueError("prepend_bos/padding_side apply to text input only")
+        if start_at_layer is None:
+            residual, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
+                input, attention_mask
+            )
         else:
-            residual, shortformer_pos = embed + pos_embed, None
-        tables = None if hooked else self._embedding_tables(tokens)
-        for layer, block in enumerate(self.blocks):
-            block_hooked = f"blocks.{layer}" in hooked_parts
-            embedding = tables if layer == 0 and not block_hooked else None
-            residual = block(residual, shortformer_pos, block_hooked, embedding)
-        if self.cfg.normalization_type == "LN":
-            residual = self.ln_final(residual, hooked)
+            residual = self._check_residual(input, "input (with start_at_layer)")
+            if tokens is not None:
+                tokens = check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx)
+            attention_mask = self._check_attention_mask(attention_mask, residual[..., 0])
+            if self._hooked_parts():
+                residual = residual.clone()  # a hook may edit it in place: not the caller's
+        hooked = self._hooked_parts()
+        fast = fast_path.supports(self.cfg) and attention_mask is None
+        tables = None
+        if fast and start_at_layer is None and "" not in hooked and tokens is not None:
+            tables = fast_path.embedding_tables(self.cfg, tokens, self.W_E, self.W_pos)
+        layers = range(self.cfg.n_layers)[start_at_layer:stop_at_layer]
+        for layer in layers:
+            block = cast(TransformerBlock, self.blocks[layer])
+            if fast and f"blocks.{layer}" not in hooked:
+                table = tables if layer == 0 else None
+                residual = fast_path.block_forward(block, residual, shortformer_pos_embed, table)
+            else:
+                residual = block(residual, shortformer_pos_embed, attention_mask)
+        if stop_at_layer is not None:
+            return residual
+        if self.cfg.normalization_type is not None:
+            residual = self.ln_final(residual)
+        if return_type is None:
+            return None
         logits = self.unembed(residual)
         if return_type == "logits":
             return logits
-        if return_type is None:
-            return None
+        if tokens is None:
+            raise ValueError("the loss needs tokens: pass tokens= with start_at_layer")
+        if attention_mask is not None:
+            padding = attention_mask.bool()
+            counted = padding if targets is not None else padding & padding.roll(-1, dims=1)
+            loss_mask = counted if loss_mask is None else counted & loss_mask.bool()
         loss = self.loss(logits, tokens, targets, loss_mask, loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
-    def _embedding_tables(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-        """``(tokens, W_E, W_pos)`` when layer 0 may project its input from tables, else None.
+    def _check_residual(self, x: Any, name: str) -> Tensor:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor [batch, pos, d_model]")
+        if x.ndim != 3 or x.shape[-1] != self.cfg.d_model or x.shape[1] > self.cfg.n_ctx:
+            raise ValueError(
+                f"{name} must have shape [batch, pos <= {self.cfg.n_ctx}, "
+                f"d_model={self.cfg.d_model}], got {tuple(x.shape)}"
+            )
+        return x
 
-        Without LayerNorm and with positions added to the residual stream, layer 0 reads
-        exactly ``W_E[tokens] + W_pos[:pos]`` (when no hook can change the embeddings), so
-        ``x @ W = (W_E @ W)[tokens] + (W_pos @ W)[:pos]``. That pays while the vocabulary and
-        the positions are few against the batch's tokens: the reference training step at
-        d_vocab 64, batch 64 x 64 runs 8-13% faster (bench/, README, Speed).
-        """
-        batch, pos = tokens.shape
-        if (
-            self.cfg.normalization_type is None
-            and self.cfg.positional_embedding_type == "standard"
-            and 2 * (self.cfg.d_vocab + pos) <= batch * pos
-        ):
-            return tokens, self.embed.W_E, self.pos_embed.W_pos
-        return None
+    def _check_attention_mask(self, mask: Any, like: Tensor) -> Tensor | None:
+        if mask is None:
+            return None
+        if not isinstance(mask, Tensor) or mask.is_floating_point() or mask.is_complex():
+            raise ValueError("attention_mask must be an integer or bool tensor [batch, pos]")
+        if mask.shape != like.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(mask.shape)} does not match the input's "
+                f"{tuple(like.shape)}"
+            )
+        if mask.device.type != "meta" and bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        return mask.to(like.device)
 
     @staticmethod
     def loss(
@@ -489,76 +356,6 @@ class HookedTransformer(HookedRootModule):
     ) -> Tensor:
         """Cross-entropy; next-token by default, else against ``targets`` where ``loss_mask``."""
         return cross_entropy(logits, tokens, targets, loss_mask, per_token)
-
-    # --- stacked weights, TransformerLens-style: [n_layers, n_heads, ...] ---
-    def _stack(self, name: str) -> Tensor:
-        return torch.stack([getattr(block.attn, name) for block in self.blocks])
-
-    @property
-    def W_Q(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_Q")
-
-    @property
-    def W_K(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_K")
-
-    @property
-    def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_V")
-
-    @property
-    def W_O(self) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
-        return self._stack("W_O")
-
-    @property
-    def b_Q(self) -> Float[Tensor, "n_layers n_heads d_head"]:
-        return self._stack("b_Q")
-
-    @property
-    def b_K(self) -> Float[Tensor, "n_layers n_heads d_head"]:
-        return self._stack("b_K")
-
-    @property
-    def b_V(self) -> Float[Tensor, "n_layers n_heads d_head"]:
-        return self._stack("b_V")
-
-    @property
-    def b_O(self) -> Float[Tensor, "n_layers d_model"]:
-        return self._stack("b_O")
-
-    @property
-    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.embed.W_E
-
-    @property
-    def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
-        return self.pos_embed.W_pos
-
-    @property
-    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.unembed.W_U
-
-    @property
-    def b_U(self) -> Float[Tensor, " d_vocab"]:
-        return self.unembed.b_U
-
-    @property
-    def W_in(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
-        return torch.stack([block.mlp.W_in for block in self._block_list()])
-
-    @property
-    def W_out(self) -> Float[Tensor, "n_layers d_mlp d_model"]:
-        return torch.stack([block.mlp.W_out for block in self._block_list()])
-
-    @property
-    def QK(self) -> FactoredMatrix:
-        """``W_Q W_K^T`` per head, factored: ``[n_layers, n_heads, d_model, d_model]``."""
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self) -> FactoredMatrix:
-        """``W_V W_O`` per head, factored: ``[n_layers, n_heads, d_model, d_model]``."""
-        return FactoredMatrix(self.W_V, self.W_O)
 
     # --- TransformerLens model-protocol surface ---
     def run_with_cache(
@@ -575,27 +372,6 @@ class HookedTransformer(HookedRootModule):
             return out, cache_dict
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
         return out, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
-
-    def tokens_to_residual_directions(
-        self, tokens: Int[Tensor, "..."]
-    ) -> Float[Tensor, "... d_model"]:
-        """Unembedding directions of token ids: ``W_U[:, token]`` (for logit attribution)."""
-        tokens = torch.as_tensor(tokens)
-        if (
-            tokens.is_floating_point()
-            or (tokens < 0).any()
-            or (tokens >= self.cfg.d_vocab_out).any()
-        ):
-            raise ValueError(f"tokens must be ids in [0, {self.cfg.d_vocab_out})")
-        return self.W_U[:, tokens].movedim(0, -1)
-
-    def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:
-        """There is no tokenizer: accepts token ids (tensor or nested lists) and validates them."""
-        if isinstance(input, str) or (
-            isinstance(input, list) and input and isinstance(input[0], str)
-        ):
-            raise ValueError("circuits models have no tokenizer: pass token ids, not strings")
-        return check_tokens(torch.as_tensor(input), self.cfg.d_vocab, self.cfg.n_ctx)
 
     def save(self, path: Any, overwrite: bool = False, **metadata: Any) -> Any:
         """Saves a checkpoint directory (see :mod:`circuits.checkpoint`); returns its path."""

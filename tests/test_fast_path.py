@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from helpers import CONFIGS, perturbed_model
 
-from circuits import HookedTransformer, ModelConfig
-from circuits.model import EXPLICIT_ATTENTION_MAX_POS, Attention
+from circuits import HookedTransformer, ModelConfig, fast_path
+from circuits.fast_path import EXPLICIT_ATTENTION_MAX_POS
 from circuits.tasks import ShiftByOneTask
 from circuits.training import TrainConfig, train
 
@@ -53,19 +53,19 @@ def hooked(model: HookedTransformer) -> Iterator[list[str]]:
 
 @contextmanager
 def spying(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
-    """Counts calls of the fast path (``Attention._fused``) and of the fused SDPA kernel."""
+    """Counts calls of the fast path's attention and of the fused SDPA kernel."""
     calls = {"fast": 0, "sdpa": 0}
-    fused, sdpa = Attention._fused, F.scaled_dot_product_attention
+    fused, sdpa = fast_path.attention, F.scaled_dot_product_attention
 
-    def fast_spy(self: Attention, *args: torch.Tensor) -> torch.Tensor:
+    def fast_spy(*args: torch.Tensor) -> torch.Tensor:
         calls["fast"] += 1
-        return fused(self, *args)
+        return fused(*args)
 
     def sdpa_spy(*args: object, **kwargs: object) -> torch.Tensor:
         calls["sdpa"] += 1
         return sdpa(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Attention, "_fused", fast_spy)
+    monkeypatch.setattr(fast_path, "attention", fast_spy)
     monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa_spy)
     yield calls
 

@@ -156,7 +156,7 @@ def test_non_tensor_tokens_and_bad_return_type():
         model([[1, 2]])
     with pytest.raises(ValueError, match="unknown return_type"):
         model(torch.tensor([[1, 2]]), return_type="probs")
-    with pytest.raises(ValueError, match="no tokenizer"):
+    with pytest.raises(ValueError, match="tokenizer"):
         model.to_tokens("hello")
 
 

@@ -136,7 +136,7 @@ def test_fast_path_matches_tl3_and_reference(fixture: dict[str, Any]) -> None:
     tokens = fixture["tokens"]
     ref_logits, _ = reference_forward(fixture["state_dict"], fixture["config"], tokens)
     with torch.no_grad():
-        assert not model._any_hooks()
+        assert not model._hooked_parts()
         logits = model(tokens)
         loss = model(tokens, return_type="loss")
     torch.testing.assert_close(logits, fixture["logits"], atol=ATOL, rtol=0)

@@ -15,12 +15,12 @@ import einops
 import torch
 from torch import Tensor
 
-from circuits.config import ModelConfig
+from circuits.config import ActFn, ModelConfig
 from circuits.model import HookedTransformer
 
 # Our activation names -> Hugging Face's (same functions: exact erf GELU, tanh GELU, ReLU).
-ACT_TO_HF = {"gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu"}
-ACT_FROM_HF = {v: k for k, v in ACT_TO_HF.items()}
+ACT_TO_HF: dict[ActFn, str] = {"gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu"}
+ACT_FROM_HF: dict[str, ActFn] = {v: k for k, v in ACT_TO_HF.items()}
 
 
 def gpt2_config(cfg: ModelConfig) -> Any:
