@@ -1,0 +1,78 @@
+"""Circuit discovery, graded against circuits we know.
+
+Modules, one concept each: :mod:`~circuits.discovery.graph` (senders, receivers, edges),
+:mod:`~circuits.discovery.forward` (a forward pass with any edges patched, batched),
+:mod:`~circuits.discovery.corruption` (corrupted inputs per task),
+:mod:`~circuits.discovery.metrics` (masked loss, logit difference, KL to clean),
+:mod:`~circuits.discovery.problem` (model + batch + source + metric),
+:mod:`~circuits.discovery.exact` (exact path patching of every edge),
+:mod:`~circuits.discovery.attribution` (EAP, EAP-IG, node attribution),
+:mod:`~circuits.discovery.acdc` (ACDC), :mod:`~circuits.discovery.evaluate` (faithfulness,
+completeness, minimality, ROC AUC), :mod:`~circuits.discovery.path_expansion` (direct, head and
+virtual-head terms; attention-score decomposition), :mod:`~circuits.discovery.handbuilt`
+(circuits with known weights).
+
+Typical use::
+
+    problem = Problem.build(model, task.probe(32))          # induction, corrupted first copy
+    truth = exact_patching(problem)                          # ground truth, one forward per edge
+    eap, ig = edge_attribution(problem), edge_attribution(problem, ig_steps=5)
+    found = acdc(problem)                                    # circuit at DEFAULT_TAU
+    faithfulness(problem, found.circuit), roc_auc(eap, reference_circuit(truth))
+"""
+
+from __future__ import annotations
+
+from circuits.discovery.acdc import DEFAULT_TAU, AcdcResult, acdc, acdc_sweep
+from circuits.discovery.attribution import edge_attribution, node_attribution
+from circuits.discovery.corruption import CORRUPTIONS, corrupt, register_corruption
+from circuits.discovery.evaluate import (
+    CircuitGrade,
+    completeness,
+    faithfulness,
+    grade,
+    minimality,
+    reference_circuit,
+    roc_auc,
+    roc_curve,
+)
+from circuits.discovery.exact import exact_patching
+from circuits.discovery.forward import GraphRun, run, source_outputs
+from circuits.discovery.graph import Edge, Graph, Receiver, Sender
+from circuits.discovery.metrics import Metric, kl_to_clean, logit_diff, masked_loss
+from circuits.discovery.problem import Problem
+from circuits.discovery.scores import EdgeScores
+
+__all__ = [
+    "CORRUPTIONS",
+    "DEFAULT_TAU",
+    "AcdcResult",
+    "CircuitGrade",
+    "Edge",
+    "EdgeScores",
+    "Graph",
+    "GraphRun",
+    "Metric",
+    "Problem",
+    "Receiver",
+    "Sender",
+    "acdc",
+    "acdc_sweep",
+    "completeness",
+    "corrupt",
+    "edge_attribution",
+    "exact_patching",
+    "faithfulness",
+    "grade",
+    "kl_to_clean",
+    "logit_diff",
+    "masked_loss",
+    "minimality",
+    "node_attribution",
+    "reference_circuit",
+    "register_corruption",
+    "roc_auc",
+    "roc_curve",
+    "run",
+    "source_outputs",
+]
