@@ -221,3 +221,59 @@ def test_export_has_tl3_keys_shapes_dtypes_and_buffers(path: Path) -> None:
         assert exported[key].shape == value.shape, key
         assert exported[key].dtype == value.dtype, key
         assert torch.equal(exported[key], value), key
+
+
+# --- round trip: our models, exported, loaded by real TL3 (tests/fixtures/tl3_export.py) ---
+EXPORTS = sorted((HERE / "tl3_export").glob("*.pt"))
+
+
+def _export_script() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tl3_export", HERE / "tl3_export.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_fixtures_present_and_checked_by_tl3() -> None:
+    assert {p.stem for p in EXPORTS} == set(_export_script().MODELS)
+    for path in EXPORTS:
+        payload = torch.load(path, weights_only=True)
+        # Written by the --check step, i.e. TL3 loaded the dict with strict=True and ran it.
+        assert payload["tl3_version"].startswith("3."), path.stem
+
+
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
+def test_tl3_loads_our_export_and_agrees(path: Path) -> None:
+    """Rebuilding the model today exports exactly the dict TL3 loaded, and our logits are the
+    ones TL3 computed from it (to 1e-5)."""
+    script = _export_script()
+    payload = torch.load(path, weights_only=True)
+    model = script.build(path.stem)
+    exported = to_tl3_state_dict(model)
+    assert sorted(exported) == sorted(payload["state_dict"])
+    for key, value in payload["state_dict"].items():
+        assert exported[key].dtype == value.dtype, key
+        torch.testing.assert_close(exported[key], value, atol=1e-6, rtol=0, msg=key)
+    assert script.tl3_config(model.cfg) == payload["tl3_config"]
+    with torch.no_grad():
+        logits = model(payload["tokens"])
+    torch.testing.assert_close(logits, payload["tl3_logits"], atol=ATOL, rtol=0)
+
+
+def test_from_tl3_infers_variants(fixture: dict[str, Any]) -> None:
+    """``from_tl3`` reads RMS, solu_ln, grouped-query and rotary off the weights."""
+    from circuits.interop.tl3 import from_tl3
+
+    c = fixture["config"]
+    fields: dict[str, Any] = {}
+    if c["normalization_type"] == "LNPre":
+        fields["normalization_type"] = "LNPre"  # weightless: nothing in the dict says so
+    if not math.isclose(c["attn_scale"], math.sqrt(c["d_head"])):
+        fields["attn_scale"] = c["attn_scale"]
+    model = from_tl3(dict(fixture["state_dict"]), **fields)
+    assert model.cfg == config_of(fixture)
+    with torch.no_grad():
+        torch.testing.assert_close(model(fixture["tokens"]), fixture["logits"], atol=ATOL, rtol=0)

@@ -23,13 +23,18 @@ if TYPE_CHECKING:
 
 
 def config_from_state_dict(state_dict: dict[str, Tensor], **fields: Any) -> ModelConfig:
-    """Infers sizes, attn-only and LayerNorm from a TL3 state dict; ``fields`` fill the rest.
+    """Infers what the weights show from a TL3 state dict; ``fields`` fill the rest.
+
+    Inferred: sizes, attn-only, normalization (``LN``, or ``RMS`` when the norms have no bias;
+    weightless ``LNPre``/``RMSPre`` leave no trace, pass them), ``solu_ln`` (the MLP's ``ln``),
+    grouped-query ``n_key_value_heads`` (``_W_K``), rotary (no ``W_pos``; ``rotary_dim`` from
+    ``rotary_sin`` when saved; ``n_ctx`` then comes from there or must be passed).
 
     Args:
         state_dict: TL3 ``HookedTransformer.state_dict()``.
         fields: ``act_fn``, ``positional_embedding_type``, ``eps`` ... (not in the weights).
     """
-    for key in ("embed.W_E", "pos_embed.W_pos", "unembed.W_U", "blocks.0.attn.W_Q"):
+    for key in ("embed.W_E", "unembed.W_U", "blocks.0.attn.W_Q"):
         if key not in state_dict:
             raise ValueError(f"state_dict has no {key}: not a TransformerLens 3.x state dict")
     layers = {int(m[1]) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))}
@@ -38,15 +43,30 @@ def config_from_state_dict(state_dict: dict[str, Tensor], **fields: Any) -> Mode
     inferred: dict[str, Any] = dict(
         n_layers=len(layers),
         d_model=d_model,
-        n_ctx=state_dict["pos_embed.W_pos"].shape[0],
         d_vocab=state_dict["embed.W_E"].shape[0],
         d_vocab_out=state_dict["unembed.W_U"].shape[1],
         n_heads=n_heads,
         d_head=d_head,
         attn_only=attn_only,
         d_mlp=None if attn_only else state_dict["blocks.0.mlp.W_in"].shape[1],
-        normalization_type="LN" if "blocks.0.ln1.w" in state_dict else None,
     )
+    if "blocks.0.ln1.w" in state_dict:
+        inferred["normalization_type"] = "LN" if "blocks.0.ln1.b" in state_dict else "RMS"
+    elif "normalization_type" not in fields:
+        inferred["normalization_type"] = None
+    if "blocks.0.mlp.ln.w" in state_dict:
+        inferred["act_fn"] = "solu_ln"
+    if "blocks.0.attn._W_K" in state_dict:
+        inferred["n_key_value_heads"] = state_dict["blocks.0.attn._W_K"].shape[0]
+    if "pos_embed.W_pos" in state_dict:
+        inferred["n_ctx"] = state_dict["pos_embed.W_pos"].shape[0]
+    else:
+        inferred["positional_embedding_type"] = "rotary"
+        sin = state_dict.get("blocks.0.attn.rotary_sin")
+        if sin is not None:
+            inferred["n_ctx"], inferred["rotary_dim"] = sin.shape
+        elif "n_ctx" not in fields:
+            raise ValueError("a rotary state dict without rotary_sin: pass n_ctx")
     clash = sorted(k for k in fields if k in inferred and fields[k] != inferred[k])
     if clash:
         raise ValueError(
