@@ -14,6 +14,7 @@ from circuits.plots.style import (
     SEQUENTIAL,
     TITLE_PX,
     finish,
+    grid_axis_titles,
     grid_size,
     head_labels,
     subplot_grid,
@@ -132,7 +133,7 @@ def composition_scores(
     size = grid_size(
         1,
         len(arrays),
-        50 * len(cols),
+        max(50 * len(cols), 160),  # wide enough for the axis title under each panel
         gap_x=24,
         gap_y=0,
         margin=dict(l=150, r=150, t=70 + TITLE_PX, b=90),
@@ -161,8 +162,8 @@ def composition_scores(
         )
     fig.update_yaxes(autorange="reversed")
     fig.update_yaxes(showticklabels=False)  # every panel has the same rows
-    fig.update_yaxes(showticklabels=True, title_text="earlier head (writes)", col=1)
-    fig.update_xaxes(title_text="later head (reads)")
+    fig.update_yaxes(showticklabels=True, col=1)
+    grid_axis_titles(fig, size, "later head (reads)", "earlier head (writes)")
     top = max(float(np.nanmax(np.where(valid, a, np.nan))) for a in arrays.values())
     span = max(top - mid, mid, 1e-6)
     colorbar: dict[str, Any] = dict(title="score")

@@ -126,7 +126,13 @@ def training_dynamics(
                 )
     step = phase_change_step(history) if mark_phase_change else None
     if step is not None:
-        fig.add_vline(x=step, line=dict(color="orange", width=2, dash="dash"))
+        fig.add_vline(
+            x=step,
+            line=dict(color="orange", width=2, dash="dash"),
+            row="all",
+            col=1,
+            exclude_empty_subplots=False,  # one line through both panels, drawn or not
+        )
         # One label, inside the loss panel: a label per panel would sit on the lower title.
         fig.add_annotation(
             x=step,
