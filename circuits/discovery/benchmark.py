@@ -1,0 +1,88 @@
+"""Grading every discovery method on one trained induction model against exact patching.
+
+:func:`grade_methods` is what ``scripts/discovery_bench.py`` runs per seed (it writes
+``bench/discovery_results.json`` and a markdown table) and what the slow tests assert on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from circuits.discovery.acdc import DEFAULT_TAU, acdc
+from circuits.discovery.attribution import edge_attribution
+from circuits.discovery.evaluate import faithfulness, reference_circuit, roc_auc
+from circuits.discovery.exact import exact_patching
+from circuits.discovery.problem import Problem
+
+# A layer-1 head counts as an induction head above this induction score (ARENA's threshold).
+INDUCTION_THRESHOLD = 0.4
+
+
+def induction_heads(model: Any, probe: Any) -> tuple[str, list[str]]:
+    """The layer-0 head with the highest previous-token score, and the layer-1 heads whose
+    induction score passes :data:`INDUCTION_THRESHOLD`, as ``("L0H1", ["L1H0", ...])``."""
+    from circuits.analysis import head_scores
+
+    scores = head_scores(model, probe)
+    prev = int(scores["previous_token"][0].argmax())
+    ind = (scores["induction"][1] > INDUCTION_THRESHOLD).nonzero().flatten().tolist()
+    return f"L0H{prev}", [f"L1H{h}" for h in ind]
+
+
+def key_edges(prev: str, induction: list[str]) -> list[str]:
+    """Previous-token head -> each induction head's key, and each induction head -> logits."""
+    return [f"{prev}->{h}.k" for h in induction] + [f"{h}->logits" for h in induction]
+
+
+def grade_methods(
+    model: Any, probe: Any, ig_steps: int = 5, tau: float = DEFAULT_TAU, seed: int = 0
+) -> dict[str, Any]:
+    """Runs exact patching, EAP, EAP-IG and ACDC on ``probe`` and grades them.
+
+    Returns a JSON-ready dict: the heads found by their scores, exact patching's top edges,
+    where the key edges rank, each method's ROC AUC against exact patching's reference
+    circuit (:func:`~circuits.discovery.evaluate.reference_circuit`), ACDC's circuit, its
+    faithfulness on the loss and its KL, and wall times.
+    """
+    model.eval()
+    prev, induction = induction_heads(model, probe)
+    problem = Problem.build(model, probe, task="induction", seed=seed)
+    start = time.perf_counter()
+    exact = exact_patching(problem)
+    exact_s = time.perf_counter() - start
+    reference = reference_circuit(exact)
+    start = time.perf_counter()
+    eap = edge_attribution(problem)
+    eap_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ig = edge_attribution(problem, ig_steps)
+    ig_s = time.perf_counter() - start
+    start = time.perf_counter()
+    found = acdc(problem, tau)
+    acdc_s = time.perf_counter() - start
+    wanted = key_edges(prev, induction)
+    return {
+        "previous_token_head": prev,
+        "induction_heads": induction,
+        "n_edges": problem.graph.n_edges,
+        "key_edges": wanted,
+        "key_edge_exact_ranks": {e: exact.rank(e) for e in wanted},
+        "exact_top": exact.top(len(reference.nonzero())),
+        "reference": problem.graph.names(reference),
+        "auc": {s.method: roc_auc(s, reference) for s in (eap, ig, found.scores)},
+        "acdc": {
+            "tau": tau,
+            "edges": found.edge_names(),
+            "n_edges": found.n_edges,
+            "kl": found.kl,
+            "faithfulness": faithfulness(problem, found.circuit),
+            "contains_key_edges": all(e in found.edge_names() for e in wanted),
+            "n_forward": found.n_forward,
+        },
+        "reference_faithfulness": faithfulness(problem, reference),
+        "seconds": {"exact": exact_s, "EAP": eap_s, "EAP-IG": ig_s, "ACDC": acdc_s},
+        "torch_threads": torch.get_num_threads(),
+    }
