@@ -8,11 +8,12 @@ Layout of ``DIR/``::
                         whatever the writer adds (task, training config, step, seed)
     train_state.pt      training checkpoints only: optimizer, LR schedule, data RNG, history
 
-Writes are atomic: the files go into a hidden sibling directory, each one fsynced, and the
-directory is renamed into place. Replacing a checkpoint first moves the old one aside to
-``.DIR.previous`` and deletes it only once the new one is in place; if the process dies between
-the two renames, the next load or save moves it back. A reader therefore finds the old
-checkpoint or the new one, whole, never a mix. One writer per checkpoint at a time.
+Writes are atomic and journaled (see :mod:`circuits.files`): the files go into a hidden sibling
+directory, each one fsynced, and the directory is renamed into place; a write killed halfway
+is finished or undone by the next reader or writer, and a checkpoint the user deleted is never
+brought back. A reader therefore finds the old checkpoint or the new one, whole, never a mix.
+One writer per checkpoint at a time: writers hold a lock, a second one gets
+:class:`~circuits.files.CheckpointBusy`.
 
 Loading checks everything before a tensor reaches a model: format version, file hashes
 (truncation, corruption), config fields, tensor names, shapes, dtypes and finiteness.
@@ -22,127 +23,68 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import io
 import json
-import os
-import shutil
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from circuits.files import (
+    FORMAT,
+    METADATA_FILE,
+    CheckpointBusy,
+    check_writable,
+    recover,
+    write_file,
+    write_files,
+    writer_lock,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from circuits.model import HookedTransformer
 
-FORMAT = "circuits-checkpoint"
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "TRAIN_STATE_FILE",
+    "CheckpointBusy",
+    "CheckpointError",
+    "all_finite",
+    "check_state_dict",
+    "check_writable",
+    "load",
+    "load_training",
+    "pack",
+    "package_versions",
+    "read_file",
+    "read_metadata",
+    "read_training_metadata",
+    "recover",
+    "save",
+    "save_training",
+    "sha256",
+    "training_run",
+    "unpack",
+    "write_file",
+    "write_files",
+    "writer_lock",
+]
+
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-METADATA_FILE = "metadata.json"
 TRAIN_STATE_FILE = "train_state.pt"
 
 
 class CheckpointError(ValueError):
     """A checkpoint is corrupted, incomplete, too new, or does not fit its own config."""
-
-
-# --- atomic directory writes ---
-def _backup_of(path: Path) -> Path:
-    return path.parent / f".{path.name}.previous"
-
-
-def _recover(path: Path) -> None:
-    """Puts back a checkpoint moved aside by a save that died before finishing."""
-    backup = _backup_of(path)
-    if backup.is_dir() and not path.exists():
-        os.rename(backup, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _is_checkpoint_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / METADATA_FILE).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def check_writable(path: str | Path, overwrite: bool) -> None:
-    """Raises FileExistsError unless a checkpoint may be written at ``path``.
-
-    Only an existing checkpoint (or an empty directory) is ever replaced, and only with
-    ``overwrite``: a directory of other files is never deleted, whatever ``overwrite`` says.
-    """
-    path = Path(path)
-    _recover(path)
-    if not (path.exists() or path.is_symlink()):
-        return
-    if not path.is_dir() or not (_is_checkpoint_dir(path) or not any(path.iterdir())):
-        raise FileExistsError(f"{path} exists and is not a circuits checkpoint; not replacing it")
-    if not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-
-
-def write_files(path: str | Path, files: dict[str, bytes], overwrite: bool = False) -> Path:
-    """Atomically makes ``path`` a directory holding exactly ``files`` (name -> contents).
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False, or it exists and is not
-            a checkpoint (never deleted, whatever ``overwrite`` says).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    check_writable(path, overwrite)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        backup = _backup_of(path)
-        if path.exists():
-            shutil.rmtree(backup, ignore_errors=True)
-            os.rename(path, backup)
-        os.rename(tmp, path)
-        _fsync_dir(path.parent)
-        shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _recover(path)
-        raise
-    return path
-
-
-def write_file(path: str | Path, data: bytes) -> Path:
-    """Atomically writes one file (temporary sibling, fsync, rename): old or new, never half."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- metadata and hashes ---
@@ -165,7 +107,7 @@ def package_versions() -> dict[str, str | None]:
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Reads and checks ``metadata.json`` (format and version) without reading the weights."""
     path = Path(path)
-    _recover(path)
+    recover(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not path.is_dir():
@@ -295,8 +237,25 @@ def save(
     return write_files(path, files, overwrite=overwrite)
 
 
-def load(path: str | Path) -> HookedTransformer:
+class CheckpointMixin:
+    """``model.save(path)`` and ``ModelClass.load(path)`` for a model class: the model imports
+    this module, never the other way round (:func:`load` takes the class to build)."""
+
+    def save(self, path: str | Path, overwrite: bool = False, **metadata: Any) -> Path:
+        """Saves a checkpoint directory (see :mod:`circuits.checkpoint`); returns its path."""
+        return save(self, path, overwrite=overwrite, metadata=metadata)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Loads and validates a checkpoint saved by :meth:`save` (eval mode)."""
+        return load(path, model_class=cls)
+
+
+def load(path: str | Path, model_class: Any = None) -> HookedTransformer:
     """Loads and validates a checkpoint saved by :func:`save`; returns the model in eval mode.
+
+    ``model_class`` builds the model from the config (default: ``circuits.HookedTransformer``,
+    looked up when called, so that this module does not import the model's).
 
     Raises:
         FileNotFoundError: No checkpoint at ``path``.
@@ -308,8 +267,9 @@ def load(path: str | Path) -> HookedTransformer:
     from safetensors.torch import load as load_safetensors
 
     from circuits.config import ModelConfig
-    from circuits.model import HookedTransformer
 
+    if model_class is None:
+        model_class = importlib.import_module("circuits").HookedTransformer
     path = Path(path)
     meta = read_metadata(path)
     try:
@@ -323,7 +283,7 @@ def load(path: str | Path) -> HookedTransformer:
         tensors = load_safetensors(read_file(path, MODEL_FILE, meta))
     except SafetensorError as e:
         raise CheckpointError(f"{path / MODEL_FILE}: unreadable safetensors ({e})") from e
-    model = HookedTransformer(cfg)
+    model = model_class(cfg)
     check_state_dict(tensors, model.state_dict(), source=str(path / MODEL_FILE))
     model.load_state_dict(tensors, strict=True)
     return model.eval()
@@ -403,12 +363,66 @@ def save_training(
 TRAIN_STATE_KEYS = ("step", "optimizer", "schedule", "generator", "losses", "history")
 
 
+def read_training_metadata(path: str | Path) -> dict[str, Any]:
+    """:func:`read_metadata` of a training checkpoint, with the fields a resume needs checked.
+
+    ``metadata.json`` is not covered by the hashes, so it is validated like ``config.json``.
+    """
+    meta = read_metadata(path)
+    source = Path(path) / METADATA_FILE
+    if meta.get("kind") != "training" or TRAIN_STATE_FILE not in meta["sha256"]:
+        raise CheckpointError(f"{path} holds a model but no training state; it cannot be resumed")
+    for key, ok, want in (
+        ("step", _is_count(meta.get("step")), "a non-negative int"),
+        ("solved_at", meta.get("solved_at") is None or _is_count(meta.get("solved_at")),
+         "a non-negative int or null"),
+        ("task", isinstance(meta.get("task"), dict)
+         and isinstance(meta["task"].get("name"), str), "an object with a string 'name'"),
+        ("train_config", isinstance(meta.get("train_config"), dict), "an object"),
+    ):  # fmt: skip
+        if key not in meta and key != "solved_at":
+            raise CheckpointError(f"{source}: missing {key!r}; not a resumable checkpoint")
+        if not ok:
+            raise CheckpointError(f"{source}: {key!r} must be {want}, got {meta.get(key)!r}")
+    return meta
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def training_run(path: str | Path, **changes: Any) -> tuple[Any, Any]:
+    """The task and :class:`~circuits.training.TrainConfig` recorded in a training checkpoint.
+
+    Args:
+        changes: Train-config fields to set on top of the recorded ones.
+
+    Raises:
+        CheckpointError: the metadata names an unknown task or field, or a value of the
+            wrong type or range.
+    """
+    from circuits.tasks import make_task
+    from circuits.training import TrainConfig
+
+    meta = read_training_metadata(path)
+    source = Path(path) / METADATA_FILE
+    task_kwargs = dict(meta["task"])
+    name = task_kwargs.pop("name")
+    try:
+        task = make_task(name, **task_kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: bad task {meta['task']!r}: {e}") from e
+    try:
+        cfg = TrainConfig.from_dict({**meta["train_config"], **changes})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: bad train_config: {e}") from e
+    return task, cfg
+
+
 def load_training(path: str | Path) -> tuple[HookedTransformer, dict[str, Any], dict[str, Any]]:
     """Loads a training checkpoint: ``(model, metadata, train_state)``, all validated."""
     model = load(path)
-    meta = read_metadata(path)
-    if meta.get("kind") != "training" or TRAIN_STATE_FILE not in meta["sha256"]:
-        raise CheckpointError(f"{path} holds a model but no training state; it cannot be resumed")
+    meta = read_training_metadata(path)
     state = unpack(read_file(path, TRAIN_STATE_FILE, meta), str(Path(path) / TRAIN_STATE_FILE))
     missing = [k for k in TRAIN_STATE_KEYS if k not in state]
     if missing:

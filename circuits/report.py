@@ -2,7 +2,9 @@
 
 plotly's JavaScript is embedded once in the page head; every figure after it is a ``<div>`` and
 a call to ``Plotly.newPlot``. Sections a model cannot have (composition in one layer, induction
-scores without a repeated-sequence probe) are left out rather than drawn empty.
+scores without a repeated-sequence probe) are left out rather than drawn empty. Head scores and
+attention patterns come from the task's probe, or from the default repeated-random-tokens probe
+when there is no task: the report knows no task by name.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import torch
 
-from circuits.plots._common import head_label
+from circuits.plots.style import MAX_WIDTH, head_label
+from circuits.tasks import Batch, next_token_targets
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,38 @@ class Section:
     figure: Any
 
 
-def _probes_of(task: Any) -> tuple[Any, Any] | None:
-    """The training probe (head scores as in the history) and one short sequence to draw."""
-    probe = getattr(task, "probe", None)
-    if probe is None:
-        return None
-    if getattr(task, "name", None) == "induction":
-        # A repeat of 10 tokens keeps the attention grid readable.
-        return probe(64), probe(1, length=min(10, (task.seq_len - int(task.bos)) // 2))
-    short = probe(1)
-    return probe(64), type(short)(short.tokens[:, :20], short.targets[:, :20], short.mask[:, :20])
+def probes_for(model: Any, task: Any = None) -> tuple[Batch, Batch]:
+    """The probe behind the head scores, and one short sequence of it to draw.
+
+    The probe is the task's own (``task.probe(64)``, what training evaluates), or, for a model
+    without a task (or a task without a probe), the default repeated-random-tokens probe of
+    :func:`circuits.analysis.head_scores.default_probe`.
+    """
+    from circuits.analysis.head_scores import default_probe
+
+    make = getattr(task, "probe", None)
+    probe = make(64) if callable(make) else default_probe(model, batch_size=64)
+    return probe, short_example(probe)
+
+
+def short_example(probe: Batch, repeat: int = 10, length: int = 20) -> Batch:
+    """The probe's first sequence, short enough that its attention grid stays readable.
+
+    A repeated-random-tokens probe (``[prefix] r r``, ``repeat_length`` set) keeps its prefix
+    and the first ``repeat`` tokens of each copy, so that it is still a repeat; any other probe
+    keeps its first ``length`` positions.
+    """
+    tokens = probe.tokens[:1]
+    s = probe.repeat_length
+    if s is None:
+        return Batch(tokens[:, :length], probe.targets[:1, :length], probe.mask[:1, :length])
+    prefix = tokens.shape[1] - 2 * s
+    k = min(repeat, s)
+    keep = [*range(prefix), *range(prefix, prefix + k), *range(prefix + s, prefix + s + k)]
+    short = tokens[:, keep]
+    mask = torch.zeros_like(short, dtype=torch.bool)
+    mask[:, prefix + k : -1] = True  # second copy, where the next token is a repeat
+    return Batch(short, next_token_targets(short), mask, repeat_length=k)
 
 
 def sections_for(
@@ -62,50 +87,48 @@ def sections_for(
             "marks the phase change: the steepest fall of the probe loss.",
             plots.training_dynamics({"history": history or [], "losses": losses or []}),
         )
-    probes = _probes_of(task) if task is not None else None
-    if probes is not None:
-        probe, example = probes
-        metrics = evaluate(model, probe)
-        if "previous_token" in metrics:
-            add(
-                "Previous-token scores",
-                "Per head: mean attention from each position to the one before it. Outlined "
-                "heads score at least 0.4.",
-                plots.head_scores(metrics["previous_token"], "Previous-token scores"),
-            )
-        if "induction" in metrics:
-            add(
-                "Induction scores",
-                "Per head: mean attention from each token of a repeated random sequence to the "
-                "token after its earlier copy. Outlined heads score at least 0.4.",
-                plots.head_scores(metrics["induction"], "Induction scores"),
-            )
+    probe, example = probes_for(model, task)
+    metrics = evaluate(model, probe)
+    if "previous_token" in metrics:
         add(
-            "Attention patterns",
-            "Every head on one probe sequence (query down, key across). A previous-token head "
-            "is a stripe just below the diagonal; an induction head is a stripe one step after "
-            "the earlier copy of the current token. Hover for tokens and weights.",
-            plots.attention_patterns(model, example.tokens[0]),
+            "Previous-token scores",
+            "Per head: mean attention from each position to the one before it. Outlined "
+            "heads score at least 0.4.",
+            plots.head_scores(metrics["previous_token"], "Previous-token scores"),
         )
-        lenses = [("Logit lens", logit_lens(model, example.tokens))]
-        if tuned_lens is not None:
-            lenses.append(("Tuned lens", tuned_lens.lens(model, example.tokens)))
-        for name, lens in lenses:
-            add(
-                name,
-                "Probability of the next token at each position (column) when the residual "
-                "stream is read before each block and at the end (row); cells name the top-1 "
-                "prediction. Induction shows as the repeat becoming predictable only after the "
-                "induction layer.",
-                plots.lens_heatmap(
-                    lens.target_prob(example.targets)[:, 0],
-                    example.tokens[0],
-                    lens.top_k(1)[1][:, 0, :, 0],
-                    "probability",
-                    lens.labels,
-                    title=f"{name}: probability of the next token",
-                ),
-            )
+    if "induction" in metrics:
+        add(
+            "Induction scores",
+            "Per head: mean attention from each token of a repeated random sequence to the "
+            "token after its earlier copy. Outlined heads score at least 0.4.",
+            plots.head_scores(metrics["induction"], "Induction scores"),
+        )
+    add(
+        "Attention patterns",
+        "Every head on one probe sequence (query down, key across). A previous-token head "
+        "is a stripe just below the diagonal; an induction head is a stripe one step after "
+        "the earlier copy of the current token. Hover for tokens and weights.",
+        plots.attention_patterns(model, example.tokens[0]),
+    )
+    lenses = [("Logit lens", logit_lens(model, example.tokens))]
+    if tuned_lens is not None:
+        lenses.append(("Tuned lens", tuned_lens.lens(model, example.tokens)))
+    for name, lens in lenses:
+        add(
+            name,
+            "Probability of the next token at each position (column) when the residual "
+            "stream is read before each block and at the end (row); cells name the top-1 "
+            "prediction. On a repeated sequence, induction shows as the second copy "
+            "becoming predictable only after the induction layer.",
+            plots.lens_heatmap(
+                lens.target_prob(example.targets)[:, 0],
+                example.tokens[0],
+                lens.top_k(1)[1][:, 0, :, 0],
+                "probability",
+                lens.labels,
+                title=f"{name}: probability of the next token",
+            ),
+        )
     if model.cfg.n_layers >= 2:
         add(
             "Composition scores",
@@ -137,13 +160,18 @@ def sections_for(
             "key position",
             "query position",
             causal=True,
+            scale="layer",
         ),
     )
     add(
         "Token QK circuits",
         "How much a query token (row) attends to a key token (column) from token identity alone.",
         plots.circuit_grid(
-            circ.full_qk_circuit(model), "Full QK circuits W_E W_QK W_E^T", "key token", "query"
+            circ.full_qk_circuit(model),
+            "Full QK circuits W_E W_QK W_E^T",
+            "key token",
+            "query token",
+            scale="layer",
         ),
     )
     return out
@@ -153,10 +181,14 @@ PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="generator" content="circuits report">
 <title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+body {{ font-family: system-ui, sans-serif; max-width: {max_width}px; margin: 2em auto;
+  padding: 0 1em; color: #222; }}
 section {{ margin-bottom: 2.5em; }}
+/* A figure wider than the window scrolls on its own instead of being cut off. */
+.figure {{ overflow-x: auto; }}
 .caption {{ color: #555; max-width: 60em; }}
 table.meta td {{ padding: 0 1em 0 0; }}
 </style>
@@ -187,10 +219,12 @@ def render(sections: list[Section], title: str, summary: dict[str, Any] | None =
         div = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{anchor}")
         body.append(
             f'<section id="{anchor}"><h2>{html.escape(s.title)}</h2>'
-            f'<p class="caption">{html.escape(s.caption)}</p>{div}</section>'
+            f'<p class="caption">{html.escape(s.caption)}</p>'
+            f'<div class="figure">{div}</div></section>'
         )
     return PAGE.format(
         title=html.escape(title),
+        max_width=MAX_WIDTH,
         # A "</script>" inside the library would end the tag early; plotly.js has none, but
         # guard it anyway.
         plotlyjs=get_plotlyjs().replace("</script>", "<\\/script>"),
@@ -249,21 +283,27 @@ def build_report(
     return render(sections, title, summary_of(model, task, history))
 
 
-def check_report_path(path: str | Path) -> Path:
-    """Raises unless a report can be written at ``path`` (a file in an existing directory)."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; give a file name such as report.html")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"directory {path.parent} does not exist")
-    return path
+# In every page we write: an existing file is replaced without force only if it carries this.
+MARKER = b'<meta name="generator" content="circuits report">'
 
 
-def write_report(html_text: str, path: str | Path) -> Path:
-    """Writes the page to ``path`` (its parent directory must exist)."""
-    path = check_report_path(path)
-    path.write_text(html_text, encoding="utf-8")
-    return path
+def check_report_path(path: str | Path, force: bool = False) -> Path:
+    """Raises unless a report can be written at ``path``: a writable file location in an existing
+    directory, not inside a checkpoint, and not an existing file other than one of our reports
+    (unless ``force``). See :func:`circuits.files.check_output_file`."""
+    from circuits.files import check_output_file, starts_with_marker
+
+    return check_output_file(
+        path, force, lambda p: starts_with_marker(p, MARKER), what="report (an HTML page)"
+    )
+
+
+def write_report(html_text: str, path: str | Path, force: bool = False) -> Path:
+    """Writes the page to ``path`` atomically (checked by :func:`check_report_path` first)."""
+    from circuits.files import write_file
+
+    path = check_report_path(path, force)
+    return write_file(path, html_text.encode("utf-8"))
 
 
 def task_from_metadata(meta: dict[str, Any]) -> Any:

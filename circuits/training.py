@@ -231,7 +231,8 @@ def train(
     saved_at = None  # step of the last checkpoint written or resumed from
     if resume is not None:
         saved_at = _restore(resume, model, task, cfg, optimizer, schedule, generator, result)
-        if result.solved_at is not None or saved_at >= cfg.steps:
+        # A solved run continues only if its targets were dropped (it would stop at once).
+        if (result.solved_at is not None and cfg.has_targets) or saved_at >= cfg.steps:
             return result
     start = time.perf_counter() - result.seconds
     bar = tqdm(
@@ -332,8 +333,17 @@ def _diverged(what: str, step: int, cfg: TrainConfig, saved_at: int | None) -> s
     return f"training diverged at step {step}: {what} (lr={cfg.lr}); {where}"
 
 
-# Fields that may change between a run and its resumption without changing the numbers.
-RESUMABLE_CHANGES = ("steps", "progress", "checkpoint_dir", "checkpoint_every")
+# Fields that may change between a run and its resumption without changing the numbers (the
+# targets only decide where to stop: dropping them continues a solved run past its targets).
+RESUMABLE_CHANGES = (
+    "steps",
+    "progress",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "target_accuracy",
+    "target_induction",
+    "target_previous_token",
+)
 
 
 def _restore(
@@ -379,22 +389,19 @@ def resume(
     """Continues the training run checkpointed at ``path`` (and keeps checkpointing there).
 
     The model, task and training config come from the checkpoint; ``changes`` may set
-    ``steps`` (to train longer), ``progress`` and ``checkpoint_every``.
+    ``steps`` (to train longer), ``progress``, ``checkpoint_every`` and the ``target_*`` fields
+    (None continues a run that already met its targets). Holds the checkpoint's writer lock
+    throughout: a second writer gets :class:`~circuits.checkpoint.CheckpointBusy`.
 
     Returns:
         ``(model, task, train_config, result)``; ``result`` covers the whole run.
     """
-    from circuits.tasks import make_task
-
     bad = sorted(set(changes) - set(RESUMABLE_CHANGES) - {"checkpoint_dir"})
     if bad:
         raise ValueError(f"cannot change {', '.join(bad)} when resuming (it would change the run)")
-    meta = checkpoint.read_metadata(path)
-    if meta.get("kind") != "training":
-        raise ValueError(f"{path} holds a model but no training state; it cannot be resumed")
-    task_kwargs = dict(meta["task"])
-    task = make_task(task_kwargs.pop("name"), **task_kwargs)
-    cfg = TrainConfig.from_dict({**meta["train_config"], **changes, "checkpoint_dir": str(path)})
-    model = HookedTransformer(checkpoint.load(path).cfg)
-    result = train(model, task, cfg, resume=path)
+    checkpoint.read_training_metadata(path)  # a clear error first if it is no training run
+    with checkpoint.writer_lock(path):
+        task, cfg = checkpoint.training_run(path, **{**changes, "checkpoint_dir": str(path)})
+        model = HookedTransformer(checkpoint.load(path).cfg)
+        result = train(model, task, cfg, resume=path)
     return model, task, cfg, result

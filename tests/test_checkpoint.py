@@ -150,8 +150,8 @@ def test_non_finite_weights(parts: tuple[dict, dict], tmp_path: Path) -> None:
 
 def test_unknown_config_field(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors, config = parts
-    config["rotary_dim"] = 8
-    with pytest.raises(CheckpointError, match=r"unknown model config field.*rotary_dim"):
+    config["not_a_field"] = 8
+    with pytest.raises(CheckpointError, match=r"unknown model config field.*not_a_field"):
         checkpoint.load(forge(tmp_path / "c", tensors, config))
 
 
@@ -247,14 +247,30 @@ def test_crash_mid_write_keeps_the_old_checkpoint(
 
 
 def test_killed_between_renames_is_recovered(saved: Path) -> None:
-    """A writer killed after moving the old checkpoint aside, before moving the new one in."""
+    """A writer killed after moving the old checkpoint aside, before moving the new one in
+    (the state its journal describes): the old checkpoint is put back."""
     before = checkpoint.load(saved).W_E
     os.rename(saved, saved.parent / ".ckpt.previous")
-    (saved.parent / ".ckpt.tmp-999999").mkdir()  # and a half-written new one
+    (saved.parent / ".ckpt.tmp-999999").mkdir()  # the new one, not yet in place
     (saved.parent / ".ckpt.tmp-999999" / "model.safetensors").write_bytes(b"\x00" * 10)
+    (saved.parent / ".ckpt.replacing").write_text(json.dumps({"tmp": ".ckpt.tmp-999999"}))
     assert torch.equal(checkpoint.load(saved).W_E, before)
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
     perturbed_model(seed=4).save(saved, overwrite=True)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
+
+
+def test_a_backup_without_its_write_in_progress_is_never_restored(saved: Path) -> None:
+    """Issue 10: a stale ``.ckpt.previous`` brought back a checkpoint the user had deleted."""
+    import shutil
+
+    shutil.copytree(saved, saved.parent / ".ckpt.previous")
+    shutil.rmtree(saved)  # the user deletes the checkpoint
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoint.load(saved)
+    assert not saved.exists()
+    perturbed_model(seed=4).save(saved)  # a fresh save is not refused, and is what loads
+    assert torch.equal(checkpoint.load(saved).W_E, perturbed_model(seed=4).W_E)
 
 
 def test_write_file_is_all_or_nothing(tmp_path, monkeypatch):
@@ -266,7 +282,7 @@ def test_write_file_is_all_or_nothing(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk gone")
 
-    monkeypatch.setattr("circuits.checkpoint.os.replace", fail)
+    monkeypatch.setattr("circuits.files.os.replace", fail)
     with pytest.raises(OSError, match="disk gone"):
         write_file(target, b"new contents")
     assert target.read_bytes() == b"old"

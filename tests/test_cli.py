@@ -37,7 +37,7 @@ def test_no_command_prints_help(capsys):
 def test_bad_value_is_one_clean_line(capsys):
     assert main(["train", "--layers", "0", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["circuits train: error: n_layers must be positive, got 0"]
+    assert err == ["circuits train: error: --layers must be positive, got 0"]
 
 
 @pytest.mark.slow

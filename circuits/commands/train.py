@@ -26,10 +26,10 @@ def add_parser(sub: Any) -> None:
         "packages add tasks through the 'circuits.tasks' entry-point group",
     )
     p.add_argument("--seed", type=int, help="seed of init, data and probe (default: 0)")
-    p.add_argument("--layers", type=int, help="override n_layers")
-    p.add_argument("--d-model", type=int, help="override d_model")
-    p.add_argument("--heads", type=int, help="override n_heads")
-    p.add_argument("--steps", type=int, help="maximum training steps")
+    p.add_argument("--layers", type=int, help="number of layers (transformer blocks)")
+    p.add_argument("--d-model", type=int, help="width of the residual stream")
+    p.add_argument("--heads", type=int, help="attention heads per layer (must divide --d-model)")
+    p.add_argument("--steps", type=int, help="maximum training steps (--resume: train up to here)")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--batch-size", type=int, help="sequences per step")
     p.add_argument(
@@ -40,7 +40,10 @@ def add_parser(sub: Any) -> None:
         "be faster on an idle one)",
     )
     p.add_argument(
-        "--no-early-stop", action="store_true", help="train all steps even once heads formed"
+        "--no-early-stop",
+        action="store_true",
+        help="train all steps even once heads formed (with --resume: continue a run that met "
+        "its targets)",
     )
     p.add_argument("--out", metavar="DIR", help="save a resumable checkpoint directory here")
     p.add_argument(
@@ -49,31 +52,220 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--resume", metavar="DIR", help="continue the run checkpointed in DIR (and save there)"
     )
-    p.add_argument("--force", action="store_true", help="replace an existing checkpoint at --out")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing checkpoint at --out, or a file at --report that is not a report",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--report", metavar="PATH", help="also write an HTML report of the model here")
     p.set_defaults(run=run)
 
 
+# Flag -> (attribute, field of the preset part it overrides).
+FLAGS = {
+    "--layers": ("layers", "model", "n_layers"),
+    "--d-model": ("d_model", "model", "d_model"),
+    "--heads": ("heads", "model", "n_heads"),
+    "--steps": ("steps", "train", "steps"),
+    "--lr": ("lr", "train", "lr"),
+    "--batch-size": ("batch_size", "train", "batch_size"),
+    "--threads": ("threads", "train", "threads"),
+}
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit int
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    model: dict[str, Any] = {}
-    train: dict[str, Any] = {"progress": not args.quiet}
-    for flag, field, part in (
-        ("layers", "n_layers", model),
-        ("d_model", "d_model", model),
-        ("heads", "n_heads", model),
-        ("steps", "steps", train),
-        ("lr", "lr", train),
-        ("batch_size", "batch_size", train),
-        ("threads", "threads", train),
-    ):
-        value = getattr(args, flag)
+    parts: dict[str, dict[str, Any]] = {"model": {}, "train": {"progress": not args.quiet}}
+    for attr, part, field in FLAGS.values():
+        value = getattr(args, attr)
         if value is not None:
-            part[field] = value
+            parts[part][field] = value
     if args.no_early_stop:
-        train.update(target_accuracy=None, target_induction=None, target_previous_token=None)
-    return {"model": model, "train": train}
+        parts["train"].update(
+            target_accuracy=None, target_induction=None, target_previous_token=None
+        )
+    return parts
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuses bad flag values in the user's terms (flag names), before anything is built."""
+    import math
+    import os
+
+    from circuits.cli import CliError
+
+    for flag in ("--layers", "--d-model", "--heads", "--steps", "--batch-size", "--threads"):
+        value = getattr(args, FLAGS[flag][0])
+        if value is not None and value <= 0:
+            raise CliError(f"{flag} must be positive, got {value}")
+    if args.checkpoint_every is not None and args.checkpoint_every <= 0:
+        raise CliError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise CliError(f"--lr must be a positive number, got {args.lr}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise CliError(f"--seed must be between 0 and 2**63-1, got {args.seed}")
+    cores = os.cpu_count() or 1
+    if args.threads is not None and args.threads > cores:
+        raise CliError(f"--threads {args.threads} is more than this machine's {cores} cores")
+    if args.checkpoint_every is not None and not (args.out or args.resume):
+        raise CliError("--checkpoint-every needs --out DIR (or --resume DIR)")
+    if args.out and args.resume:
+        raise CliError("--resume saves into its own directory; drop --out")
+
+
+def _fresh_parts(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The preset's parts with the flags applied (plain data: nothing allocated)."""
+    from circuits.cli import CliError
+    from circuits.presets import preset
+
+    parts = preset(args.task or "induction")
+    for part, values in overrides_from(args).items():
+        parts[part].update(values)
+    m = parts["model"]
+    if m["d_model"] % m["n_heads"]:
+        given = {f: getattr(args, FLAGS[f][0]) is not None for f in ("--d-model", "--heads")}
+        d = f"--d-model {m['d_model']}" + ("" if given["--d-model"] else " (the default)")
+        h = f"--heads {m['n_heads']}" + ("" if given["--heads"] else " (the default)")
+        raise CliError(f"{d} is not divisible by {h}")
+    return parts
+
+
+def check_size(parts: dict[str, dict[str, Any]]) -> None:
+    """Refuses, before allocating, a model and batch whose training cannot fit in memory."""
+    from circuits.cli import CliError
+    from circuits.config import ModelConfig
+
+    cfg = ModelConfig(**parts["model"])
+    need = training_bytes(cfg, parts["train"].get("batch_size", 32), parts["task"]["seq_len"])
+    have = available_memory()
+    if need > have:
+        raise CliError(
+            f"this model would need about {_gb(need)} to train ({count_parameters(cfg):,} "
+            f"parameters, batch {parts['train'].get('batch_size', 32)}), more than the "
+            f"{_gb(have)} of memory available; choose a smaller --d-model, --layers, --heads "
+            "or --batch-size"
+        )
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**40:,.3g} TiB"
+
+
+def count_parameters(cfg: Any) -> int:
+    """Every parameter of a model of config ``cfg`` (embeddings, biases and norms included)."""
+    d, h, dh = cfg.d_model, cfg.n_heads, cfg.d_head
+    per_layer = 4 * h * d * dh + 3 * h * dh + d
+    if not cfg.attn_only:
+        per_layer += 2 * d * cfg.d_mlp + cfg.d_mlp + d
+    if cfg.normalization_type is not None:
+        per_layer += 4 * d
+    embed = cfg.d_vocab * d + cfg.n_ctx * d + d * cfg.d_vocab_out + cfg.d_vocab_out
+    return int(cfg.n_layers * per_layer + embed + 2 * d)
+
+
+def training_bytes(cfg: Any, batch: int, seq: int) -> int:
+    """A lower estimate of the memory of a training step: float32 weights, gradients and two
+    AdamW moments, plus the activations kept for the backward pass."""
+    per_token = cfg.n_layers * (6 * cfg.d_model + 3 * cfg.n_heads * cfg.d_head)
+    per_token += cfg.n_layers * 2 * cfg.n_heads * seq  # attention scores and pattern
+    if not cfg.attn_only:
+        per_token += cfg.n_layers * 2 * cfg.d_mlp
+    per_token += 3 * cfg.d_vocab_out  # logits, log-probs, their gradient
+    return int(4 * (4 * count_parameters(cfg) + batch * seq * per_token))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable, else physical memory)."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return 2**63
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Checks every output location (--out, --resume, --report) before any work starts."""
+    from pathlib import Path
+
+    from circuits.checkpoint import check_writable
+    from circuits.cli import CliError
+    from circuits.report import check_report_path
+
+    if args.out:
+        try:
+            check_writable(args.out, overwrite=args.force)
+        except FileExistsError as e:
+            if "already exists" not in str(e):
+                raise
+            raise CliError(
+                f"{args.out} already exists; pass --force to replace it, or --resume {args.out} "
+                "to continue its run"
+            ) from e
+    if args.report:
+        check_report_path(args.report, force=args.force)
+        run_dir = args.out or args.resume
+        if run_dir:
+            report, ck = Path(args.report).absolute(), Path(run_dir).absolute()
+            if ck == report or ck in report.parents:
+                raise CliError(
+                    f"--report {args.report} is inside the checkpoint directory {run_dir}; "
+                    "write it elsewhere"
+                )
+
+
+def resume_changes(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
+    """The train-config changes of a ``--resume`` (checked against the checkpoint), and what to
+    tell the user about them.
+
+    A run that met its targets continues only past them: with ``--no-early-stop``, or with a
+    ``--steps`` beyond its step (its targets are then dropped, and the CLI says so).
+    """
+    from circuits.checkpoint import read_training_metadata
+    from circuits.cli import CliError
+
+    fixed = ("task", "seed", "layers", "d_model", "heads", "lr", "batch_size", "threads")
+    given = [f"--{f.replace('_', '-')}" for f in fixed if getattr(args, f) is not None]
+    if given:
+        raise CliError(f"--resume continues a run as it was configured; drop {', '.join(given)}")
+    meta = read_training_metadata(args.resume)
+    step, solved_at = meta["step"], meta.get("solved_at")
+    budget = meta["train_config"].get("steps")
+    changes: dict[str, Any] = {"progress": not args.quiet}
+    if args.checkpoint_every is not None:
+        changes["checkpoint_every"] = args.checkpoint_every
+    if args.steps is not None:
+        if args.steps <= step:
+            raise CliError(
+                f"--steps {args.steps} does not go past the checkpoint's step {step}; pass a "
+                "larger --steps to train further"
+            )
+        changes["steps"] = args.steps
+    steps = changes.get("steps", budget)
+    no_targets = dict(target_accuracy=None, target_induction=None, target_previous_token=None)
+    message = None
+    if solved_at is not None and (args.no_early_stop or args.steps is not None):
+        changes.update(no_targets)
+        message = f"the run met its targets at step {solved_at}; continued to step {steps}"
+    elif args.no_early_stop:
+        changes.update(no_targets)
+    elif solved_at is not None:
+        message = (
+            f"the run met its targets at step {solved_at} (checkpoint at step {step}): nothing "
+            "to train; pass --steps N to continue past them"
+        )
+    elif isinstance(budget, int) and step >= budget and args.steps is None:
+        message = f"the run already took all its {budget} steps; pass --steps N to train further"
+    return changes, message
 
 
 def train_or_resume(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
@@ -81,26 +273,12 @@ def train_or_resume(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     from circuits.cli import CliError
     from circuits.training import TrainingDiverged, resume
 
-    if args.checkpoint_every is not None and not (args.out or args.resume):
-        raise CliError("--checkpoint-every needs --out DIR (or --resume DIR)")
     try:
         if args.resume:
-            fixed = (
-                "task", "seed", "layers", "d_model", "heads", "lr", "batch_size", "threads", "out",
-            )  # fmt: skip
-            given = [f"--{f.replace('_', '-')}" for f in fixed if getattr(args, f) is not None]
-            if args.no_early_stop:
-                given.append("--no-early-stop")
-            if given:
-                raise CliError(
-                    f"--resume continues a run as it was configured; drop {', '.join(given)}"
-                )
-            changes: dict[str, Any] = {"progress": not args.quiet}
-            if args.steps is not None:
-                changes["steps"] = args.steps
-            if args.checkpoint_every is not None:
-                changes["checkpoint_every"] = args.checkpoint_every
+            changes, message = resume_changes(args)
             model, task, train_cfg, result = resume(args.resume, **changes)
+            if message:
+                print(f"circuits train: {message}", file=sys.stderr)
         else:
             model, task, train_cfg, result = _train_fresh(args)
     except TrainingDiverged as e:
@@ -111,17 +289,13 @@ def train_or_resume(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 
 def _train_fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    from circuits.checkpoint import check_writable
-    from circuits.cli import CliError
     from circuits.presets import build
     from circuits.training import train
 
+    parts = _fresh_parts(args)
+    check_size(parts)
     overrides = overrides_from(args)
     if args.out:
-        try:  # before training, not after
-            check_writable(args.out, overwrite=args.force)
-        except FileExistsError as e:
-            raise CliError(str(e).replace("overwrite=True", "--force")) from e
         overrides["train"].update(checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every)
     model, task, train_cfg = build(args.task or "induction", seed=args.seed or 0, **overrides)
     return model, task, train_cfg, train(model, task, train_cfg, overwrite=args.force)
@@ -143,10 +317,15 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
         if kind not in final:
             continue
         scores = torch.tensor(final[kind])
-        layer, head = divmod(int(scores.argmax()), scores.shape[1])
+        first = 1 if kind == "induction" else 0  # induction needs a head after layer 0
+        if scores.shape[0] <= first:
+            out[f"top_{kind}_head"] = None
+            continue
+        later = scores[first:]
+        layer, head = divmod(int(later.argmax()), later.shape[1])
         out[f"top_{kind}_head"] = {
-            "head": f"L{layer}H{head}",
-            "score": round(float(scores.max()), 4),
+            "head": f"L{layer + first}H{head}",
+            "score": round(float(later.max()), 4),
         }
     return out
 
@@ -158,7 +337,7 @@ def circuit_summary(model: Any, task: Any, summary: dict[str, Any]) -> dict[str,
     from circuits.analysis.head_scores import probe_accuracy
 
     top = summary.get("top_induction_head")
-    if model.cfg.n_layers < 2 or top is None or top["head"].startswith("L0"):
+    if model.cfg.n_layers < 2 or top is None:
         return {}
     layer, head = (int(x) for x in top["head"][1:].split("H"))
     comp = all_composition_scores(model)
@@ -171,9 +350,11 @@ def circuit_summary(model: Any, task: Any, summary: dict[str, Any]) -> dict[str,
         "k_composition": {
             "source": source,
             "target": top["head"],
-            "score": round(float(comp.k[src_layer, src_head, layer, head]), 4),
-            "baseline": round(float(comp.baseline), 4),
-            "baseline_std": round(float(comp.baseline_std), 4),
+            # Unrounded: the text prints them once at 3 decimals, as the figures do (rounding
+            # twice printed 0.179 here for a baseline the figures show as 0.178).
+            "score": float(comp.k[src_layer, src_head, layer, head]),
+            "baseline": float(comp.baseline),
+            "baseline_std": float(comp.baseline_std),
         },
         "ablate_source": {
             "head": source,
@@ -184,27 +365,42 @@ def circuit_summary(model: Any, task: Any, summary: dict[str, Any]) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.report:
-        from circuits.report import check_report_path
+    import contextlib
+    from pathlib import Path
 
-        check_report_path(args.report)  # fail before training, not after
-    model, task, train_cfg, result = train_or_resume(args)
+    from circuits.checkpoint import writer_lock
+
+    check_flags(args)
+    check_outputs(args)  # fail before training, not after
+    run_dir = args.out or args.resume
+    with contextlib.ExitStack() as stack:
+        if run_dir:  # one writer per checkpoint, for the whole run, before reading it
+            parent = Path(run_dir).absolute().parent
+            if args.out:
+                parent.mkdir(parents=True, exist_ok=True)
+            if parent.is_dir():  # else --resume fails below with "no checkpoint at"
+                stack.enter_context(writer_lock(run_dir))
+        model, task, train_cfg, result = train_or_resume(args)
     if args.report:
         from circuits.report import build_report, write_report
 
         page = build_report(model, task, result.history, result.losses, title="circuits train")
-        print(f"wrote {write_report(page, args.report)}", file=sys.stderr)
+        print(f"wrote {write_report(page, args.report, force=args.force)}", file=sys.stderr)
     summary = {"task": task.name, "model": repr_config(model), **summarize(model, result)}
     summary.update(circuit_summary(model, task, summary))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(rounded(summary), indent=2))
         return 0
     print(f"trained {summary['model']} on {task.name}: {result.steps} steps, {result.seconds:.1f}s")
     print(f"probe accuracy {summary['probe_accuracy']:.3f}  probe loss {summary['probe_loss']:.3f}")
     for kind in ("previous_token", "induction"):
-        top = summary.get(f"top_{kind}_head")
+        if f"top_{kind}_head" not in summary:
+            continue
+        top = summary[f"top_{kind}_head"]
         if top:
             print(f"top {kind.replace('_', '-')} head: {top['head']} (score {top['score']:.3f})")
+        else:
+            print(f"top {kind.replace('_', '-')} head: n/a (a 1-layer model cannot form one)")
     if "k_composition" in summary:
         k, ab = summary["k_composition"], summary["ablate_source"]
         print(
@@ -219,6 +415,17 @@ def run(args: argparse.Namespace) -> int:
         verdict = f"formed at step {result.solved_at}" if result.solved_at else "NOT formed"
         print(f"targets ({task.name}): {verdict}")
     return 0
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float rounded to ``digits`` (for the JSON output)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def repr_config(model: Any) -> str:
