@@ -1,0 +1,96 @@
+"""``circuits sweep SPEC`` (many seeded runs) and ``circuits sweep-report DIR -o sweep.html``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid or random search of training runs: when do circuits form?",
+        description=(
+            "Run every training run of a sweep spec (YAML, TOML or JSON: a preset, fixed "
+            "overrides, swept axes such as train.lr or model.d_model, and seeds) on a process "
+            "pool or a Dask cluster. Each finished run appends one row to DIR/results.jsonl "
+            "(when each target formed, the phase change, final scores, the circuit found) "
+            "and its history to DIR/histories/."
+        ),
+    )
+    p.add_argument("spec", help="sweep spec file (.yaml, .yml, .toml or .json)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="worker processes, one torch thread each (default 2; 0 runs in this process)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="run on Dask: 'local' starts a LocalCluster of --workers processes, "
+        "tcp://HOST:PORT uses a running scheduler (needs pip install 'circuits[dask]')",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --out, skipping finished runs"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps/NAME)")
+    p.set_defaults(run=run)
+
+    r = sub.add_parser(
+        "sweep-report",
+        help="write an HTML page of a sweep's results (opens offline)",
+        description=(
+            "Read a sweep directory (or its results.jsonl) and write one self-contained HTML "
+            "page: formation steps per setting, success rates, a phase diagram over two swept "
+            "axes and every run's score trajectory aligned at its phase change."
+        ),
+    )
+    r.add_argument("results", help="sweep directory or its results.jsonl")
+    r.add_argument("-o", "--output", default="sweep.html", help="HTML file to write")
+    r.add_argument("--title", help="page title (default: the sweep's name)")
+    r.set_defaults(run=run_report)
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuits.cli import CliError
+    from circuits.sweep.driver import run_sweep
+    from circuits.sweep.executors import check_scheduler
+    from circuits.sweep.spec import SweepSpec
+
+    if args.workers < 0:
+        raise CliError(f"--workers must be >= 0, got {args.workers}")
+    check_scheduler(args.scheduler)
+    spec = SweepSpec.load(args.spec)
+    out = Path(args.out) if args.out else Path("sweeps") / spec.name
+    summary = run_sweep(
+        spec,
+        out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        quiet=args.quiet,
+    )
+    print(summary.line(), file=sys.stderr)
+    print(f"results: {out / 'results.jsonl'}")
+    if summary.lost:
+        print(
+            f"{summary.lost} run(s) lost with their worker; rerun with --resume",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from circuits.report import check_report_path, write_report
+    from circuits.sweep.report import sweep_report
+
+    check_report_path(args.output)
+    path = write_report(sweep_report(args.results, args.title), args.output)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0

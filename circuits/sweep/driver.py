@@ -1,0 +1,148 @@
+"""Running a sweep: submit every run not yet done, store each row as its run ends.
+
+At most ``slots`` runs are in flight at a time (the executor's capacity), so "running" on the
+progress bar means running, and a stopped sweep has no queue of submitted work to lose. Rows
+are written by this process as futures complete, so an executor on another machine needs no
+access to the results file.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from circuits.sweep.executors import engine
+from circuits.sweep.progress import SweepProgress
+from circuits.sweep.runner import execute
+from circuits.sweep.spec import RunSpec, SweepSpec
+from circuits.sweep.store import ResultsStore
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What one invocation of :func:`run_sweep` did.
+
+    Attributes:
+        total: Runs in the spec.
+        skipped: Runs already finished (a resumed sweep), not run again.
+        ran: Runs executed now (ok + failed + lost).
+        ok: Runs that trained and were recorded.
+        failed: Runs that raised and were recorded with their error.
+        lost: Runs whose worker died (no row written; ``--resume`` runs them again).
+        seconds: Wall time of this invocation.
+        executor: Description of the executor.
+    """
+
+    total: int
+    skipped: int
+    ran: int
+    ok: int
+    failed: int
+    lost: int
+    seconds: float
+    executor: str
+
+    def line(self) -> str:
+        return (
+            f"sweep: {self.total} runs, {self.skipped} already done, {self.ran} run now "
+            f"({self.ok} ok, {self.failed} failed, {self.lost} lost) in {self.seconds:.1f}s "
+            f"on {self.executor}"
+        )
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    workers: int = 2,
+    scheduler: str | None = None,
+    executor: Executor | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> SweepSummary:
+    """Runs every run of ``spec`` not yet finished in ``out``.
+
+    Args:
+        spec: The sweep.
+        out: The sweep directory (see :mod:`circuits.sweep.store`).
+        workers: Process-pool or local-Dask workers (0: inline in this process).
+        scheduler: None, ``"local"`` or a Dask scheduler address (see
+            :func:`circuits.sweep.executors.engine`).
+        executor: Use this executor instead (``workers`` in flight; it is not shut down).
+        resume: Continue a sweep in ``out``, skipping runs that have a row.
+        quiet: No progress bar.
+    """
+    runs = spec.runs()
+    store = ResultsStore(out)
+    store.start(spec.to_dict(), resume)
+    done = store.done()
+    todo = [r for r in runs if r.run_id not in done]
+    start = time.perf_counter()
+    if executor is not None:
+        counts = _run_all(executor, max(workers, 1), todo, store, quiet)
+        description = type(executor).__name__
+    elif not todo:
+        counts, description = (0, 0, 0), "nothing to run"
+    else:
+        with engine(workers, scheduler) as eng:
+            counts = _run_all(eng.executor, eng.slots, todo, store, quiet)
+            description = eng.description
+    ok, failed, lost = counts
+    return SweepSummary(
+        total=len(runs),
+        skipped=len(runs) - len(todo),
+        ran=ok + failed + lost,
+        ok=ok,
+        failed=failed,
+        lost=lost,
+        seconds=time.perf_counter() - start,
+        executor=description,
+    )
+
+
+def _run_all(
+    executor: Executor, slots: int, todo: list[RunSpec], store: ResultsStore, quiet: bool
+) -> tuple[int, int, int]:
+    root = str(store.root.resolve())
+    pending: Iterator[RunSpec] = iter(todo)
+    in_flight: dict[Future[Any], RunSpec] = {}
+    lost = 0
+    with SweepProgress(len(todo), quiet) as bar:
+
+        def submit_next() -> None:
+            run = next(pending, None)
+            if run is not None:
+                in_flight[executor.submit(execute, run, root)] = run
+                bar.started()
+
+        for _ in range(slots):
+            submit_next()
+        while in_flight:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run = in_flight.pop(future)
+                error = future.exception()
+                if error is None:
+                    result = future.result()
+                    store.append(result["row"], result["history"])
+                    bar.finished(ok=result["row"]["status"] == "ok")
+                else:
+                    # The worker died or the executor broke: not the run's failure, so no row
+                    # (a resumed sweep runs it again).
+                    lost += 1
+                    bar.finished(ok=False)
+                    print(
+                        f"sweep: run {run.run_id} lost ({type(error).__name__}: {error})",
+                        file=sys.stderr,
+                    )
+                try:
+                    submit_next()
+                except RuntimeError as e:  # a broken pool refuses new work
+                    print(f"sweep: executor stopped ({e}); resume later", file=sys.stderr)
+                    pending = iter(())
+    return bar.ok, bar.failed - lost, lost

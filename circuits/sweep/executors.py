@@ -1,0 +1,138 @@
+"""Where runs execute: any ``concurrent.futures.Executor``; we schedule nothing ourselves.
+
+- **Process pool** (default): ``ProcessPoolExecutor`` with the ``spawn`` start method (a fork
+  of a process that has run torch can deadlock) and one torch thread per worker.
+- **Dask distributed** (``pip install circuits[dask]``): ``scheduler="local"`` starts a
+  ``LocalCluster`` of ``workers`` single-threaded worker processes on this machine; a
+  ``tcp://HOST:PORT`` address connects to a running scheduler (a cluster started by hand, by
+  ``dask-jobqueue`` on SLURM/PBS, or on Kubernetes). ``Client.get_executor()`` is a
+  ``concurrent.futures.Executor``, so the sweep code is the same. Workers must have
+  ``circuits`` installed; checkpoints need a directory every worker can write (rows and
+  histories are written by the process that runs the sweep).
+- **Inline**: runs in the calling process, one at a time (a baseline, and for debugging).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+
+def _one_thread() -> None:
+    # Before torch is imported in the worker: BLAS pools read these at load.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class InlineExecutor(Executor):
+    """Runs each submitted call at once, in this process (a serial baseline)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:
+            future.set_exception(e)
+        return future
+
+
+@dataclass(frozen=True)
+class Engine:
+    """An executor and what it is.
+
+    Attributes:
+        executor: Where runs are submitted.
+        slots: How many runs it executes at once (runs kept in flight).
+        description: One line for the log, e.g. ``"process pool, 2 workers"``.
+    """
+
+    executor: Executor
+    slots: int
+    description: str
+
+
+def check_scheduler(scheduler: str | None) -> None:
+    """Raises ValueError unless ``scheduler`` is None, ``"local"`` or ``tcp://HOST:PORT``."""
+    if scheduler is None or scheduler == "local":
+        return
+    if not isinstance(scheduler, str) or "://" not in scheduler:
+        raise ValueError(
+            f"--scheduler must be 'local' or an address such as tcp://HOST:8786, got {scheduler!r}"
+        )
+
+
+@contextmanager
+def engine(workers: int = 2, scheduler: str | None = None) -> Iterator[Engine]:
+    """An :class:`Engine`, shut down on exit.
+
+    Args:
+        workers: Worker processes for the process pool or the local Dask cluster; 0 runs
+            inline. Ignored with a scheduler address (the cluster has its own workers).
+        scheduler: None (process pool), ``"local"`` (Dask ``LocalCluster``) or the address
+            of a Dask scheduler.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+    check_scheduler(scheduler)
+    if scheduler is None:
+        if workers == 0:
+            yield Engine(InlineExecutor(), 1, "inline, this process")
+            return
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_one_thread,
+        )
+        try:
+            yield Engine(pool, workers, f"process pool, {workers} worker(s)")
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return
+    with _dask(workers, scheduler) as eng:
+        yield eng
+
+
+@contextmanager
+def _dask(workers: int, scheduler: str) -> Iterator[Engine]:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as e:
+        raise ValueError("--scheduler needs Dask distributed: pip install 'circuits[dask]'") from e
+    if scheduler == "local":
+        if workers == 0:
+            raise ValueError("a local Dask cluster needs workers >= 1")
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,  # logging.ERROR: the progress bar is the sweep's output
+        )
+        client = Client(cluster)
+        where = f"Dask LocalCluster, {workers} worker process(es)"
+    else:
+        cluster = None
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as e:
+            raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from e
+        where = f"Dask scheduler {scheduler}"
+    try:
+        client.run(_one_thread)
+        threads = sum(client.nthreads().values())
+        if threads == 0:
+            raise ValueError(f"the Dask scheduler at {scheduler} has no workers")
+        yield Engine(client.get_executor(pure=False), threads, f"{where}, {threads} thread(s)")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

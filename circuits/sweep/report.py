@@ -1,0 +1,125 @@
+"""One self-contained HTML page of a sweep's results (``circuits sweep-report``).
+
+The page is rendered like the model report (:func:`circuits.report.render`: plotly.js inline
+once, one section per figure), so it opens offline. Sections a sweep cannot have (a phase
+diagram with fewer than two swept axes, trajectories when no run has a phase change) are left
+out rather than drawn empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from circuits.sweep.phase import PHASE_RULE
+from circuits.sweep.store import RESULTS, SPEC, ResultsStore, read_rows
+
+
+def load_results(path: str | Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The sweep directory and its rows, from the directory or its ``results.jsonl``."""
+    path = Path(path)
+    root = path if path.is_dir() else path.parent
+    results = root / RESULTS if path.is_dir() else path
+    if not results.is_file():
+        raise FileNotFoundError(f"no sweep results at {results}")
+    rows, _ = read_rows(results)
+    if not rows:
+        raise ValueError(f"{results} has no finished runs yet")
+    return root, rows
+
+
+def formation_stats(rows: list[dict[str, Any]], score: str = "induction") -> dict[str, Any]:
+    """Median, quartiles and range of the step at which ``score`` formed, and the success rate.
+
+    Over the runs that finished ok and where ``score`` formed; ``success`` is the share of all
+    rows that met every target.
+    """
+    from circuits.plots.sweep import formed_step
+
+    steps = sorted(s for s in (formed_step(r, score) for r in rows) if s is not None)
+    out: dict[str, Any] = {
+        "runs": len(rows),
+        "failed": sum(1 for r in rows if r.get("status") != "ok"),
+        "formed": len(steps),
+        "success": sum(1 for r in rows if r.get("status") == "ok" and r.get("success")),
+    }
+    out["success_rate"] = out["success"] / len(rows) if rows else 0.0
+    if steps:
+        q = statistics.quantiles(steps, n=4, method="inclusive") if len(steps) > 1 else steps * 3
+        out.update(median=statistics.median(steps), q1=q[0], q3=q[2], min=steps[0], max=steps[-1])
+    return out
+
+
+def sweep_report(path: str | Path, title: str | None = None) -> str:
+    """The HTML page of the sweep at ``path`` (its directory or ``results.jsonl``)."""
+    from circuits.plots import sweep as sp
+    from circuits.report import Section, render
+
+    root, rows = load_results(path)
+    spec_file = root / SPEC
+    spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
+    store = ResultsStore(root)
+    series = {}
+    for r in rows:
+        if r.get("status") == "ok" and r.get("history"):
+            # The trajectories show the runs that have a history file.
+            with contextlib.suppress(FileNotFoundError):
+                series[r["run_id"]] = store.history(r["run_id"]).get("series", {})
+    axes = sp.swept_axes(rows)
+    score = "induction" if any(r.get("formed", {}).get("induction") for r in rows) else None
+    score = score or next(
+        (k for r in rows for k in r.get("formed", {}) if k != "accuracy"), "accuracy"
+    )
+    sections: list[Section] = []
+    add = lambda t, c, f: sections.append(Section(t, c, f))
+    add(
+        "Formation steps",
+        f"For each setting, the step at which the {score} score first reached its threshold "
+        "(evaluated every eval_every steps); one point per run, runs where it never formed "
+        "are left out and counted in the setting's name.",
+        sp.formation_steps(rows, score=score),
+    )
+    add(
+        "Success rate",
+        "Share of the runs of each setting that met every training target before their last "
+        "step; runs that failed with an error count as not met.",
+        sp.success_rate(rows),
+    )
+    if len(axes) >= 2:
+        for value, what in (("formation", "median formation step"), ("success", "success rate")):
+            add(
+                f"Phase diagram: {what}",
+                f"The {what} over the first two swept axes ({axes[0]} across, {axes[1]} "
+                "down); blank cells have no run (or no run that formed).",
+                sp.phase_diagram(rows, axes[0], axes[1], value=value, score=score),
+            )
+    try:
+        trajectories = sp.aligned_trajectories(rows, series, score=score)
+    except ValueError:
+        trajectories = None
+    if trajectories is not None:
+        add(
+            "Trajectories aligned at the phase change",
+            f"Every run's {score} score over training, shifted so that its phase change is at "
+            f"step 0. Phase change rule: {PHASE_RULE}.",
+            trajectories,
+        )
+    stats = formation_stats(rows, score)
+    summary: dict[str, Any] = {
+        "sweep": spec.get("name", root.name),
+        "runs": f"{stats['runs']} ({stats['failed']} failed)",
+        "swept axes": ", ".join(axes) or "seeds only",
+        f"{score} formed": f"{stats['formed']}/{stats['runs']}",
+        "success rate": f"{stats['success_rate']:.0%}",
+    }
+    if "median" in stats:
+        summary[f"{score} formation step"] = (
+            f"median {stats['median']:g}, quartiles {stats['q1']:g}-{stats['q3']:g}, "
+            f"range {stats['min']}-{stats['max']}"
+        )
+    for r in [r for r in rows if r.get("status") != "ok"][:5]:
+        summary[f"failed {r['run_id']}"] = r.get("error")
+    return render(sections, title or f"circuits sweep: {summary['sweep']}", summary)

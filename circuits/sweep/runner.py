@@ -1,0 +1,229 @@
+"""One run of a sweep: build, train, read when the circuit formed and what it is.
+
+:func:`execute` is what the executors call, in a worker process (a spawned process-pool worker
+or a Dask worker): a top-level function of picklable arguments that never raises for a run's own
+failure. A run that raises (diverges, bad settings) comes back as a row with ``status:
+"failed"`` and its error, so the sweep goes on.
+
+The row of a finished run (JSON, one line of ``results.jsonl``)::
+
+    run_id, status ("ok" | "failed"), error, preset, axes, settings
+    steps, seconds, success (every target met), solved_at (step)
+    formed: {score: {threshold, step, seconds}}      when each target was first met
+    phase: {score, step, rate}                       see circuits.sweep.phase
+    final: {accuracy, loss, train_loss, previous_token, induction}   best head per score
+    circuit: {previous_token_head, induction_heads, k_composition}
+    checkpoint: path or null, history: path of the run's history file
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from circuits.sweep.phase import formation, phase_change
+from circuits.sweep.spec import RunSpec
+from circuits.sweep.store import CHECKPOINTS, HISTORIES
+
+TOP_INDUCTION_HEADS = 2
+DEFAULT_THRESHOLD = 0.4  # ARENA's threshold for previous-token and induction heads
+
+
+def execute(run: RunSpec, root: str | None = None) -> dict[str, Any]:
+    """Trains one run; returns ``{"row": row, "history": history or None}``.
+
+    Args:
+        run: The run.
+        root: The sweep directory, where a checkpoint is written when ``run.checkpoint`` (on a
+            cluster it must be a path every worker can write).
+    """
+    import torch
+
+    # One thread per worker: runs are tiny, and two workers on two cores must not fight.
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        return _train_and_record(run, root, start)
+    except Exception as e:  # a run's failure is a result, not the sweep's end
+        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+        where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+        row = base_row(run)
+        row.update(
+            status="failed",
+            error=f"{type(e).__name__}: {e}{where}",
+            seconds=time.perf_counter() - start,
+        )
+        return {"row": row, "history": None}
+
+
+def base_row(run: RunSpec) -> dict[str, Any]:
+    """The fields every row has, ok or failed."""
+    return {
+        "run_id": run.run_id,
+        "status": "ok",
+        "error": None,
+        "preset": run.preset,
+        "axes": run.axes,
+        "settings": run.settings,
+        "checkpoint": None,
+        "history": None,
+    }
+
+
+def _train_and_record(run: RunSpec, root: str | None, start: float) -> dict[str, Any]:
+    from circuits.config import ModelConfig
+    from circuits.model import HookedTransformer
+    from circuits.tasks import make_task
+    from circuits.training import TrainConfig, train
+
+    s = run.settings
+    model = HookedTransformer(ModelConfig.from_dict(s["model"]))
+    task_kwargs = dict(s["task"])
+    task = make_task(task_kwargs.pop("name"), **task_kwargs)
+    train_settings = dict(s["train"])
+    checkpoint = None
+    if run.checkpoint:
+        if root is None:
+            raise ValueError("run.checkpoint needs the sweep directory")
+        checkpoint = str(Path(root) / CHECKPOINTS / run.run_id)
+        train_settings["checkpoint_dir"] = checkpoint
+    cfg = TrainConfig.from_dict(train_settings)
+    seconds_at: dict[int, float] = {}
+
+    def note_time(step: int, _record: dict[str, Any]) -> None:
+        seconds_at[step] = time.perf_counter() - start
+
+    # overwrite: a run redone after a killed sweep replaces its half-written checkpoint.
+    result = train(model, task, cfg, callback=note_time, overwrite=True)
+    row, history = record_of(run, model, cfg, result, seconds_at)
+    row["seconds"] = time.perf_counter() - start
+    row["checkpoint"] = checkpoint
+    return {"row": row, "history": history}
+
+
+# --- reading a finished training run: the one place that knows the history's format ---
+
+
+def score_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per-evaluation series ``(step, value)`` of a training history.
+
+    ``previous_token`` is the best head's score, ``induction`` the best score of a head after
+    layer 0 (induction needs composition), ``accuracy`` and ``loss`` those of the probe.
+    """
+    import torch
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in history:
+        step = int(r["step"])
+        for key in ("accuracy", "loss"):
+            if key in r:
+                out.setdefault(key, []).append((step, float(r[key])))
+        if "previous_token" in r:
+            out.setdefault("previous_token", []).append(
+                (step, float(torch.as_tensor(r["previous_token"]).max()))
+            )
+        induction = torch.as_tensor(r["induction"]) if "induction" in r else None
+        if induction is not None and induction.shape[0] >= 2:
+            out.setdefault("induction", []).append((step, float(induction[1:].max())))
+    return out
+
+
+def thresholds_of(cfg: Any) -> dict[str, float]:
+    """The scores whose formation a run records: the training targets, else the 0.4 rule."""
+    targets = {
+        "accuracy": cfg.target_accuracy,
+        "previous_token": cfg.target_previous_token,
+        "induction": cfg.target_induction,
+    }
+    set_ = {k: float(v) for k, v in targets.items() if v is not None}
+    return set_ or {"previous_token": DEFAULT_THRESHOLD, "induction": DEFAULT_THRESHOLD}
+
+
+def _head(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def circuit_of(model: Any, final: dict[str, Any]) -> dict[str, Any]:
+    """The circuit a run ended with: top heads and the K-composition between them.
+
+    ``k_composition`` is the composition from the strongest K-composing earlier head into the
+    top induction head, its excess over the random-matrix baseline, and whether that source is
+    the top previous-token head (the induction circuit of Elhage et al. 2021).
+    """
+    import torch
+
+    from circuits.analysis.composition import all_composition_scores
+
+    out: dict[str, Any] = {
+        "previous_token_head": None,
+        "induction_heads": [],
+        "k_composition": None,
+    }
+    if "previous_token" in final:
+        prev = torch.as_tensor(final["previous_token"])
+        pl, ph = divmod(int(prev.argmax()), prev.shape[1])
+        out["previous_token_head"] = {"head": _head(pl, ph), "score": float(prev[pl, ph])}
+    induction = torch.as_tensor(final["induction"]) if "induction" in final else None
+    if induction is None or induction.shape[0] < 2:
+        return out
+    later = induction[1:].flatten()
+    n_heads = induction.shape[1]
+    values, flat = later.topk(min(TOP_INDUCTION_HEADS, later.numel()))
+    heads = [divmod(int(i), n_heads) for i in flat]
+    out["induction_heads"] = [
+        {"head": _head(la + 1, h), "score": float(v)}
+        for (la, h), v in zip(heads, values, strict=True)
+    ]
+    il, ih = heads[0][0] + 1, heads[0][1]
+    comp = all_composition_scores(model)
+    excess = comp.excess("K")[:il, :, il, ih]
+    sl, sh = divmod(int(excess.argmax()), n_heads)
+    source = _head(sl, sh)
+    out["k_composition"] = {
+        "source": source,
+        "target": _head(il, ih),
+        "score": float(comp.k[sl, sh, il, ih]),
+        "baseline": float(comp.baseline),
+        "excess": float(excess[sl, sh]),
+        "source_is_previous_token_head": source == (out["previous_token_head"] or {}).get("head"),
+    }
+    return out
+
+
+def record_of(
+    run: RunSpec,
+    model: Any,
+    cfg: Any,
+    result: Any,
+    seconds_at: dict[int, float],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row and the history file of a finished run (from ``circuits.train``'s result)."""
+    series = score_series(result.history)
+    final = result.final
+    formed = formation(series, thresholds_of(cfg), seconds_at)
+    row = base_row(run)
+    row.update(
+        steps=result.steps,
+        solved_at=result.solved_at,
+        success=all(f["step"] is not None for f in formed.values())
+        if not cfg.has_targets
+        else result.solved_at is not None,
+        formed=formed,
+        phase=phase_change(series),
+        final={
+            "train_loss": final.get("train_loss"),
+            **{k: v[-1][1] for k, v in series.items()},
+        },
+        circuit=circuit_of(model, final),
+        history=f"{HISTORIES}/{run.run_id}.json",
+    )
+    history = {
+        "run_id": run.run_id,
+        "history": result.history,
+        "losses": result.losses,
+        "series": {k: [list(p) for p in v] for k, v in series.items()},
+        "seconds_at": {str(k): v for k, v in seconds_at.items()},
+    }
+    return row, history
