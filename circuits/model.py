@@ -23,6 +23,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
 from circuits import fast_path
+from circuits.checkpoint import CheckpointMixin
 from circuits.components import (
     MLP,
     Attention,
@@ -34,6 +35,7 @@ from circuits.components import (
 )
 from circuits.config import ModelConfig
 from circuits.generation import GenerationMixin
+from circuits.hook_aliases import HookAliasMixin
 from circuits.losses import cross_entropy
 from circuits.model_weights import WeightsMixin
 from circuits.processing import WeightProcessingMixin
@@ -113,7 +115,13 @@ class TransformerBlock(nn.Module):
 
 
 class HookedTransformer(
-    TextMixin, WeightsMixin, WeightProcessingMixin, GenerationMixin, HookedRootModule
+    TextMixin,
+    WeightsMixin,
+    WeightProcessingMixin,
+    GenerationMixin,
+    CheckpointMixin,
+    HookAliasMixin,
+    HookedRootModule,
 ):
     """A decoder-only transformer with TransformerLens's names, shapes, hooks and switches.
 
@@ -372,19 +380,6 @@ class HookedTransformer(
             return out, cache_dict
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
         return out, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
-
-    def save(self, path: Any, overwrite: bool = False, **metadata: Any) -> Any:
-        """Saves a checkpoint directory (see :mod:`circuits.checkpoint`); returns its path."""
-        from circuits import checkpoint
-
-        return checkpoint.save(self, path, overwrite=overwrite, metadata=metadata)
-
-    @classmethod
-    def load(cls, path: Any) -> HookedTransformer:
-        """Loads and validates a checkpoint saved by :meth:`save` (eval mode)."""
-        from circuits import checkpoint
-
-        return checkpoint.load(path)
 
     def extra_repr(self) -> str:
         c = self.cfg
