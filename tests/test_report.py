@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from plotly.offline import get_plotlyjs
 
 from circuits import HookedTransformer, ModelConfig
 from circuits.cli import main
-from circuits.report import build_report, report_from_checkpoint, sections_for
-from circuits.tasks import InductionTask, ShiftByOneTask
+from circuits.report import (
+    build_report,
+    probes_for,
+    report_from_checkpoint,
+    sections_for,
+    short_example,
+)
+from circuits.tasks import Batch, InductionTask, ShiftByOneTask, repeated_tokens
 
 
 def small_model(n_layers: int = 2) -> HookedTransformer:
@@ -77,7 +85,8 @@ def test_report_embeds_plotly_once_and_draws_every_section() -> None:
 def test_sections_adapt_to_what_the_model_and_task_have() -> None:
     one_layer = [s.title for s in sections_for(small_model(1), None)]
     assert "Composition scores" not in one_layer and "Training dynamics" not in one_layer
-    assert "Attention patterns" not in one_layer  # no task, no probe sequence
+    # No task: the default repeated-random-tokens probe gives head scores and patterns.
+    assert {"Previous-token scores", "Induction scores", "Attention patterns"} <= set(one_layer)
     shift = [s.title for s in sections_for(small_model(1), ShiftByOneTask(12, 20))]
     assert "Previous-token scores" in shift and "Induction scores" not in shift
 
@@ -95,6 +104,9 @@ def test_report_from_checkpoint_reads_task_and_history(tmp_path: Path) -> None:
     model.save(bare)
     page = report_from_checkpoint(bare)
     assert "Training dynamics" not in page and "OV circuits" in page
+    # Saved without a task: head scores and patterns from the default probe all the same.
+    assert "<h2>Previous-token scores</h2>" in page and "<h2>Induction scores</h2>" in page
+    assert "<h2>Attention patterns</h2>" in page
 
 
 def test_report_from_checkpoint_shows_a_saved_tuned_lens(tmp_path: Path) -> None:
@@ -138,3 +150,67 @@ def test_train_report_flag_writes_the_report_of_the_trained_model(
     # A bad path fails before any training happens.
     assert main(["train", "--steps", "20", "-q", "--report", str(tmp_path / "x" / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@dataclass(frozen=True)
+class EchoTask:
+    """A task the report has never heard of, whose probe is a repeated sequence after a BOS."""
+
+    d_vocab: int = 12
+    seq_len: int = 24
+    seed: int = 0
+    name: str = "echo"
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        return self.probe(batch_size)
+
+    def probe(self, batch_size: int = 32) -> Batch:
+        return repeated_tokens(batch_size, 11, self.d_vocab, bos=True, seed=3)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name}
+
+
+def test_the_report_reads_any_tasks_probe_by_what_it_is_not_by_name() -> None:
+    titles = [s.title for s in sections_for(small_model(), EchoTask())]
+    assert "Induction scores" in titles and "Attention patterns" in titles
+    probe, example = probes_for(small_model(), EchoTask())
+    assert probe.tokens.shape == (64, 23) and torch.equal(probe.tokens, EchoTask().probe(64).tokens)
+    # The drawn example is still a repeat: BOS, 10 tokens, the same 10 tokens.
+    assert example.repeat_length == 10 and example.tokens.shape == (1, 21)
+    t = example.tokens[0]
+    assert (
+        t[0] == 0 and torch.equal(t[1:11], t[11:21]) and torch.equal(t[1:11], probe.tokens[0, 1:11])
+    )
+    # Its mask marks second-copy positions whose next token repeats, and the targets are those.
+    pos = example.mask[0].nonzero().flatten()
+    assert pos.tolist() == list(range(11, 20))
+    assert torch.equal(example.targets[0, pos], t[pos + 1]) and torch.equal(t[pos + 1], t[pos - 9])
+
+
+def test_short_example_of_a_probe_without_repeats_keeps_its_first_positions() -> None:
+    probe = ShiftByOneTask(12, 30).probe(4)
+    example = short_example(probe)
+    assert example.tokens.shape == (1, 20) and example.repeat_length is None
+    assert torch.equal(example.targets, probe.targets[:1, :20])
+
+
+def test_report_figures_fit_and_do_not_collide_for_a_3_layer_3_head_model() -> None:
+    from figure_layout import layout_problems
+
+    from circuits.plots.style import MAX_WIDTH
+
+    cfg = ModelConfig(
+        n_layers=3, d_model=24, n_ctx=24, d_vocab=12, n_heads=3, attn_only=True, seed=0
+    )
+    sections = {s.title: s.figure for s in sections_for(HookedTransformer(cfg), TASK)}
+    for title, fig in sections.items():
+        assert fig.layout.width <= MAX_WIDTH, title
+        assert layout_problems(fig) == [], title
+    assert len(sections["Composition scores"].data) == 3  # the V panel is there, and fits
+    for title in ("Positional QK circuits", "Token QK circuits"):
+        layout = sections[title].layout.to_plotly_json()
+        assert {"coloraxis", "coloraxis2", "coloraxis3"} <= set(layout), title  # per layer
+    for title in ("OV circuits", "Positional QK circuits", "Token QK circuits"):
+        fig = sections[title]
+        assert fig.layout.xaxis7.title.text and fig.layout.yaxis.title.text, title
