@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from circuits.plots._common import SEQUENTIAL
+from circuits.plots.style import SEQUENTIAL
 
 Row = Mapping[str, Any]
 
