@@ -34,13 +34,12 @@ def probes_for(model: Any, task: Any = None) -> tuple[Batch, Batch]:
     """The probe behind the head scores, and one short sequence of it to draw.
 
     The probe is the task's own (``task.probe(64)``, what training evaluates), or, for a model
-    without a task (or a task without a probe), the default repeated-random-tokens probe of
+    without a task, the default repeated-random-tokens probe of
     :func:`circuits.analysis.head_scores.default_probe`.
     """
     from circuits.analysis.head_scores import default_probe
 
-    make = getattr(task, "probe", None)
-    probe = make(64) if callable(make) else default_probe(model, batch_size=64)
+    probe = task.probe(64) if task is not None else default_probe(model, batch_size=64)
     return probe, short_example(probe)
 
 
@@ -308,13 +307,12 @@ def write_report(html_text: str, path: str | Path, force: bool = False) -> Path:
 
 def task_from_metadata(meta: dict[str, Any]) -> Any:
     """Rebuilds the task recorded in checkpoint metadata (None if there is none)."""
-    from circuits.tasks import make_task
+    from circuits.tasks import task_from_dict
 
     task = meta.get("task")
     if not isinstance(task, dict) or "name" not in task:
         return None
-    kwargs = {k: v for k, v in task.items() if k != "name"}
-    return make_task(task["name"], **kwargs)
+    return task_from_dict(task)
 
 
 def report_from_checkpoint(path: str | Path, title: str | None = None) -> str:
