@@ -17,15 +17,25 @@ def add_parser(sub: Any) -> None:
         ),
     )
     p.add_argument("checkpoint", help="checkpoint directory")
-    p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    p.add_argument(
+        "-o", "--output", default="report.html", help="HTML file to write (not in a checkpoint)"
+    )
     p.add_argument("--title", help="page title (default: from the checkpoint name)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing file at --output that is not a circuits report",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from circuits.report import check_report_path, report_from_checkpoint, write_report
 
-    check_report_path(args.output)
-    path = write_report(report_from_checkpoint(args.checkpoint, args.title), args.output)
+    # Before the work: never inside a checkpoint directory, never over a file we did not
+    # write (without --force), only where a file can be written.
+    check_report_path(args.output, force=args.force)
+    page = report_from_checkpoint(args.checkpoint, args.title)
+    path = write_report(page, args.output, force=args.force)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
