@@ -23,7 +23,7 @@ from circuits.discovery import Problem, acdc_sweep, faithfulness
 from circuits.discovery.benchmark import grade_methods
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-TAUS = [0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+TAUS = [0.003, 0.01, 0.03, 0.1, 0.3]
 
 
 def trained(seed: int):

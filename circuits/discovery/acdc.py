@@ -69,7 +69,7 @@ def acdc(problem: Problem, tau: float = DEFAULT_TAU, metric: Metric | None = Non
     scores = torch.zeros(graph.n_edges)
     current = float(problem.evaluate(patched.float(), metric)[0])
     n_forward = 1
-    for group in reversed(graph.groups):
+    for gi, group in reversed(list(enumerate(graph.groups))):
         for r, receiver in reversed(list(enumerate(group.receivers))):
             first = group.first_edge + r * group.n_senders
             ids = list(range(first, first + group.n_senders))
@@ -81,7 +81,8 @@ def acdc(problem: Problem, tau: float = DEFAULT_TAU, metric: Metric | None = Non
                     continue
             for i in reversed(ids):
                 patched[i] = True
-                value = float(problem.evaluate(patched.float(), metric)[0])
+                # Edges into earlier groups are all still clean here: resume at this group.
+                value = float(problem.evaluate(patched.float(), metric, start=gi)[0])
                 n_forward += 1
                 scores[i] = value - current
                 if value - current < tau:

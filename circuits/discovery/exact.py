@@ -22,7 +22,11 @@ def exact_patching(problem: Problem, metric: Metric | None = None) -> EdgeScores
         metric: Defaults to the problem's task metric (``problem.kl`` gives KL scores).
     """
     metric = metric or problem.metric
-    n = problem.graph.n_edges
-    patch = torch.cat([torch.zeros(1, n), torch.eye(n)])
-    values = problem.evaluate(patch, metric)
-    return EdgeScores(problem.graph, values[1:] - values[0], "exact")
+    graph = problem.graph
+    clean = float(problem.evaluate(torch.zeros(1, graph.n_edges), metric)[0])
+    eye = torch.eye(graph.n_edges)
+    # Edges into one group at a time: everything upstream of the group is the clean run.
+    values = torch.cat(
+        [problem.evaluate(eye[g.edge_slice], metric, start=i) for i, g in enumerate(graph.groups)]
+    )
+    return EdgeScores(graph, values - clean, "exact")

@@ -82,6 +82,8 @@ def run(
     *,
     keep_inputs: bool = False,
     input_offsets: list[Tensor] | None = None,
+    start: int = 0,
+    prefix: Tensor | None = None,
 ) -> GraphRun:
     """Runs ``model`` on ``tokens`` with the edges of ``patch`` replaced by ``source``.
 
@@ -96,6 +98,10 @@ def run(
         keep_inputs: Keep every group's receiver inputs in the result.
         input_offsets: Per group, a tensor added to its receiver inputs (zeros that require
             grad give ``dM/d(input)`` for attribution); shapes as in ``GraphRun.inputs``.
+        start, prefix: Resume at group ``start`` from the sender outputs ``prefix`` ``[batch,
+            pos, n_senders, d_model]`` of a run whose earlier groups match this one (patches
+            into groups before ``start`` are then ignored): ACDC and exact patching test edges
+            into one group at a time, and everything upstream of it is unchanged.
     """
     cfg = model.cfg
     tokens = check_tokens(tokens, cfg.d_vocab, cfg.n_ctx)
@@ -125,10 +131,20 @@ def run(
         pos_embed.expand(n_configs, *pos_embed.shape),
     ]
     const = torch.zeros_like(model.W_E[0])
+    if start:
+        if prefix is None:
+            raise ValueError("start > 0 needs the prefix outputs of an earlier run")
+        n_prefix = graph.groups[start].n_senders
+        outputs = [x.expand(n_configs, *x.shape) for x in prefix[..., :n_prefix, :].unbind(-2)]
+        for group in graph.groups[:start]:
+            if group.kind == "attn":
+                const = const + model.blocks[group.layer].attn.b_O
     kept: list[Tensor] = []
     causal = torch.ones(pos, pos, dtype=torch.bool, device=tokens.device).tril()
     h = cfg.n_heads
     for gi, group in enumerate(graph.groups):
+        if gi < start:
+            continue
         inp = _read(group, outputs, const, src, masks[gi])
         if input_offsets is not None:
             inp = inp + input_offsets[gi]

@@ -41,6 +41,7 @@ class Problem:
     metric: Metric
     kl: Metric
     clean_logits: Tensor = field(repr=False)
+    clean_outputs: Tensor = field(repr=False)
 
     @classmethod
     def build(
@@ -68,7 +69,7 @@ class Problem:
             corrupted = corrupt(task, batch, model.cfg.d_vocab, seed)
         src = source_outputs(model, graph, source, batch.tokens, corrupted)
         with torch.no_grad():
-            clean_logits = run(model, graph, batch.tokens).logits[0]
+            clean = run(model, graph, batch.tokens)
         make = masked_loss if metric == "loss" else logit_diff
         return cls(
             model,
@@ -77,8 +78,9 @@ class Problem:
             corrupted,
             src,
             make(batch.targets, batch.mask),
-            kl_to_clean(clean_logits, batch.mask),
-            clean_logits,
+            kl_to_clean(clean.logits[0], batch.mask),
+            clean.logits[0],
+            clean.outputs[0],
         )
 
     @property
@@ -89,15 +91,32 @@ class Problem:
         b, p, s, d = self.source.shape
         return max(1, _CHUNK_ELEMENTS // (b * p * s * d))
 
-    def evaluate(self, patch: Tensor, metric: Metric | None = None) -> Float[Tensor, " configs"]:
-        """The metric of each patched variant ``patch [configs, n_edges]`` (no grad, chunked)."""
+    def evaluate(
+        self, patch: Tensor, metric: Metric | None = None, start: int = 0
+    ) -> Float[Tensor, " configs"]:
+        """The metric of each patched variant ``patch [configs, n_edges]`` (no grad, chunked).
+
+        With ``start``, no variant may patch an edge into a group before ``start``: the clean
+        run's sender outputs up to that group are reused.
+        """
         metric = metric or self.metric
         if patch.ndim == 1:
             patch = patch.unsqueeze(0)
+        if start and bool(patch[:, : self.graph.groups[start].first_edge].any()):
+            raise ValueError(f"patch touches edges before group {start}")
+        prefix = self.clean_outputs if start else None
         out = []
         with torch.no_grad():
             for chunk in patch.split(self.chunk_size()):
-                logits = run(self.model, self.graph, self.tokens, chunk.float(), self.source).logits
+                logits = run(
+                    self.model,
+                    self.graph,
+                    self.tokens,
+                    chunk.float(),
+                    self.source,
+                    start=start,
+                    prefix=prefix,
+                ).logits
                 out.append(metric(logits))
         return torch.cat(out)
 

@@ -199,3 +199,63 @@ def test_metrics() -> None:
         from circuits.discovery.metrics import Metric
 
         Metric("accuracy", mask, targets)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["full_ln", "attn_only"])
+def test_edge_patches_match_the_models_split_input_hooks(name: str) -> None:
+    """Our forward against the model's own ``use_split_qkv_input`` path: patching
+    ``L0H1 -> L1H2.v`` and ``embed -> MLP1`` adds the corrupted-minus-clean sender output to
+    that receiver's input hook (``hook_v_input`` / ``hook_mlp_in``, before its LayerNorm)."""
+    model = perturbed_model(**CONFIGS[name])
+    g = Graph(model)
+    clean, other = _tokens(model, seed=0), _tokens(model, seed=1)
+    model.set_use_attn_result(True)
+    model.set_use_split_qkv_input(True)
+    if not model.cfg.attn_only:
+        model.set_use_hook_mlp_in(True)
+    try:
+        names = lambda n: n in ("hook_embed", "blocks.0.attn.hook_result")
+        with torch.no_grad():
+            _, c_clean = model.run_with_cache(clean, names_filter=names)
+            _, c_other = model.run_with_cache(other, names_filter=names)
+            head = (
+                c_other["blocks.0.attn.hook_result"][:, :, 1]
+                - c_clean["blocks.0.attn.hook_result"][:, :, 1]
+            )
+            embed = c_other["hook_embed"] - c_clean["hook_embed"]
+
+            def v_hook(x, hook):
+                x[:, :, 2] = x[:, :, 2] + head
+                return x
+
+            def mlp_hook(x, hook):
+                return x + embed
+
+            hooks = [("blocks.1.hook_v_input", v_hook)]
+            edges = ["L0H1->L1H2.v"]
+            if not model.cfg.attn_only:
+                hooks.append(("blocks.1.hook_mlp_in", mlp_hook))
+                edges.append("embed->MLP1")
+            expected = model.run_with_hooks(clean, fwd_hooks=hooks)
+    finally:
+        model.set_use_attn_result(False)
+        model.set_use_split_qkv_input(False)
+        if not model.cfg.attn_only:
+            model.set_use_hook_mlp_in(False)
+    src = source_outputs(model, g, "corrupted", clean, other)
+    with torch.no_grad():
+        got = run(model, g, clean, g.mask(edges).float()[None], src).logits[0]
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+
+
+def test_resuming_at_a_group_equals_the_whole_run() -> None:
+    from circuits.discovery import Problem, exact_patching
+
+    model = perturbed_model(**CONFIGS["full_ln"])
+    batch = repeated_tokens(4, 10, model.cfg.d_vocab, seed=0)
+    problem = Problem.build(model, batch)
+    eye = torch.eye(problem.graph.n_edges)
+    direct = problem.evaluate(eye) - problem.value()
+    torch.testing.assert_close(exact_patching(problem).scores, direct, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="before group"):
+        problem.evaluate(eye[:1], start=2)
