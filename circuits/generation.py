@@ -164,8 +164,11 @@ def generate(
         )
     if generator is not None and seed is not None:
         raise ValueError("pass seed or generator, not both")
-    if generator is None and seed is not None:
-        generator = torch.Generator(device=tokens.device).manual_seed(seed)
+    # Validated where they are, then moved to the model (never the weights to the ids).
+    device = model.W_E.device
+    tokens = tokens.to(device)
+    if generator is None and seed is not None and device.type != "meta":
+        generator = torch.Generator(device=device).manual_seed(seed)
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     pad = torch.tensor(eos[0] if eos else 0, device=tokens.device)
     eos_tensor = torch.tensor(eos, dtype=tokens.dtype, device=tokens.device)
@@ -185,7 +188,8 @@ def generate(
             new = torch.where(finished, pad, new)
             finished |= torch.isin(new, eos_tensor)
         tokens = torch.cat([tokens, new[:, None].to(tokens.dtype)], dim=1)
-        if stop_at_eos and eos and bool(finished.all()):
+        # (A meta tensor has no values: shapes only, so no early stop there.)
+        if stop_at_eos and eos and device.type != "meta" and bool(finished.all()):
             break
     return tokens[0] if squeeze else tokens
 

@@ -48,6 +48,9 @@ class TrainConfig:
         threads: Torch intra-op threads while training, restored afterwards. At toy sizes one
             thread is as fast as several and is not slowed down by other busy processes (with
             two threads on two busy cores a step can take 20x longer); None keeps torch's.
+        device: Move the model here before training ("cpu", "cuda", "mps", ...); None trains
+            where the model already is. Batches are drawn on the CPU (the same data stream
+            on every device) and moved to the model's device.
     """
 
     steps: int = 2000
@@ -67,6 +70,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int | None = None
     threads: int | None = 1
+    device: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "probe_size"):
@@ -105,6 +109,12 @@ class TrainConfig:
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads <= 0
         ):
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as e:
+                raise ValueError(f"device must be a torch device name, got {self.device!r}") from e
+            object.__setattr__(self, "device", str(self.device))
 
     @property
     def has_targets(self) -> bool:
@@ -128,6 +138,18 @@ class TrainConfig:
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with its tensors on ``device`` (the same object when already there)."""
+    if batch.tokens.device == device:
+        return batch
+    return dataclasses.replace(
+        batch,
+        tokens=batch.tokens.to(device),
+        targets=batch.targets.to(device),
+        mask=batch.mask.to(device),
+    )
 
 
 class TrainingDiverged(RuntimeError):
@@ -219,9 +241,12 @@ def train(
     """
     cfg = cfg or TrainConfig()
     check_compatible(model, task)
+    if cfg.device is not None:
+        model.to(cfg.device)
+    device = next(model.parameters()).device
     if cfg.checkpoint_dir is not None and resume is None:
         checkpoint.check_writable(cfg.checkpoint_dir, overwrite)  # fail now, not after training
-    probe = task.probe(cfg.probe_size)
+    probe = _to_device(task.probe(cfg.probe_size), device)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -248,7 +273,7 @@ def train(
     model.train()
     try:
         for step in range(result.steps + 1, cfg.steps + 1):
-            batch = task.sample(cfg.batch_size, generator)
+            batch = _to_device(task.sample(cfg.batch_size, generator), device)
             logits = model(batch.tokens)
             loss = cross_entropy(logits, batch.tokens, batch.targets, batch.mask)
             loss_value = loss.item()
@@ -337,6 +362,7 @@ def _diverged(what: str, step: int, cfg: TrainConfig, saved_at: int | None) -> s
 # targets only decide where to stop: dropping them continues a solved run past its targets).
 RESUMABLE_CHANGES = (
     "steps",
+    "device",
     "progress",
     "checkpoint_dir",
     "checkpoint_every",
