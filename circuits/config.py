@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -292,6 +293,26 @@ class ModelConfig:
         per_token = self.n_layers * (8 * width + 3 * self.n_heads * self.n_ctx) + 2 * width
         activations = 4 * batch_size * self.n_ctx * per_token * (2 if training else 1)
         return weights + activations
+
+    def check_fits(
+        self, available_bytes: int | None = None, *, batch_size: int = 1, training: bool = False
+    ) -> None:
+        """Raises ``ValueError`` with the estimate when :meth:`memory_estimate` exceeds
+        ``available_bytes`` (default: this machine's physical memory, when it can be read)."""
+        if available_bytes is None:
+            try:
+                available_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            except (AttributeError, ValueError, OSError):
+                return
+        need = self.memory_estimate(batch_size, training)
+        if need > available_bytes:
+            gib = 2**30
+            raise ValueError(
+                f"this model does not fit: {self.n_params_estimate():,} parameters need about "
+                f"{need / gib:,.1f} GiB{' to train' if training else ''}, more than the "
+                f"{available_bytes / gib:,.1f} GiB available (d_model={self.d_model}, "
+                f"n_layers={self.n_layers}, d_vocab={self.d_vocab}, n_ctx={self.n_ctx})"
+            )
 
     def derived_fields(self) -> frozenset[str]:
         """Names of the fields this config derived rather than was given."""

@@ -137,6 +137,7 @@ class HookedTransformer(
         super().__init__()
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"cfg must be a circuits.ModelConfig, got {type(cfg).__name__}")
+        cfg.check_fits()  # a clear error, not the allocator's, for sizes that cannot fit
         self._cfg = cfg
         if cfg.use_hook_tokens:
             self.hook_tokens = HookPoint()  # [batch, pos]

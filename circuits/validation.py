@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -27,6 +31,8 @@ def check_tokens(tokens: object, d_vocab: int, n_ctx: int, name: str = "tokens")
         raise ValueError(f"{name} is empty: shape {tuple(tokens.shape)}")
     if pos > n_ctx:
         raise ValueError(f"{name} has length {pos}, longer than n_ctx={n_ctx}")
+    if tokens.device.type == "meta":  # shapes only: there are no values to check
+        return tokens if tokens.dtype == torch.long else tokens.long()
     lo, hi = int(tokens.min()), int(tokens.max())
     if lo < 0 or hi >= d_vocab:
         bad = lo if lo < 0 else hi
@@ -56,3 +62,129 @@ def check_mask(mask: object, shape: tuple[int, ...], name: str = "mask") -> Tens
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} shape {tuple(mask.shape)} != tokens {tuple(shape)}")
     return mask.bool()
+
+
+def check_int(value: object, name: str, low: int | None = None, high: int | None = None) -> int:
+    """Returns ``value`` if it is an int (not a bool) in ``[low, high]`` (bounds inclusive).
+
+    Raises:
+        TypeError: ``value`` is not an int (a float such as ``24.0`` included).
+        ValueError: It is out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name}={value} out of range [{lo}, {hi}]")
+    return value
+
+
+def _batch_pos(name: str, act: Tensor) -> tuple[int, ...]:
+    """The ``(batch, pos)`` an activation was computed on (attention maps: query and key pos)."""
+    if name.endswith(("hook_pattern", "hook_attn_scores")):
+        return (act.shape[0], act.shape[-2], act.shape[-1]) if act.ndim == 4 else tuple(act.shape)
+    return tuple(act.shape[:2])
+
+
+def check_cache(
+    model: Any, tokens: Tensor | None, cache: object, names: Iterable[str] = ()
+) -> None:
+    """Checks that ``cache`` holds ``names`` and was computed by ``model`` on ``tokens``.
+
+    Every cached activation among ``names`` (and ``hook_embed``) must have the batch and
+    positions of ``tokens`` (no broadcasting of a batch-1 cache over a larger batch), and the
+    cached token embeddings, when the cache has ``hook_embed``, must equal ``W_E[tokens]``: a
+    cheap fingerprint that catches the cache of other tokens (or of other weights). A cache
+    filtered without ``hook_embed`` is checked by shape only.
+
+    Args:
+        tokens: Validated ``[batch, pos]`` token ids; None: only check that the named
+            activations are present and agree with each other on batch and positions.
+        names: Hook names the caller reads.
+
+    Raises:
+        TypeError: ``cache`` is not a mapping of hook names to tensors.
+        ValueError: A name is missing, or the cache is of other tokens or another batch.
+    """
+    if not (hasattr(cache, "keys") and hasattr(cache, "__getitem__")):
+        raise TypeError(
+            f"cache must be an ActivationCache (or a dict of hook name -> tensor) from "
+            f"model.run_with_cache, got {type(cache).__name__}"
+        )
+    keys = set(cache.keys())  # type: ignore[attr-defined]
+    names = list(names)
+    missing = [n for n in names if n not in keys]
+    if missing:
+        raise ValueError(
+            f"cache lacks {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + ": pass the cache of a full model.run_with_cache(tokens) (no names_filter)"
+        )
+    checked = [*names, *(["hook_embed"] if "hook_embed" in keys else [])]
+    if tokens is None:
+        shapes = {n: tuple(cache[n].shape[:2]) for n in names}  # type: ignore[index]
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"cache activations disagree on [batch, pos]: {shapes}")
+        return
+    batch, pos = tokens.shape
+    for name in checked:
+        act = cache[name]  # type: ignore[index]
+        if not isinstance(act, Tensor):
+            raise TypeError(f"cache[{name!r}] must be a tensor, got {type(act).__name__}")
+        if act.ndim < 2:
+            raise ValueError(f"cache[{name!r}] has shape {tuple(act.shape)}: no batch dimension")
+        got = _batch_pos(name, act)
+        want = (batch, pos, pos) if len(got) == 3 else (batch, pos)
+        if got != want:
+            raise ValueError(
+                f"cache[{name!r}] has batch/positions {got}, but tokens are {tuple(tokens.shape)}: "
+                "the cache is of other tokens"
+            )
+    if "hook_embed" in keys:
+        W_E = getattr(model, "W_E", None)
+        if isinstance(W_E, Tensor):
+            embed = cache["hook_embed"]  # type: ignore[index]
+            expected = W_E.detach()[tokens].to(embed.dtype)
+            if expected.shape != embed.shape or not torch.allclose(
+                embed.detach(), expected, rtol=1e-4, atol=1e-5
+            ):
+                raise ValueError(
+                    "cache does not match tokens: its token embeddings (hook_embed) differ from "
+                    "W_E[tokens] (a cache of other tokens, or of other weights)"
+                )
+
+
+def check_batch(
+    batch: object, d_vocab: int, d_vocab_out: int, n_ctx: int, name: str = "probe"
+) -> Any:
+    """Validates a task :class:`~circuits.tasks.Batch` (tokens, targets, mask, repeat_length).
+
+    Returns the batch with tokens and targets as int64 and the mask as bool (a new object
+    when anything was converted; the caller's batch is not modified).
+
+    Raises:
+        TypeError: Not a batch (no ``tokens/targets/mask``), or a non-int ``repeat_length``.
+        ValueError: Bad tokens or targets (see :func:`check_tokens`), a mask of another shape,
+            or a ``repeat_length`` that does not fit the sequence.
+    """
+    if not all(hasattr(batch, a) for a in ("tokens", "targets", "mask")):
+        raise TypeError(
+            f"{name} must be a circuits.tasks.Batch (tokens, targets, mask), "
+            f"got {type(batch).__name__}"
+        )
+    b: Any = batch
+    tokens = check_tokens(b.tokens, d_vocab, n_ctx, name=f"{name}.tokens")
+    targets = check_tokens(b.targets, d_vocab_out, n_ctx, name=f"{name}.targets")
+    if targets.shape != tokens.shape:
+        raise ValueError(
+            f"{name}.targets shape {tuple(targets.shape)} != tokens {tuple(tokens.shape)}"
+        )
+    mask = check_mask(b.mask, tuple(tokens.shape), f"{name}.mask")
+    repeat = getattr(batch, "repeat_length", None)
+    if repeat is not None:
+        check_int(repeat, f"{name}.repeat_length", 1, tokens.shape[1] // 2)
+    same = tokens is b.tokens and targets is b.targets
+    if same and mask is b.mask:
+        return batch
+    return dataclasses.replace(b, tokens=tokens, targets=targets, mask=mask)
