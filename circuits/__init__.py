@@ -22,10 +22,11 @@ _EXPORTS = {
     "plots": "circuits.plots",
     "presets": "circuits.presets",
     "checkpoint": "circuits.checkpoint",
+    "discovery": "circuits.discovery",
 }
 
 if TYPE_CHECKING:
-    from circuits import analysis, checkpoint, plots, presets, tasks
+    from circuits import analysis, checkpoint, discovery, plots, presets, tasks
     from circuits.config import ModelConfig
     from circuits.model import HookedTransformer
     from circuits.training import TrainConfig, TrainResult, train
@@ -51,6 +52,7 @@ __all__ = [
     "TrainResult",
     "analysis",
     "checkpoint",
+    "discovery",
     "plots",
     "presets",
     "tasks",
