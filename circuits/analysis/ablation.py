@@ -12,7 +12,7 @@ Metrics are callables ``metric(logits) -> scalar tensor``; results are metric *c
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -20,44 +20,81 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuits.analysis.names import head_name, parse_head_name
+from circuits.analysis.protocol import HookedModel, check_model
 from circuits.model import cross_entropy
-from circuits.validation import check_layer_head, check_tokens
+from circuits.validation import check_layer_head, check_mask, check_tokens
 
 Metric = Callable[[Tensor], Tensor]
 Head = tuple[int, int] | str
 Hook = tuple[str, Callable[..., Any]]
 
 
-def parse_heads(model: Any, heads: Iterable[Head]) -> list[tuple[int, int]]:
+def parse_heads(model: HookedModel, heads: Iterable[Head]) -> list[tuple[int, int]]:
     """``[(layer, head), ...]`` from tuples or names like ``"L1H0"``; validated."""
+    check_model(model)
+    if isinstance(heads, str | Tensor) or not isinstance(heads, Iterable):
+        raise TypeError(f"heads must be a list of (layer, head) pairs or names, got {heads!r}")
     out = []
     for item in heads:
         if isinstance(item, str):
-            m = re.fullmatch(r"L(\d+)H(\d+)", item)
-            if m is None:
-                raise ValueError(f"heads: cannot parse {item!r}; expected a name like 'L1H0'")
-            layer, head = int(m[1]), int(m[2])
-        else:
+            try:
+                layer, head = parse_head_name(item)
+            except ValueError as e:
+                raise ValueError(f"heads: {e}") from None
+        elif isinstance(item, tuple | list) and len(item) == 2:
             layer, head = item
+        else:
+            raise TypeError(f"heads: {item!r} is neither a (layer, head) pair nor a name 'L1H0'")
         check_layer_head(layer, head, model.cfg.n_layers, model.cfg.n_heads)
         out.append((layer, head))
     return out
 
 
 def masked_loss(targets: Tensor, mask: Tensor | None = None) -> Metric:
-    """A metric: mean cross-entropy of ``logits`` against ``targets`` where ``mask``."""
+    """A metric: mean cross-entropy of ``logits`` against ``targets`` where ``mask``.
+
+    ``targets`` are ``[batch, pos]`` ids; the metric checks them against the logits it gets.
+    """
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+    targets = check_tokens(targets, 2**62, 2**62, name="targets")
+    if mask is not None:
+        mask = check_mask(mask, tuple(targets.shape))
 
     def metric(logits: Tensor) -> Tensor:
+        if not isinstance(logits, Tensor) or logits.shape[:-1] != targets.shape:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"logits {shape} do not match targets {tuple(targets.shape)}")
+        check_tokens(targets, logits.shape[-1], targets.shape[1], name="targets")
         return cross_entropy(logits, targets, targets, mask)
 
     return metric
+
+
+def _scalar(value: object, what: str) -> float:
+    """A metric's value as a float; ours is the error when it is not one finite number."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"metric must return a scalar, got shape {tuple(value.shape)} {what}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"metric must return a number or a scalar tensor, got {value!r} {what}")
+    if not math.isfinite(value):
+        raise ValueError(f"metric returned {value} {what}")
+    return float(value)
+
+
+def _check_metric(metric: object) -> None:
+    if not callable(metric):
+        raise TypeError(f"metric must be a callable logits -> scalar, got {metric!r}")
 
 
 def _z_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
-def _cache(model: Any, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+def _cache(model: HookedModel, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     return {n: cache[n] for n in names}
@@ -75,14 +112,14 @@ def _set_heads(values: dict[int, Tensor]) -> Callable[..., Tensor]:
     return hook
 
 
-def _pattern_hooks(model: Any, tokens: Tensor) -> list[Hook]:
+def _pattern_hooks(model: HookedModel, tokens: Tensor) -> list[Hook]:
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     clean = _cache(model, tokens, names)
     return [(n, lambda x, hook=None, _p=clean[n]: _p) for n in names]
 
 
 def ablation_hooks(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     heads: Iterable[Head],
     method: Literal["zero", "mean"] = "zero",
@@ -97,6 +134,7 @@ def ablation_hooks(
             ``mean_tokens`` (default ``tokens``), per position.
         freeze_patterns: Pin every attention pattern to the clean run on ``tokens``.
     """
+    check_model(model)
     if method not in ("zero", "mean"):
         raise ValueError(f"method={method!r} must be 'zero' or 'mean'")
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
@@ -124,7 +162,7 @@ def ablation_hooks(
 
 
 def run_with_ablation(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     heads: Iterable[Head],
     method: Literal["zero", "mean"] = "zero",
@@ -132,13 +170,14 @@ def run_with_ablation(
     freeze_patterns: bool = False,
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of ``model`` on ``tokens`` with ``heads`` ablated (see :func:`ablation_hooks`)."""
+    check_model(model)
     hooks = ablation_hooks(model, tokens, heads, method, mean_tokens, freeze_patterns)
     with torch.no_grad():
         return model.run_with_hooks(tokens, fwd_hooks=hooks)
 
 
 def ablation_effects(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     metric: Metric,
     method: Literal["zero", "mean"] = "zero",
@@ -146,21 +185,23 @@ def ablation_effects(
     freeze_patterns: bool = False,
 ) -> Float[Tensor, "n_layers n_heads"]:
     """``metric(ablated) - metric(clean)`` for each head ablated on its own."""
+    check_model(model)
+    _check_metric(metric)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     with torch.no_grad():
-        clean = float(metric(model(tokens)))
+        clean = _scalar(metric(model(tokens)), "on the clean run")
     out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     for layer in range(model.cfg.n_layers):
         for head in range(model.cfg.n_heads):
             logits = run_with_ablation(
                 model, tokens, [(layer, head)], method, mean_tokens, freeze_patterns
             )
-            out[layer, head] = float(metric(logits)) - clean
+            out[layer, head] = _scalar(metric(logits), f"ablating {head_name(layer, head)}") - clean
     return out
 
 
 def patch_heads(
-    model: Any,
+    model: HookedModel,
     clean_tokens: Int[Tensor, "batch pos"],
     corrupted_tokens: Int[Tensor, "batch pos"],
     metric: Metric,
@@ -173,6 +214,8 @@ def patch_heads(
     "denoising": run on ``corrupted_tokens`` with one head's clean ``z``; returns
     ``metric(patched) - metric(corrupted)`` (how much that head alone restores).
     """
+    check_model(model)
+    _check_metric(metric)
     if direction not in ("noising", "denoising"):
         raise ValueError(f"direction={direction!r} must be 'noising' or 'denoising'")
     cfg = model.cfg
@@ -193,11 +236,13 @@ def patch_heads(
     names = [_z_name(layer) for layer in range(cfg.n_layers)]
     donor = _cache(model, source, names)
     with torch.no_grad():
-        base = float(metric(model(run_on)))
+        base = _scalar(metric(model(run_on)), f"on the {direction} base run")
         out = torch.zeros(cfg.n_layers, cfg.n_heads)
         for layer, name in enumerate(names):
             for head in range(cfg.n_heads):
                 hook = _set_heads({head: donor[name][:, :, head]})
                 logits = model.run_with_hooks(run_on, fwd_hooks=[(name, hook)])
-                out[layer, head] = float(metric(logits)) - base
+                out[layer, head] = (
+                    _scalar(metric(logits), f"patching {head_name(layer, head)}") - base
+                )
     return out

@@ -20,15 +20,16 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuits.analysis.protocol import HookedModel, check_model
 from circuits.analysis.weights import head_name
-from circuits.validation import check_tokens
+from circuits.validation import check_cache, check_int, check_tokens
 
 
-def _norm_type(model: Any) -> str | None:
+def _norm_type(model: HookedModel) -> str | None:
     return getattr(model.cfg, "normalization_type", None)
 
 
-def _ln_param(model: Any, name: str) -> Tensor | None:
+def _ln_param(model: HookedModel, name: str) -> Tensor | None:
     ln = getattr(model, "ln_final", None)
     if ln is None:
         return None
@@ -39,25 +40,35 @@ def _ln_param(model: Any, name: str) -> Tensor | None:
 
 
 def apply_final_ln(
-    model: Any, x: Float[Tensor, "... batch pos d_model"], cache: Any
+    model: HookedModel, x: Float[Tensor, "... batch pos d_model"], cache: Any
 ) -> Float[Tensor, "... batch pos d_model"]:
     """The final LayerNorm's linear part with the clean run's scale: ``(x - mean) / scale * w``.
 
     No bias: it is not attributable to any component. Identity for models without LayerNorm.
     """
+    check_model(model)
     norm = _norm_type(model)
     if norm is None:
         return x
     if norm not in ("LN", "LNPre"):
         raise ValueError(f"unsupported normalization_type {norm!r}")
+    scale = cache["ln_final.hook_scale"]
+    if x.ndim < 3 or x.shape[-3:-1] != scale.shape[-3:-1]:
+        raise ValueError(
+            f"x {tuple(x.shape)} must end in [batch, pos, d_model] with the cached run's "
+            f"[batch, pos] = {tuple(scale.shape[-3:-1])}"
+        )
     x = x - x.mean(-1, keepdim=True)
-    x = x / cache["ln_final.hook_scale"]
+    x = x / scale
     w = _ln_param(model, "w") if norm == "LN" else None
     return x * w if w is not None else x
 
 
-def full_final_ln(model: Any, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+def full_final_ln(
+    model: HookedModel, x: Float[Tensor, "... d_model"]
+) -> Float[Tensor, "... d_model"]:
     """The final LayerNorm recomputed on ``x`` (its own scale), bias included."""
+    check_model(model)
     norm = _norm_type(model)
     if norm is None:
         return x
@@ -70,11 +81,31 @@ def full_final_ln(model: Any, x: Float[Tensor, "... d_model"]) -> Float[Tensor, 
     return x * w + b if w is not None and b is not None else x
 
 
-def _run(model: Any, tokens: Tensor, cache: Any) -> tuple[Tensor, Any]:
+def decomposition_names(model: HookedModel, final_ln: bool = False) -> list[str]:
+    """Hook names :func:`decompose_resid` reads (and, with ``final_ln``, the final LN scale)."""
+    check_model(model)
+    cfg = model.cfg
+    names = ["hook_embed"]
+    if getattr(cfg, "positional_embedding_type", "standard") != "shortformer":
+        names.append("hook_pos_embed")
+    for layer in range(cfg.n_layers):
+        names.append(f"blocks.{layer}.attn.hook_z")
+        if not cfg.attn_only:
+            names.append(f"blocks.{layer}.hook_mlp_out")
+    if final_ln and _norm_type(model) is not None:
+        names.append("ln_final.hook_scale")
+    return names
+
+
+def _run(
+    model: HookedModel, tokens: Tensor, cache: Any, final_ln: bool = False
+) -> tuple[Tensor, Any]:
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if cache is None:
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens)
+    else:
+        check_cache(model, tokens, cache, decomposition_names(model, final_ln))
     return tokens, cache
 
 
@@ -93,9 +124,10 @@ class Decomposition:
 
 
 def decompose_resid(
-    model: Any, tokens: Int[Tensor, "batch pos"], cache: Any = None
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], cache: Any = None
 ) -> Decomposition:
     """Splits the final residual stream into embedding, positions, heads, biases and MLPs."""
+    check_model(model)
     tokens, cache = _run(model, tokens, cache)
     cfg = model.cfg
     parts, labels = [cache["hook_embed"]], ["embed"]
@@ -136,12 +168,16 @@ class LogitAttribution:
 
     def __getitem__(self, label: str) -> Tensor:
         """Attribution ``[batch, pos]`` of the component named ``label``."""
+        if not isinstance(label, str):
+            raise TypeError(f"component label must be a str, got {label!r}")
         if label not in self.labels:
             raise ValueError(f"unknown component {label!r}")
         return self.attributions[self.labels.index(label)]
 
     def per_head(self, n_layers: int, n_heads: int) -> Float[Tensor, "n_layers n_heads"]:
         """Mean over batch and positions of each head's attribution, ``[n_layers, n_heads]``."""
+        check_int(n_layers, "n_layers", 1)
+        check_int(n_heads, "n_heads", 1)
         return torch.stack(
             [
                 torch.stack([self[head_name(la, h)].mean() for h in range(n_heads)])
@@ -151,7 +187,7 @@ class LogitAttribution:
 
 
 def direct_logit_attribution(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     targets: Int[Tensor, "batch pos"],
     baseline_targets: Int[Tensor, "batch pos"] | None = None,
@@ -165,7 +201,8 @@ def direct_logit_attribution(
         baseline_targets: Explain the logit difference ``targets - baseline_targets`` instead.
         cache: A cache of ``tokens`` from ``run_with_cache`` (computed if None).
     """
-    tokens, cache = _run(model, tokens, cache)
+    check_model(model)
+    tokens, cache = _run(model, tokens, cache, final_ln=True)
     d_vocab_out = model.W_U.shape[-1]
     targets = check_tokens(targets, d_vocab_out, model.cfg.n_ctx, name="targets")
     if targets.shape != tokens.shape:

@@ -20,10 +20,12 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
+from circuits.analysis.protocol import HookedModel, check_model
 from circuits.analysis.weights import Weights, check_head, get_weights
+from circuits.validation import check_int
 
 
-def _select(w: Weights, model: Any, layer: int | None, head: int | None) -> tuple[Any, ...]:
+def _select(w: Weights, model: HookedModel, layer: int | None, head: int | None) -> tuple[Any, ...]:
     """Index into ``[n_layers, n_heads, ...]``: all heads, one layer, or one head."""
     if layer is None:
         if head is not None:
@@ -33,65 +35,71 @@ def _select(w: Weights, model: Any, layer: int | None, head: int | None) -> tupl
     return (layer,) if head is None else (layer, head)
 
 
-def _weights(model: Any, fold_ln: bool) -> Weights:
+def _weights(model: HookedModel, fold_ln: bool) -> Weights:
     return get_weights(model, fold_ln=fold_ln)
 
 
 def ov_circuit(
-    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+    model: HookedModel, layer: int | None = None, head: int | None = None, fold_ln: bool = False
 ) -> FactoredMatrix:
     """``W_V W_O`` per head: ``[n_layers, n_heads, d_model, d_model]``, fewer dims when indexed."""
+    check_model(model)
     w = _weights(model, fold_ln)
     idx = _select(w, model, layer, head)
     return FactoredMatrix(w.W_V[idx], w.W_O[idx])
 
 
 def qk_circuit(
-    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+    model: HookedModel, layer: int | None = None, head: int | None = None, fold_ln: bool = False
 ) -> FactoredMatrix:
     """``W_Q W_K^T`` per head (rows: query residual, columns: key residual)."""
+    check_model(model)
     w = _weights(model, fold_ln)
     idx = _select(w, model, layer, head)
     return FactoredMatrix(w.W_Q[idx], w.W_K[idx].transpose(-2, -1))
 
 
 def full_ov_circuit(
-    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+    model: HookedModel, layer: int | None = None, head: int | None = None, fold_ln: bool = False
 ) -> FactoredMatrix:
     """``W_E W_V W_O W_U``: logits written when the head attends to token (row), ``[.., V, V]``."""
+    check_model(model)
     w = _weights(model, fold_ln)
     idx = _select(w, model, layer, head)
     return FactoredMatrix(w.W_E @ w.W_V[idx], w.W_O[idx] @ w.W_U)
 
 
 def full_qk_circuit(
-    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+    model: HookedModel, layer: int | None = None, head: int | None = None, fold_ln: bool = False
 ) -> FactoredMatrix:
     """``W_E W_Q W_K^T W_E^T``: attention score of query token (row) on key token (column).
 
     Unscaled (divide by ``sqrt(d_head)`` for the scores the model uses).
     """
+    check_model(model)
     w = _weights(model, fold_ln)
     idx = _select(w, model, layer, head)
     return FactoredMatrix(w.W_E @ w.W_Q[idx], w.W_K[idx].transpose(-2, -1) @ w.W_E.T)
 
 
 def positional_qk_circuit(
-    model: Any, layer: int | None = None, head: int | None = None, fold_ln: bool = False
+    model: HookedModel, layer: int | None = None, head: int | None = None, fold_ln: bool = False
 ) -> FactoredMatrix:
     """``W_pos W_Q W_K^T W_pos^T``: score of query position (row) on key position, unscaled."""
+    check_model(model)
     w = _weights(model, fold_ln)
     idx = _select(w, model, layer, head)
     return FactoredMatrix(w.W_pos @ w.W_Q[idx], w.W_K[idx].transpose(-2, -1) @ w.W_pos.T)
 
 
 def positional_attention(
-    model: Any, layer: int, head: int, fold_ln: bool = False
+    model: HookedModel, layer: int, head: int, fold_ln: bool = False
 ) -> Float[Tensor, "n_ctx n_ctx"]:
     """The positional QK circuit read as attention: scaled by ``1/sqrt(d_head)``, causal, softmax.
 
     The attention a head would pay from position to position if only positions mattered.
     """
+    check_model(model)
     scores = positional_qk_circuit(model, layer, head, fold_ln).AB / model.cfg.d_head**0.5
     n = scores.shape[-1]
     causal = torch.ones(n, n, dtype=torch.bool).tril()
@@ -99,7 +107,7 @@ def positional_attention(
 
 
 def k_composition_circuit(
-    model: Any, layer1: int, head1: int, layer2: int, head2: int, fold_ln: bool = False
+    model: HookedModel, layer1: int, head1: int, layer2: int, head2: int, fold_ln: bool = False
 ) -> FactoredMatrix:
     """Token-level K-composition of head ``(layer1, head1)`` into the keys of ``(layer2, head2)``.
 
@@ -107,6 +115,7 @@ def k_composition_circuit(
     from query token (row) to a key position whose ``h1`` output came from attending to token
     (column). For an induction head fed by a previous-token head this is close to diagonal.
     """
+    check_model(model)
     check_head(model, layer1, head1)
     check_head(model, layer2, head2)
     if layer1 >= layer2:
@@ -117,14 +126,20 @@ def k_composition_circuit(
     return FactoredMatrix(left, keys.T)
 
 
+def _check_square(circuit: object) -> None:
+    if not isinstance(circuit, FactoredMatrix):
+        raise TypeError(f"circuit must be a FactoredMatrix, got {type(circuit).__name__}")
+    if circuit.ldim != circuit.rdim:
+        raise ValueError(f"circuit must be square, got {circuit.ldim} x {circuit.rdim}")
+
+
 def copying_score(circuit: FactoredMatrix) -> Float[Tensor, "..."]:
     """``sum(eig) / sum(|eig|)`` of a square circuit, in ``[-1, 1]``; about 0 for random.
 
     Positive eigenvalues mean the circuit maps a token to (a boost of) itself. Uses the
     eigenvalues of ``B A`` (``d_head x d_head``), which are those of ``A B`` minus zeros.
     """
-    if circuit.ldim != circuit.rdim:
-        raise ValueError(f"circuit must be square, got {circuit.ldim} x {circuit.rdim}")
+    _check_square(circuit)
     eig = circuit.eigenvalues
     return eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-12)
 
@@ -137,10 +152,9 @@ def diagonal_accuracy(
     For a full OV circuit: how often attending to token ``t`` raises ``t``'s logit the most. For
     a full QK circuit: how often a query token prefers a key of the same token.
     """
-    if circuit.ldim != circuit.rdim:
-        raise ValueError(f"circuit must be square, got {circuit.ldim} x {circuit.rdim}")
-    if k < 1:
-        raise ValueError(f"k={k} must be >= 1")
+    _check_square(circuit)
+    check_int(k, "k", 1)
+    check_int(chunk, "chunk", 1)
     A, B = circuit.A, circuit.B
     hits = []
     for start in range(0, circuit.ldim, chunk):
@@ -164,8 +178,9 @@ class CircuitStats:
     qk_top5: Tensor
 
 
-def circuit_stats(model: Any, fold_ln: bool = False) -> CircuitStats:
+def circuit_stats(model: HookedModel, fold_ln: bool = False) -> CircuitStats:
     """Copying scores and diagonal top-1/top-5 accuracies of each head's full OV and QK circuits."""
+    check_model(model)
     with torch.no_grad():
         ov = full_ov_circuit(model, fold_ln=fold_ln)
         qk = full_qk_circuit(model, fold_ln=fold_ln)

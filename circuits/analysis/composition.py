@@ -11,6 +11,10 @@ strictly earlier-to-later). They are computed from factored forms: ``W_V = Q R``
 ``d_model x d_head``) matrix without an SVD, and all pairs into one later layer are scored by a
 single matrix product. Nothing ``d_model x d_model`` is formed per pair.
 
+A head that writes nothing (``W_O = 0``) or reads nothing has a zero norm in the denominator;
+its scores are defined as 0 (it composes with nothing), never NaN. ``d_head > d_model`` works
+(the factored forms are then ``d_model`` wide).
+
 LayerNorm: scores use the raw weights by default (as TransformerLens does on a model whose
 weights were not processed). ``fold_ln=True`` folds each ``ln1``'s centring and gain into the
 reading weights ``W_Q/W_K/W_V`` first; the per-token scale and the biases are not folded.
@@ -21,14 +25,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.analysis.protocol import HookedModel, check_model
 from circuits.analysis.weights import get_weights, head_name
+from circuits.validation import check_int, check_layer_head
 
 Mode = Literal["Q", "K", "V"]
 MODES: tuple[Mode, ...] = ("Q", "K", "V")
@@ -65,7 +71,17 @@ class _Collapsed:
 
 
 def _chol_r(x: Tensor) -> Tensor:
-    return torch.linalg.cholesky(x.transpose(-2, -1) @ x).transpose(-2, -1)
+    # The Gram is singular when d_head > d_model (or a factor is rank-deficient): QR then.
+    L, info = torch.linalg.cholesky_ex(x.transpose(-2, -1) @ x)
+    if bool((info != 0).any()):
+        return _r(x)
+    return L.transpose(-2, -1)
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den``, 0 where ``den`` is 0: a head that writes or reads nothing composes with
+    nothing (its score is defined as 0, not NaN)."""
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), 0.0)
 
 
 def _pair_scores(left: Tensor, right: Tensor) -> Scores:
@@ -85,17 +101,19 @@ def _pair_scores(left: Tensor, right: Tensor) -> Scores:
             h1=n_heads,
             h2=n_heads,
         )
-        out[:l2, :, l2] = prod.norm(dim=-1) / (l_norm[:l2, :, None] * r_norm[l2][None, None, :])
+        den = l_norm[:l2, :, None] * r_norm[l2][None, None, :]
+        out[:l2, :, l2] = _ratio(prod.norm(dim=-1), den)
     return out
 
 
-def composition_scores(model: Any, mode: Mode, fold_ln: bool = False) -> Scores:
+def composition_scores(model: HookedModel, mode: Mode, fold_ln: bool = False) -> Scores:
     """Raw ``mode``-composition scores ``[layer1, head1, layer2, head2]``.
 
     Entry ``[l1, h1, l2, h2]`` is how much head ``(l1, h1)`` writes into what ``(l2, h2)``
     reads with its queries (Q), keys (K) or values (V). Zero unless ``l1 < l2``. Matches
     ``TransformerBridge.all_composition_scores(mode)``.
     """
+    check_model(model)
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} must be one of {MODES}")
     with torch.no_grad():
@@ -114,8 +132,10 @@ def random_baseline(
     times ``[d_head, d_model]``); Gaussian factors are rotation invariant, so one baseline
     serves Q, K and V. About ``1/sqrt(d_model)``. Seeded and cached: it depends only on shapes.
     """
-    if n_samples < 2:
-        raise ValueError(f"n_samples={n_samples} must be >= 2")
+    check_int(d_model, "d_model", 1)
+    check_int(d_head, "d_head", 1)
+    check_int(n_samples, "n_samples", 2)
+    check_int(seed, "seed")
     gen = torch.Generator().manual_seed(seed)
 
     def factors() -> tuple[Tensor, Tensor]:
@@ -125,8 +145,9 @@ def random_baseline(
     (a1, b1), (a2, b2) = factors(), factors()
     left = _Collapsed.of(a1, a1, a1, b1, chol=True).left  # [N, e, d]
     right = _Collapsed.of(a2, a2, a2, b2, chol=True).right["V"]  # [N, d, e]
-    scores = (left @ right).flatten(-2).norm(dim=-1) / (
-        left.flatten(-2).norm(dim=-1) * right.flatten(-2).norm(dim=-1)
+    scores = _ratio(
+        (left @ right).flatten(-2).norm(dim=-1),
+        left.flatten(-2).norm(dim=-1) * right.flatten(-2).norm(dim=-1),
     )
     return float(scores.mean()), float(scores.std())
 
@@ -168,11 +189,13 @@ class CompositionScores:
 
     def top_sources(self, mode: Mode, layer: int, head: int, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` earlier heads composing most into ``(layer, head)``, as ``(name, excess)``."""
+        n_layers, n_heads = self.q.shape[:2]
+        check_layer_head(layer, head, n_layers, n_heads)
+        check_int(k, "k", 1)
         ex = self.excess(mode)[:layer, :, layer, head]
         if ex.numel() == 0:
             return []
         values, flat = ex.flatten().topk(min(k, ex.numel()))
-        n_heads = self.q.shape[1]
         return [
             (head_name(int(i) // n_heads, int(i) % n_heads), float(v))
             for v, i in zip(values, flat, strict=True)
@@ -180,7 +203,7 @@ class CompositionScores:
 
 
 def all_composition_scores(
-    model: Any, n_samples: int = 64, seed: int = 0, fold_ln: bool = False
+    model: HookedModel, n_samples: int = 64, seed: int = 0, fold_ln: bool = False
 ) -> CompositionScores:
     """Q, K and V composition for every (earlier head, later head) pair, plus the baseline.
 
@@ -190,6 +213,7 @@ def all_composition_scores(
         seed: Seed of the baseline.
         fold_ln: Fold ``ln1`` centring and gains into the reading weights (see module doc).
     """
+    check_model(model)
     with torch.no_grad():
         w = get_weights(model, fold_ln=fold_ln)
         c = _Collapsed.of(w.W_Q, w.W_K, w.W_V, w.W_O)

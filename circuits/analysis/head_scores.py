@@ -9,24 +9,28 @@ Scores are means of attention weights at positions that define the head type, co
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.analysis.names import head_name
+from circuits.analysis.protocol import HookedModel, check_model
 from circuits.model import cross_entropy
 from circuits.tasks import Batch
-from circuits.validation import check_mask, check_tokens
+from circuits.validation import check_batch, check_cache, check_int, check_mask, check_tokens
 
 Patterns = Float[Tensor, "n_layers batch n_heads query_pos key_pos"]
 
 
-def attention_patterns(model: Any, tokens: Tensor) -> Patterns:
+def attention_patterns(model: HookedModel, tokens: Tensor) -> Patterns:
     """Runs ``model`` on ``tokens`` and stacks every layer's attention pattern.
 
     Works for any TransformerLens-style model with ``blocks.{l}.attn.hook_pattern``.
     """
+    check_model(model)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     with torch.no_grad():
         _, cache = model.run_with_cache(
@@ -38,11 +42,17 @@ def attention_patterns(model: Any, tokens: Tensor) -> Patterns:
 
 
 def _check_patterns(patterns: Tensor) -> None:
-    if patterns.ndim != 5 or patterns.shape[-1] != patterns.shape[-2]:
+    if not isinstance(patterns, Tensor):
+        raise TypeError(f"patterns must be a torch.Tensor, got {type(patterns).__name__}")
+    if not patterns.is_floating_point():
+        raise TypeError(f"patterns must be floating point, got {patterns.dtype}")
+    if patterns.ndim != 5 or patterns.shape[-1] != patterns.shape[-2] or 0 in patterns.shape:
         raise ValueError(
-            "patterns must be [n_layers, batch, n_heads, query_pos, key_pos], got "
+            "patterns must be a non-empty [n_layers, batch, n_heads, query_pos, key_pos], got "
             f"{tuple(patterns.shape)}"
         )
+    if not bool(torch.isfinite(patterns).all()):
+        raise ValueError("patterns contain NaN or inf")
 
 
 def diagonal_score(
@@ -50,6 +60,8 @@ def diagonal_score(
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Mean attention from query ``q`` to key ``q + offset`` over queries ``q >= first_query``."""
     _check_patterns(patterns)
+    check_int(offset, "offset")
+    check_int(first_query, "first_query")
     n = patterns.shape[-1]
     queries = torch.arange(max(first_query, -offset, 0), min(n, n - offset))
     if len(queries) == 0:
@@ -71,6 +83,8 @@ def current_token_score(patterns: Patterns) -> Float[Tensor, "n_layers n_heads"]
 def first_token_score(patterns: Patterns) -> Float[Tensor, "n_layers n_heads"]:
     """Mean attention to position 0 (the BOS token, when there is one), from positions ``>= 1``."""
     _check_patterns(patterns)
+    if patterns.shape[-1] < 2:
+        raise ValueError("first_token_score needs at least 2 positions")
     return patterns[..., 1:, 0].mean(dim=(1, 3))
 
 
@@ -82,6 +96,7 @@ def induction_score(patterns: Patterns, repeat_length: int) -> Float[Tensor, "n_
     first copy (e.g. BOS) is inferred from the sequence length.
     """
     _check_patterns(patterns)
+    check_int(repeat_length, "repeat_length")
     n = patterns.shape[-1]
     offset = n - 2 * repeat_length
     if repeat_length < 2 or offset < 0:
@@ -94,10 +109,17 @@ def duplicate_token_score(
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Mean attention from each second-copy position to the earlier copy of the same token."""
     _check_patterns(patterns)
+    check_int(repeat_length, "repeat_length")
     offset = patterns.shape[-1] - 2 * repeat_length
     if repeat_length < 1 or offset < 0:
         raise ValueError(f"repeat_length={repeat_length} does not fit the patterns")
     return diagonal_score(patterns, offset=-repeat_length, first_query=offset + repeat_length)
+
+
+def _check_probe(model: HookedModel, probe: object) -> Batch:
+    cfg = model.cfg
+    out: Batch = check_batch(probe, cfg.d_vocab, model.W_U.shape[-1], cfg.n_ctx)
+    return out
 
 
 def probe_accuracy(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> float:
@@ -110,14 +132,16 @@ def probe_accuracy(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> 
     return correct.sum().item() / max(int(batch.mask.sum()), 1)
 
 
-def evaluate(model: Any, probe: Batch) -> dict[str, Any]:
+def evaluate(model: HookedModel, probe: Batch) -> dict[str, Any]:
     """Probe accuracy and head scores of ``model`` in one forward pass.
 
     Returns a dict with ``accuracy`` (float), ``loss`` (masked cross-entropy), and
     ``previous_token`` (and ``induction`` when ``probe.repeat_length`` is set) as
     ``[n_layers, n_heads]`` tensors.
     """
-    tokens = check_tokens(probe.tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    check_model(model)
+    probe = _check_probe(model, probe)
+    tokens = probe.tokens
     with torch.no_grad():
         logits, cache = model.run_with_cache(
             tokens, names_filter=lambda name: name.endswith("attn.hook_pattern")
@@ -149,15 +173,16 @@ KINDS = (
 )
 
 
-def default_probe(model: Any, batch_size: int = 32, seed: int = 0) -> Batch:
+def default_probe(model: HookedModel, batch_size: int = 32, seed: int = 0) -> Batch:
     """A random sequence of ``n_ctx // 2`` tokens repeated once: what the head scores read."""
+    check_model(model)
     from circuits.tasks import repeated_tokens
 
     return repeated_tokens(batch_size, model.cfg.n_ctx // 2, model.cfg.d_vocab, seed=seed)
 
 
 def copying_score_activations(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     cache: Any = None,
     query_mask: Tensor | None = None,
@@ -182,13 +207,14 @@ def copying_score_activations(
         statistic: ``"share"`` (of positive logit mass) or ``"top1"`` (attended token ranked
             first).
     """
+    check_model(model)
     if statistic not in ("share", "top1"):
         raise ValueError(f"statistic={statistic!r} must be 'share' or 'top1'")
     return _copying_stats(model, tokens, cache, query_mask)[statistic]
 
 
 def _copying_stats(
-    model: Any, tokens: Tensor, cache: Any, query_mask: Tensor | None
+    model: HookedModel, tokens: Tensor, cache: Any, query_mask: Tensor | None
 ) -> dict[str, Tensor]:
     """Both statistics of :func:`copying_score_activations` from one pass over the heads."""
     from circuits.analysis.attribution import apply_final_ln
@@ -206,6 +232,15 @@ def _copying_stats(
     with torch.no_grad():
         if cache is None:
             _, cache = model.run_with_cache(tokens)
+        else:
+            names = [
+                f"blocks.{layer}.attn.{hook}"
+                for layer in range(model.cfg.n_layers)
+                for hook in ("hook_z", "hook_pattern")
+            ]
+            if getattr(model.cfg, "normalization_type", None) is not None:
+                names.append("ln_final.hook_scale")
+            check_cache(model, tokens, cache, names)
         W_O, W_U = model.W_O.detach(), model.W_U.detach()
         shares, tops = [], []
         for layer in range(model.cfg.n_layers):
@@ -224,17 +259,18 @@ def _copying_stats(
     return {"share": torch.stack(shares), "top1": torch.stack(tops)}
 
 
-def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
+def head_scores(model: HookedModel, probe: Batch | None = None) -> dict[str, Tensor]:
     """Every score in :data:`KINDS` as ``[n_layers, n_heads]``, from one forward pass.
 
     Args:
         probe: A repeated-random-tokens batch (``repeat_length`` set); defaults to
             :func:`default_probe`. Duplicate-token and induction scores need ``repeat_length``.
     """
-    probe = default_probe(model) if probe is None else probe
+    check_model(model)
+    probe = default_probe(model) if probe is None else _check_probe(model, probe)
     if probe.repeat_length is None:
         raise ValueError("probe.repeat_length is None: head scores need a repeated sequence")
-    tokens = check_tokens(probe.tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    tokens = probe.tokens
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
     patterns = torch.stack(
@@ -254,7 +290,7 @@ def head_scores(model: Any, probe: Batch | None = None) -> dict[str, Tensor]:
 
 
 def find_heads(
-    model: Any,
+    model: HookedModel,
     kind: str,
     threshold: float = 0.4,
     probe: Batch | None = None,
@@ -264,9 +300,17 @@ def find_heads(
 
     Sorted by score, highest first. ``scores`` (from :func:`head_scores`) avoids a rerun.
     """
+    check_model(model)
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} must be one of {KINDS}")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise TypeError(f"threshold must be a number, got {threshold!r}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold={threshold} must be finite")
     scores = head_scores(model, probe) if scores is None else scores
-    s = scores[kind]
+    s = scores.get(kind) if isinstance(scores, dict) else None
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    if not isinstance(s, Tensor) or tuple(s.shape) != shape:
+        raise ValueError(f"scores[{kind!r}] must be a [n_layers, n_heads] = {shape} tensor")
     found = [(float(s[la, h]), la, h) for la, h in torch.nonzero(s >= threshold).tolist()]
-    return [f"L{la}H{h}" for _, la, h in sorted(found, key=lambda t: (-t[0], t[1], t[2]))]
+    return [head_name(la, h) for _, la, h in sorted(found, key=lambda t: (-t[0], t[1], t[2]))]

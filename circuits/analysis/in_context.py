@@ -10,18 +10,18 @@ induction heads are what make late tokens cheap, and a 1-layer attention-only mo
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.analysis.protocol import HookedModel, check_model
 from circuits.model import cross_entropy
 from circuits.validation import check_mask, check_tokens
 
 
 def loss_by_position(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     targets: Tensor | None = None,
     mask: Tensor | None = None,
@@ -39,6 +39,7 @@ def loss_by_position(
     Returns:
         ``[pos]`` (or ``[pos - 1]`` for next-token targets) mean losses, in nats.
     """
+    check_model(model)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if targets is None and tokens.shape[1] < 2:
         raise ValueError("tokens must have at least 2 positions to predict a next token")
@@ -57,7 +58,7 @@ def loss_by_position(
 
 
 def in_context_learning_score(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     early: int | None = None,
     late: int | None = None,
@@ -79,6 +80,7 @@ def in_context_learning_score(
     Returns:
         The score in nats: negative when late tokens are predicted better than early ones.
     """
+    check_model(model)
     losses = loss_by_position(model, tokens, targets, mask)
     n = losses.shape[0]
     counted = (~losses.isnan()).nonzero().flatten().tolist()

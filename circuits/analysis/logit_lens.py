@@ -21,19 +21,34 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.analysis.attribution import _ln_param, _norm_type, apply_final_ln, full_final_ln
-from circuits.validation import check_tokens
+from circuits.analysis.protocol import HookedModel, check_model
+from circuits.validation import check_cache, check_int, check_tokens
 
 LnMode = Literal["recompute", "cached"]
 
 
+def resid_names(model: HookedModel, sublayers: bool = False) -> list[str]:
+    """Hook names of the residual points :func:`accumulated_resid` stacks."""
+    check_model(model)
+    n_layers = model.cfg.n_layers
+    names = []
+    for layer in range(n_layers):
+        names.append(f"blocks.{layer}.hook_resid_pre")
+        if sublayers and not model.cfg.attn_only:
+            names.append(f"blocks.{layer}.hook_resid_mid")
+    return [*names, f"blocks.{n_layers - 1}.hook_resid_post"]
+
+
 def accumulated_resid(
-    model: Any, cache: Any, sublayers: bool = False
+    model: HookedModel, cache: Any, sublayers: bool = False
 ) -> tuple[Float[Tensor, "point batch pos d_model"], list[str]]:
     """The residual stream before each layer (and mid-layer, with ``sublayers``) and at the end.
 
     Labels follow TransformerLens: ``"{l}_pre"``, ``"{l}_mid"``, ``"final_post"``. Matches
     ``ActivationCache.accumulated_resid(incl_mid=sublayers, return_labels=True)``.
     """
+    check_model(model)
+    check_cache(model, None, cache, resid_names(model, sublayers))
     n_layers = model.cfg.n_layers
     points, labels = [], []
     for layer in range(n_layers):
@@ -48,9 +63,13 @@ def accumulated_resid(
 
 
 def unembed(
-    model: Any, resid: Float[Tensor, "... d_model"], ln: LnMode = "recompute", cache: Any = None
+    model: HookedModel,
+    resid: Float[Tensor, "... d_model"],
+    ln: LnMode = "recompute",
+    cache: Any = None,
 ) -> Float[Tensor, "... d_vocab"]:
     """Logits of residual vectors through the final LayerNorm (see module doc) and ``W_U``."""
+    check_model(model)
     W_U, b_U = model.W_U.detach(), model.b_U.detach()
     if ln == "recompute":
         normed = full_final_ln(model, resid)
@@ -87,15 +106,18 @@ class LensResult:
         self, k: int = 5
     ) -> tuple[Float[Tensor, "point batch pos k"], Int[Tensor, "point batch pos k"]]:
         """Probabilities and ids of the ``k`` most likely tokens at every point and position."""
+        check_int(k, "k", 1, self.logits.shape[-1])
         return self.log_probs().exp().topk(k, dim=-1)
 
     def _check_targets(self, targets: Tensor) -> Tensor:
-        if targets.shape != self.logits.shape[1:3]:
+        batch, pos, d_vocab = self.logits.shape[1:]
+        # Integer ids in range only: a float 3.9 is refused, not truncated to 3.
+        targets = check_tokens(targets, d_vocab, pos, name="targets")
+        if targets.shape != (batch, pos):
             raise ValueError(
-                f"targets shape {tuple(targets.shape)} must be [batch, pos] = "
-                f"{tuple(self.logits.shape[1:3])}"
+                f"targets shape {tuple(targets.shape)} must be [batch, pos] = {(batch, pos)}"
             )
-        return targets.long()
+        return targets
 
     def target_prob(self, targets: Int[Tensor, "batch pos"]) -> Float[Tensor, "point batch pos"]:
         """Probability of ``targets`` at every point."""
@@ -117,7 +139,7 @@ class LensResult:
 
 
 def logit_lens(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     sublayers: bool = False,
     ln: LnMode = "recompute",
@@ -130,11 +152,20 @@ def logit_lens(
         ln: How the final LayerNorm is applied (module doc).
         cache: A cache of ``tokens`` (computed if None).
     """
+    check_model(model)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    if ln not in ("recompute", "cached"):
+        raise ValueError(f"ln={ln!r} must be 'recompute' or 'cached'")
+    if not isinstance(sublayers, bool):
+        raise TypeError(f"sublayers must be a bool, got {sublayers!r}")
     with torch.no_grad():
         if cache is None:
             final, cache = model.run_with_cache(tokens)
         else:
+            names = resid_names(model, sublayers)
+            if ln == "cached" and _norm_type(model) is not None:
+                names.append("ln_final.hook_scale")
+            check_cache(model, tokens, cache, names)
             final = model(tokens)
         resid, labels = accumulated_resid(model, cache, sublayers)
         return LensResult(unembed(model, resid, ln, cache), labels, final.detach())

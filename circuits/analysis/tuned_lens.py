@@ -10,6 +10,7 @@ data to minimise ``KL(final || lens)``; the model stays frozen. Saved as
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from circuits.analysis.logit_lens import LensResult, accumulated_resid, unembed
-from circuits.validation import check_tokens
+from circuits.analysis.logit_lens import LensResult, accumulated_resid, resid_names, unembed
+from circuits.analysis.protocol import HookedModel, check_model
+from circuits.validation import check_cache, check_int, check_tokens
 
 WEIGHTS, META = "tuned_lens.safetensors", "tuned_lens.json"
 FORMAT = "circuits.tuned_lens/1"
@@ -36,6 +38,8 @@ class TunedLens(nn.Module):
     """
 
     def __init__(self, n_layers: int, d_model: int):
+        check_int(n_layers, "n_layers", 1)
+        check_int(d_model, "d_model", 1)
         super().__init__()
         self.n_layers, self.d_model = n_layers, d_model
         linears = [nn.Linear(d_model, d_model) for _ in range(n_layers)]
@@ -45,28 +49,35 @@ class TunedLens(nn.Module):
         self.translators = nn.ModuleList(linears)
 
     @classmethod
-    def for_model(cls, model: Any) -> TunedLens:
+    def for_model(cls, model: HookedModel) -> TunedLens:
+        check_model(model)
         return cls(model.cfg.n_layers, model.cfg.d_model)
 
     def translate(
         self, resid: Float[Tensor, "n_layers ... d_model"]
     ) -> Float[Tensor, "n_layers ... d_model"]:
         """``h + A_l h + b_l`` for the stacked residuals before each layer."""
-        if resid.shape[0] != self.n_layers or resid.shape[-1] != self.d_model:
+        if not isinstance(resid, Tensor) or not resid.is_floating_point():
+            raise TypeError(f"resid must be a float tensor, got {type(resid).__name__}")
+        if resid.ndim < 2 or resid.shape[0] != self.n_layers or resid.shape[-1] != self.d_model:
             raise ValueError(
                 f"resid must be [{self.n_layers}, ..., {self.d_model}], got {tuple(resid.shape)}"
             )
         return torch.stack([h + t(h) for h, t in zip(resid, self.translators, strict=True)])
 
-    def _check_model(self, model: Any) -> None:
+    def _check_model(self, model: HookedModel) -> None:
+        check_model(model)
         if (model.cfg.n_layers, model.cfg.d_model) != (self.n_layers, self.d_model):
             raise ValueError(
                 f"model has n_layers={model.cfg.n_layers}, d_model={model.cfg.d_model}; the "
                 f"lens was built for {self.n_layers}, {self.d_model}"
             )
 
-    def lens(self, model: Any, tokens: Int[Tensor, "batch pos"], cache: Any = None) -> LensResult:
+    def lens(
+        self, model: HookedModel, tokens: Int[Tensor, "batch pos"], cache: Any = None
+    ) -> LensResult:
         """Tuned-lens logits at ``"{l}_pre"`` for every layer, plus the model's output."""
+        check_model(model)
         self._check_model(model)
         tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
         with torch.no_grad():
@@ -78,7 +89,7 @@ class TunedLens(nn.Module):
 
     def fit(
         self,
-        model: Any,
+        model: HookedModel,
         task: Any,
         steps: int = 300,
         batch_size: int = 32,
@@ -90,14 +101,21 @@ class TunedLens(nn.Module):
 
         Returns the loss (sum over layers of the mean ``KL(final || lens)``) at every step.
         """
+        check_model(model)
         self._check_model(model)
-        if steps < 1 or batch_size < 1:
-            raise ValueError(f"steps={steps} and batch_size={batch_size} must be positive")
-        gen = torch.Generator().manual_seed(seed)
+        check_int(steps, "steps", 1)
+        check_int(batch_size, "batch_size", 1)
+        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if not callable(getattr(task, "sample", None)):
+            raise TypeError(f"task must have sample(batch_size, generator), got {task!r}")
+        gen = torch.Generator().manual_seed(check_int(seed, "seed", 0))
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         losses = []
         for _ in tqdm(range(steps), disable=not progress, desc="tuned lens", leave=False):
-            tokens = task.sample(batch_size, gen).tokens
+            tokens = check_tokens(
+                task.sample(batch_size, gen).tokens, model.cfg.d_vocab, model.cfg.n_ctx
+            )
             with torch.no_grad():
                 final, cache = _resid_cache(model, tokens)
                 resid, _ = accumulated_resid(model, cache)
@@ -126,8 +144,9 @@ class TunedLens(nn.Module):
         write_file(directory / META, (json.dumps(meta, indent=2) + "\n").encode())
 
     @classmethod
-    def load(cls, directory: str | Path, model: Any) -> TunedLens:
+    def load(cls, directory: str | Path, model: HookedModel) -> TunedLens:
         """Reads a lens saved by :meth:`save`, checking it fits ``model``."""
+        check_model(model)
         directory = Path(directory)
         for name in (WEIGHTS, META):
             if not (directory / name).is_file():
@@ -138,14 +157,18 @@ class TunedLens(nn.Module):
             raise ValueError(f"{directory / META}: not valid JSON ({e})") from e
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory / META}: unknown format {meta.get('format')!r}")
-        lens = cls(int(meta["n_layers"]), int(meta["d_model"]))
+        try:
+            lens = cls(meta["n_layers"], meta["d_model"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{directory / META}: bad n_layers/d_model ({e})") from e
         lens._check_model(model)
         lens.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
         return lens.eval()
 
 
-def _resid_cache(model: Any, tokens: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
+def _resid_cache(model: HookedModel, tokens: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
     if cache is not None:
+        check_cache(model, tokens, cache, resid_names(model))
         return model(tokens).detach(), cache
     final, cache = model.run_with_cache(
         tokens, names_filter=lambda n: n.endswith(("hook_resid_pre", "hook_resid_post"))

@@ -15,6 +15,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.analysis.names import head_name
+from circuits.analysis.protocol import HookedModel, check_model
 from circuits.validation import check_layer_head
 
 
@@ -63,7 +65,7 @@ def _ln_reader(ln: Any, d_model: int, norm: str | None) -> Tensor | None:
     return centre * w.detach().to(centre.dtype)[None, :]
 
 
-def get_weights(model: Any, fold_ln: bool = False) -> Weights:
+def get_weights(model: HookedModel, fold_ln: bool = False) -> Weights:
     """Reads the weights of ``model`` (any model with TransformerLens's weight properties).
 
     Args:
@@ -74,6 +76,7 @@ def get_weights(model: Any, fold_ln: bool = False) -> Weights:
             *not* folded. Without ``fold_ln`` (the default) the raw weights are used, as
             TransformerLens's ``all_composition_scores`` does on an unprocessed model.
     """
+    check_model(model)
     with torch.no_grad():
         w = {name: getattr(model, name).detach().float() for name in _NAMES}
     norm = getattr(model.cfg, "normalization_type", None)
@@ -93,12 +96,10 @@ def get_weights(model: Any, fold_ln: bool = False) -> Weights:
 
 _NAMES = ("W_Q", "W_K", "W_V", "W_O", "W_E", "W_pos", "W_U")
 
-
-def head_name(layer: int, head: int) -> str:
-    """``L{layer}H{head}``, the naming TransformerLens and ARENA use."""
-    return f"L{layer}H{head}"
+__all__ = ["Weights", "check_head", "get_weights", "head_name"]  # head_name: from .names
 
 
-def check_head(model: Any, layer: int, head: int | None) -> None:
+def check_head(model: HookedModel, layer: int, head: int | None) -> None:
     """Raises ValueError naming ``layer`` or ``head`` if out of range for ``model``."""
+    check_model(model)
     check_layer_head(layer, head, model.cfg.n_layers, model.cfg.n_heads)
