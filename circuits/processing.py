@@ -321,7 +321,7 @@ def replace_weights_(model: HookedTransformer, state_dict: StateDict, cfg: Model
     model._cfg = cfg
     for module in model.modules():
         if module is not model and hasattr(module, "cfg"):
-            module.cfg = cfg
+            setattr(module, "cfg", cfg)  # noqa: B010  (nn.Module attribute typing)
     model.train(model.training)
     model.setup()
 
