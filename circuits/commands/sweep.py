@@ -53,6 +53,9 @@ def add_parser(sub: Any) -> None:
     r.add_argument("results", help="sweep directory or its results.jsonl")
     r.add_argument("-o", "--output", default="sweep.html", help="HTML file to write")
     r.add_argument("--title", help="page title (default: the sweep's name)")
+    r.add_argument(
+        "--force", action="store_true", help="replace an existing file that is not a report"
+    )
     r.set_defaults(run=run_report)
 
 
@@ -90,7 +93,7 @@ def run_report(args: argparse.Namespace) -> int:
     from circuits.report import check_report_path, write_report
     from circuits.sweep.report import sweep_report
 
-    check_report_path(args.output)
-    path = write_report(sweep_report(args.results, args.title), args.output)
+    check_report_path(args.output, force=args.force)  # before reading the results
+    path = write_report(sweep_report(args.results, args.title), args.output, force=args.force)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -41,7 +41,9 @@ def execute(run: RunSpec, root: str | None = None) -> dict[str, Any]:
     """
     import torch
 
-    # One thread per worker: runs are tiny, and two workers on two cores must not fight.
+    # One thread per worker: runs are tiny, and two workers on two cores must not fight. The
+    # analysis after training runs on one thread too, so every executor gets the same numbers.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
@@ -56,6 +58,8 @@ def execute(run: RunSpec, root: str | None = None) -> dict[str, Any]:
             seconds=time.perf_counter() - start,
         )
         return {"row": row, "history": None}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def base_row(run: RunSpec) -> dict[str, Any]:
@@ -106,27 +110,37 @@ def _train_and_record(run: RunSpec, root: str | None, start: float) -> dict[str,
 # --- reading a finished training run: the one place that knows the history's format ---
 
 
+def _ranked(matrix: Any, first_layer: int = 0) -> list[tuple[float, int, int]]:
+    """``(score, layer, head)`` of a ``[n_layers][n_heads]`` score table, best first.
+
+    Plain floats (no tensor round trip), so the values in a row are those of the history.
+    """
+    table = matrix.tolist() if hasattr(matrix, "tolist") else matrix
+    cells = [
+        (float(v), layer, head)
+        for layer, scores in enumerate(table)
+        if layer >= first_layer
+        for head, v in enumerate(scores)
+    ]
+    return sorted(cells, key=lambda c: (-c[0], c[1], c[2]))
+
+
 def score_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     """Per-evaluation series ``(step, value)`` of a training history.
 
     ``previous_token`` is the best head's score, ``induction`` the best score of a head after
     layer 0 (induction needs composition), ``accuracy`` and ``loss`` those of the probe.
     """
-    import torch
-
     out: dict[str, list[tuple[int, float]]] = {}
     for r in history:
         step = int(r["step"])
         for key in ("accuracy", "loss"):
             if key in r:
                 out.setdefault(key, []).append((step, float(r[key])))
-        if "previous_token" in r:
-            out.setdefault("previous_token", []).append(
-                (step, float(torch.as_tensor(r["previous_token"]).max()))
-            )
-        induction = torch.as_tensor(r["induction"]) if "induction" in r else None
-        if induction is not None and induction.shape[0] >= 2:
-            out.setdefault("induction", []).append((step, float(induction[1:].max())))
+        for key, first_layer in (("previous_token", 0), ("induction", 1)):
+            ranked = _ranked(r[key], first_layer) if key in r else []
+            if ranked:
+                out.setdefault(key, []).append((step, ranked[0][0]))
     return out
 
 
@@ -152,8 +166,6 @@ def circuit_of(model: Any, final: dict[str, Any]) -> dict[str, Any]:
     top induction head, its excess over the random-matrix baseline, and whether that source is
     the top previous-token head (the induction circuit of Elhage et al. 2021).
     """
-    import torch
-
     from circuits.analysis.composition import all_composition_scores
 
     out: dict[str, Any] = {
@@ -162,21 +174,16 @@ def circuit_of(model: Any, final: dict[str, Any]) -> dict[str, Any]:
         "k_composition": None,
     }
     if "previous_token" in final:
-        prev = torch.as_tensor(final["previous_token"])
-        pl, ph = divmod(int(prev.argmax()), prev.shape[1])
-        out["previous_token_head"] = {"head": _head(pl, ph), "score": float(prev[pl, ph])}
-    induction = torch.as_tensor(final["induction"]) if "induction" in final else None
-    if induction is None or induction.shape[0] < 2:
+        score, pl, ph = _ranked(final["previous_token"])[0]
+        out["previous_token_head"] = {"head": _head(pl, ph), "score": score}
+    ranked = _ranked(final["induction"], first_layer=1) if "induction" in final else []
+    if not ranked:
         return out
-    later = induction[1:].flatten()
-    n_heads = induction.shape[1]
-    values, flat = later.topk(min(TOP_INDUCTION_HEADS, later.numel()))
-    heads = [divmod(int(i), n_heads) for i in flat]
     out["induction_heads"] = [
-        {"head": _head(la + 1, h), "score": float(v)}
-        for (la, h), v in zip(heads, values, strict=True)
+        {"head": _head(la, h), "score": v} for v, la, h in ranked[:TOP_INDUCTION_HEADS]
     ]
-    il, ih = heads[0][0] + 1, heads[0][1]
+    _, il, ih = ranked[0]
+    n_heads = model.cfg.n_heads
     comp = all_composition_scores(model)
     excess = comp.excess("K")[:il, :, il, ih]
     sl, sh = divmod(int(excess.argmax()), n_heads)

@@ -146,7 +146,8 @@ class ResultsStore:
         """Writes a run's history (if given) and then its row, each atomically."""
         if "run_id" not in row:
             raise ValueError("a result row needs a run_id")
-        line = json.dumps(row, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+        # Insertion order kept: the axes stay in the order of the spec (the report reads it).
+        line = json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n"
         if history is not None:
             self.histories.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.histories / f"{row['run_id']}.json", history)
