@@ -46,7 +46,7 @@ def main() -> None:
         train_s = time.perf_counter() - start
         probe = task.probe(32)
         row = {"seed": seed, "train_seconds": train_s, **grade_methods(model, probe, seed=seed)}
-        if not args.no_sweep:
+        if seed == 0 and not args.no_sweep:
             problem = Problem.build(model, probe, task="induction", seed=seed)
             row["acdc_sweep"] = [
                 {
@@ -58,7 +58,9 @@ def main() -> None:
                 for r in acdc_sweep(problem, TAUS)
             ]
         rows.append(row)
-        print(json.dumps({k: row[k] for k in ("seed", "auc", "seconds")}), flush=True)
+        print(
+            json.dumps({k: row[k] for k in ("seed", "auc", "seconds", "cpu_seconds")}), flush=True
+        )
     out = {
         "machine": {
             "platform": platform.platform(),
@@ -84,11 +86,12 @@ def markdown(out: dict) -> str:
         "kept, faithfulness on the masked loss (1 = the circuit alone recovers the model), and",
         "whether it keeps previous-token head -> induction keys and induction heads -> logits.",
         f"Machine: {out['machine']['platform']}, {out['machine']['torch_threads']} torch threads,"
-        f" load average at the end {out['machine']['load_average_at_end'][0]:.1f}.",
+        f" load average at the end {out['machine']['load_average_at_end'][0]:.1f} (wall times on a"
+        " shared machine include the neighbours' load; CPU seconds are this process's own).",
         "",
         "| seed | heads | "
         + " | ".join(f"AUC {m}" for m in methods)
-        + " | ACDC edges | ACDC faithfulness | key edges kept | exact s | ACDC s |",
+        + " | ACDC edges | ACDC faithfulness | key edges kept | exact s (CPU s) | ACDC s (CPU s) |",
         "|" + "---|" * (7 + len(methods)),
     ]
     for r in rows:
@@ -97,8 +100,9 @@ def markdown(out: dict) -> str:
             f"| {r['seed']} | {heads} | "
             + " | ".join(f"{r['auc'][m]:.3f}" for m in methods)
             + f" | {r['acdc']['n_edges']}/{r['n_edges']} | {r['acdc']['faithfulness']:.3f} | "
-            f"{r['acdc']['contains_key_edges']} | {r['seconds']['exact']:.2f} | "
-            f"{r['seconds']['ACDC']:.2f} |"
+            f"{r['acdc']['contains_key_edges']} | {r['seconds']['exact']:.1f} "
+            f"({r['cpu_seconds']['exact']:.1f}) | {r['seconds']['ACDC']:.1f} "
+            f"({r['cpu_seconds']['ACDC']:.1f}) |"
         )
     lines += [
         "",

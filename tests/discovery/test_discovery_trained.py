@@ -1,0 +1,57 @@
+"""Discovery on trained induction models (the default preset, 5 seeds trained here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from circuits import presets, train
+from circuits.discovery.benchmark import grade_methods
+
+SEEDS = range(5)
+# Floors measured with scripts/discovery_bench.py over these seeds (bench/discovery_results.md),
+# rounded down: plain attribution patching ranks edges worst; integrated gradients and ACDC
+# rank the reference circuit first.
+AUC_FLOOR = {"EAP": 0.75, "EAP-IG (m=5)": 0.95, "ACDC": 0.95}
+
+
+@pytest.fixture(scope="module")
+def graded() -> list[dict[str, Any]]:
+    rows = []
+    for seed in SEEDS:
+        model, task, cfg = presets.build("induction", seed=seed)
+        train(model, task, dataclasses.replace(cfg, progress=False))
+        rows.append(grade_methods(model.eval(), task.probe(32), seed=seed))
+    return rows
+
+
+@pytest.mark.slow
+def test_exact_patching_puts_the_induction_circuit_on_top(graded: list[dict[str, Any]]) -> None:
+    for row in graded:
+        prev, heads = row["previous_token_head"], row["induction_heads"]
+        assert heads, row  # training stops once induction heads have formed
+        # The circuit: the previous-token head reads the token (value) and writes into the
+        # induction heads' keys; the induction heads read the token (value) and write the logits.
+        circuit = {f"embed->{prev}.v"} | set(row["key_edges"])
+        circuit |= {f"embed->{h}.v" for h in heads}
+        top = {name for name, _ in row["exact_top"][: len(circuit)]}
+        assert top == circuit, (row["seed"], row["exact_top"])
+
+
+@pytest.mark.slow
+def test_acdc_keeps_the_key_edges_and_recovers_the_metric(graded: list[dict[str, Any]]) -> None:
+    for row in graded:
+        assert row["acdc"]["contains_key_edges"], (row["seed"], row["acdc"]["edges"])
+        assert row["acdc"]["faithfulness"] >= 0.9, row["acdc"]
+        assert row["acdc"]["n_edges"] < row["n_edges"] / 2
+
+
+@pytest.mark.slow
+def test_roc_auc_against_exact_patching_meets_the_measured_floor(
+    graded: list[dict[str, Any]],
+) -> None:
+    for row in graded:
+        for method, floor in AUC_FLOOR.items():
+            assert row["auc"][method] >= floor, (row["seed"], method, row["auc"])
