@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -447,6 +447,21 @@ def _entry_points() -> dict[str, Any]:
 def task_names() -> list[str]:
     """Registered task names, with those declared by installed packages (not yet imported)."""
     return sorted(set(TASKS) | set(_entry_points()))
+
+
+class TaskChoices:
+    """Task names as argparse ``choices``: ``in`` reads packages' entry points only for a name
+    not registered in this process, and the names are listed only when help or an error is
+    printed, so parsing ``--task induction`` stays instant."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in TASKS or name in _entry_points())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(task_names())
+
+    def __len__(self) -> int:
+        return len(task_names())
 
 
 def _lookup(name: str) -> Callable[..., Task]:

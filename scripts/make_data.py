@@ -1,16 +1,35 @@
 """Regenerates the small checkpoints in ``data/`` that the notebooks and the README load.
 
-Usage: ``python scripts/make_data.py [--out data]`` (or ``make data``); about a minute on a
+Usage: ``python scripts/make_data.py [--out data]`` (or ``make data``); a minute or two on a
 2-core CPU. Each checkpoint records its task, training config, loss curve and evaluation
 history in ``metadata.json``, so a report or a notebook can show how it was trained.
+
+The build is reproducible: with the same code and package versions it writes the same bytes
+(weights, config and metadata; ``tests/test_data_reproducible.py`` rebuilds one and compares).
+Training is seeded; the numerics are pinned before torch loads (:data:`PINNED_ENV`: one
+thread, MKL's reproducible code path and ATen's AVX2 kernels, so another CPU takes the same
+arithmetic path); and the metadata has no time stamp.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# Read by torch, MKL and oneDNN once, when they load: set before importing torch. MKL's
+# COMPATIBLE path gives the same results on every x86 CPU (Intel or AMD) at some cost in
+# speed; ATen and oneDNN would otherwise pick AVX-512 kernels where the CPU has them.
+PINNED_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
 
 # name: (preset, overrides, why)
 CHECKPOINTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
@@ -22,8 +41,7 @@ CHECKPOINTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
             "train": {
                 "steps": 400,
                 "target_accuracy": None,
-                "target_induction": None,
-                "target_previous_token": None,
+                "targets": {},
             },
         },
         "1-layer attention-only on the same task: no induction head can form",
@@ -39,8 +57,7 @@ CHECKPOINTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
                 "steps": 1500,
                 "lr": 5e-3,
                 "target_accuracy": None,
-                "target_induction": None,
-                "target_previous_token": None,
+                "targets": {},
             },
         },
         "2-layer LayerNorm + MLP model on the induction task (for the logit and tuned lens)",
@@ -48,10 +65,26 @@ CHECKPOINTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
 }
 
 
+def pin_numerics() -> None:
+    """Applies :data:`PINNED_ENV`; refuses if torch was imported before (too late for it)."""
+    unpinned = {k: v for k, v in PINNED_ENV.items() if os.environ.get(k) != v}
+    if unpinned and "torch" in sys.modules:
+        raise RuntimeError(
+            f"torch was imported before the numerics were pinned ({', '.join(unpinned)}): run "
+            "scripts/make_data.py as a script, or set these variables before importing torch"
+        )
+    os.environ.update(PINNED_ENV)
+    import torch
+
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
+
+
 def make(name: str, out: Path, seed: int = 0, quiet: bool = False) -> Path:
     from circuits.presets import build
     from circuits.training import train
 
+    pin_numerics()
     preset, overrides, why = CHECKPOINTS[name]
     model, task, cfg = build(preset, seed=seed, **overrides)
     cfg = type(cfg).from_dict({**cfg.to_dict(), "progress": not quiet})
@@ -60,6 +93,7 @@ def make(name: str, out: Path, seed: int = 0, quiet: bool = False) -> Path:
     path = model.save(
         out / name,
         overwrite=True,
+        created=None,  # no time stamp: a rebuild is byte-identical
         description=why,
         task=task.to_dict(),
         train_config=train_config,
@@ -85,6 +119,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(CHECKPOINTS), help="subset")
     parser.add_argument("--quiet", "-q", action="store_true")
     args = parser.parse_args()
+    pin_numerics()
     for name in args.only or CHECKPOINTS:
         start = time.perf_counter()
         path = make(name, Path(args.out), quiet=args.quiet)

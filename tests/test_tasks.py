@@ -294,3 +294,25 @@ def test_task_generation_does_not_import_transformer_lens():
         "assert 'transformer_lens' not in sys.modules, 'transformer_lens imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_a_registered_task_trains_and_reports_from_the_cli(tmp_path, capsys):
+    """`circuits train --task NAME` and `circuits report` for a task the package never heard of:
+    it gets the default model sized to the task, its own probe, and a report."""
+    import json
+
+    from circuits.cli import main
+
+    register_task("copy_first_test")(CopyFirst)
+    try:
+        ckpt, page = tmp_path / "run", tmp_path / "report.html"
+        argv = ["train", "--task", "copy_first_test", "--steps", "30", "-q", "--json"]
+        assert main([*argv, "--out", str(ckpt)]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["task"] == "copy_first_test" and summary["steps"] == 30
+        assert 0 <= summary["probe_accuracy"] <= 1
+        assert main(["report", str(ckpt), "-o", str(page)]) == 0
+        assert "copy_first_test" in page.read_text()
+    finally:
+        TASKS.pop("copy_first_test")

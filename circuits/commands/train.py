@@ -17,13 +17,14 @@ def add_parser(sub: Any) -> None:
             "the induction task) and print the previous-token and induction heads it formed."
         ),
     )
-    from circuits.tasks import task_names  # torch-free: the registry and packages' entry points
+    from circuits.tasks import TaskChoices  # torch-free: the registry and packages' entry points
 
     p.add_argument(
         "--task",
-        choices=task_names(),
-        help="a registered task, with its preset if it has one (default: induction); installed "
-        "packages add tasks through the 'circuits.tasks' entry-point group",
+        choices=TaskChoices(),
+        metavar="TASK",
+        help="a registered task, with its preset if it has one: %(choices)s (default: induction; "
+        "installed packages add tasks through the 'circuits.tasks' entry-point group)",
     )
     p.add_argument("--seed", type=int, help="seed of init, data and probe (default: 0)")
     p.add_argument("--layers", type=int, help="number of layers (transformer blocks)")
