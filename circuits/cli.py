@@ -15,7 +15,7 @@ from collections.abc import Sequence
 COMMANDS = ("train", "bench", "report", "sweep")
 
 
-class CliError(Exception):
+class CliError(ValueError):
     """A user error: printed as one line, exit status 2, no traceback."""
 
 
@@ -88,4 +88,8 @@ def _one_line(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m circuits.cli` runs this file as __main__: use the importable module's main,
+    # so that the commands' `from circuits.cli import CliError` is the class caught there.
+    from circuits.cli import main as _main
+
+    sys.exit(_main())

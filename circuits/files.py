@@ -220,6 +220,7 @@ def check_writable(path: str | Path, overwrite: bool) -> None:
         ValueError: ``path`` lies inside another checkpoint.
     """
     path = Path(path)
+    check_names(path)
     recover(path)
     if path.exists() or path.is_symlink():
         if not path.is_dir() or not (is_checkpoint_dir(path) or not any(path.iterdir())):
@@ -228,7 +229,6 @@ def check_writable(path: str | Path, overwrite: bool) -> None:
             )
         if not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    check_names(path)
     outer = checkpoint_around(path.parent)
     if outer is not None:
         raise ValueError(f"{path} would be inside the checkpoint {outer}; choose another place")

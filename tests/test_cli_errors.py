@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,181 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
     err = proc.stderr.read()
     assert proc.wait() == 1, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# --- issue 10: outputs checked first, never written over what is not ours ---
+def test_report_never_writes_into_a_checkpoint(
+    capsys: pytest.CaptureFixture[str], run_dir: Path
+) -> None:
+    """Item 1: ``report CK -o CK/model.safetensors`` overwrote the weights (exit 0)."""
+    from circuits import checkpoint
+
+    capsys.readouterr()
+    weights = (run_dir / "model.safetensors").read_bytes()
+    for target in (run_dir / "model.safetensors", run_dir / "report.html"):
+        for force in ([], ["--force"]):
+            argv = ["report", str(run_dir), "-o", str(target), *force]
+            one_error_line(capsys, argv, "inside the checkpoint", str(run_dir))
+    assert (run_dir / "model.safetensors").read_bytes() == weights
+    assert not (run_dir / "report.html").exists()
+    checkpoint.load_training(run_dir)
+    argv = ["train", "-q", "--resume", str(run_dir), "--report", str(run_dir / "r.html")]
+    one_error_line(capsys, argv, "inside the checkpoint")
+
+
+def test_report_replaces_only_its_own_pages_without_force(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    perturbed_model().save(tmp_path / "m")
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    one_error_line(
+        capsys,
+        ["report", str(tmp_path / "m"), "-o", str(notes)],
+        "not a circuits report",
+        "--force",
+    )
+    assert notes.read_text() == "<html>my notes</html>"
+    page = tmp_path / "page.html"
+    assert main(["report", str(tmp_path / "m"), "-o", str(page)]) == 0
+    first = page.stat().st_mtime_ns
+    assert main(["report", str(tmp_path / "m"), "-o", str(page), "--title", "again"]) == 0
+    assert page.stat().st_mtime_ns != first and "again" in page.read_text()  # ours: replaced
+    assert main(["report", str(tmp_path / "m"), "-o", str(notes), "--force"]) == 0
+    assert "my notes" not in notes.read_text()
+
+
+def test_train_checks_its_outputs_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Item 2: ``--out afile/ckpt`` and ``--out /proc/ckpt`` trained the whole run, then failed."""
+    (tmp_path / "afile").write_text("keep")
+    cases = [
+        (["--out", str(tmp_path / "afile" / "ckpt")], "afile is a file, not a directory"),
+        (["--out", "/proc/circuits-ckpt"], "cannot write in /proc"),
+        (["--report", str(tmp_path / "afile" / "r.html")], "does not exist"),
+        (["--report", str(tmp_path / "afile")], "not a circuits report"),
+        (["--out", str(tmp_path / ("x" * 250))], "file name too long"),
+    ]
+    for args, needle in cases:
+        code = main(["train", "-q", "--task", "shift", "--steps", "2", *args])
+        captured = capsys.readouterr()
+        assert code in (1, 2) and captured.out == "", (args, captured)  # nothing trained
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (args, err)
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_os_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import circuits.commands.train as train_command
+
+    def denied(args: object) -> int:
+        raise PermissionError(13, "Permission denied", "/srv/runs/ckpt")
+
+    monkeypatch.setattr(train_command, "run", denied)
+    assert main(["train", "-q"]) == 1
+    assert capsys.readouterr().err == "circuits train: error: /srv/runs/ckpt: Permission denied\n"
+
+
+def test_an_unwritable_directory_is_refused_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 2: a directory the user cannot write (read-only for a normal user; root can write
+    anywhere, so for root the file system's refusal is simulated where the check meets it)."""
+    import errno
+    import os
+    import tempfile
+
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    if os.geteuid() == 0:
+        real = tempfile.mkdtemp
+
+        def mkdtemp(*args: object, dir: object = None, **kwargs: object) -> str:
+            if dir is not None and Path(str(dir)) == ro:
+                raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+            return real(*args, dir=dir, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    argv = ["train", "-q", "--task", "shift", "--steps", "2", "--out", str(ro / "ck")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before training
+    assert captured.err.strip().splitlines() == [
+        f"circuits train: error: cannot write in {ro} (Permission denied); choose another place"
+    ]
+    ro.chmod(0o755)
+
+
+def test_size_that_cannot_fit_is_refused_before_allocating(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Item 11: ``--d-model 1000000`` died in the allocator."""
+    line = one_error_line(capsys, ["train", "-q", "--d-model", "1000000"], "GiB to train")
+    assert "8,000,120,000,032 parameters" in line and "--d-model" in line
+    one_error_line(capsys, ["train", "-q", "--batch-size", str(10**9)], "--batch-size")
+
+
+# --- issue 10 item 14: the user's words ---
+def test_unknown_flag_prints_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--bogus"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: circuits train") and "unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--layers", "0"], "--layers must be positive, got 0"),
+        (["--heads", "-2"], "--heads must be positive, got -2"),
+        (["--d-model", "30", "--heads", "4"], "--d-model 30 is not divisible by --heads 4"),
+        (["--seed", "-1"], "--seed must be between 0 and 2**63-1"),
+        (["--seed", str(10**30)], "--seed must be between"),
+        (["--threads", "100000"], "--threads 100000 is more than"),
+        (["--checkpoint-every", "0", "--out", "x"], "--checkpoint-every must be positive"),
+        (["--lr", "inf"], "--lr must be a positive number"),
+    ],
+)
+def test_messages_name_flags(
+    capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    line = one_error_line(capsys, ["train", "-q", *args], needle)
+    for internal in ("n_layers", "n_heads", "d_head", "batch_size", "d_model="):
+        assert internal not in line, line
+
+
+def test_out_exists_suggests_force_and_resume(
+    capsys: pytest.CaptureFixture[str], run_dir: Path
+) -> None:
+    capsys.readouterr()
+    one_error_line(capsys, ["train", "-q", "--out", str(run_dir)], "--force", f"--resume {run_dir}")
+
+
+def test_one_layer_model_reports_no_induction_head(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "-q", "--layers", "1", "--steps", "2"]
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["top_induction_head"] is None and "k_composition" not in summary
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "top induction head: n/a" in out and "top induction head: L0" not in out
+
+
+def test_baseline_is_rounded_once() -> None:
+    """The same baseline printed 0.179 in the CLI and 0.178 in the figures (rounded twice)."""
+    from circuits.commands.train import circuit_lines, rounded
+
+    summary = {
+        "k_composition": {
+            "source": "L0H1", "target": "L1H0", "score": 0.31249, "baseline": 0.17849,
+            "baseline_std": 0.02049,
+        },
+        "ablate_source": {"head": "L0H1", "accuracy_before": 0.9, "accuracy_after": 0.1},
+    }  # fmt: skip
+    assert "(random baseline 0.178 ± 0.020)" in circuit_lines(summary)[0]
+    assert f"{summary['k_composition']['baseline']:.3f}" == "0.178"  # as the figure title
+    assert rounded(summary)["k_composition"]["baseline"] == 0.1785

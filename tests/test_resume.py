@@ -34,7 +34,7 @@ def quick(**train_overrides: Any) -> dict[str, Any]:
         eval_every=10,
         progress=False,
         target_accuracy=None,
-        target_previous_token=None,
+        targets={},
     )
     return {"train": {**base, **train_overrides}}
 
@@ -225,3 +225,78 @@ def test_sigkill_during_writes_never_leaves_a_broken_checkpoint(tmp_path: Path) 
         assert json.loads(checkpoint.read_file(ck, "config.json", meta)) == {"i": meta["step"]}
         steps.append(meta["step"])
     assert steps == sorted(steps)  # never went back to an older checkpoint
+
+
+# --- issue 10: metadata.json validated; a solved run can be continued ---
+def cli_train(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from circuits.cli import main
+
+    capsys.readouterr()
+    code = main(["train", "-q", *argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda m: m.pop("train_config"), "missing 'train_config'"),
+        (lambda m: m.pop("task"), "missing 'task'"),
+        (lambda m: m["task"].update(colour="red"), "bad task"),
+        (lambda m: m.update(task={"name": 5}), "'task' must be an object with a string 'name'"),
+        (lambda m: m.update(train_config=[1]), "'train_config' must be an object"),
+        (lambda m: m["train_config"].update(steps="many"), "bad train_config: steps"),
+        (lambda m: m["train_config"].update(betas=5), "bad train_config"),
+        (lambda m: m["train_config"].update(colour=1), "unknown train config field"),
+        (lambda m: m.update(step="3"), "'step' must be a non-negative int"),
+    ],
+)
+def test_resume_validates_metadata(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, needle: str
+) -> None:
+    """Item 12: resume trusted metadata.json (KeyError / TypeError tracebacks)."""
+    ck = tmp_path / "ck"
+    model, task, cfg = build("shift", **quick(steps=2, checkpoint_dir=str(ck)))
+    train(model, task, cfg)
+    meta = json.loads((ck / "metadata.json").read_text())
+    edit(meta)
+    (ck / "metadata.json").write_text(json.dumps(meta))
+    code, err = cli_train(capsys, "--resume", str(ck))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "metadata.json" in lines[0] or "resumable" in lines[0], lines
+    assert needle in lines[0], lines
+    with pytest.raises(checkpoint.CheckpointError, match=r"metadata\.json"):
+        resume(ck)
+
+
+def test_a_run_that_met_its_targets_can_be_continued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 13: ``--resume DIR --steps N`` on a solved run did nothing and said nothing."""
+    import shutil
+
+    ck = tmp_path / "ck"
+    model, task, cfg = build(
+        "shift", **quick(steps=8, eval_every=2, target_accuracy=0.0, checkpoint_dir=str(ck))
+    )
+    assert train(model, task, cfg).solved_at == 2  # stopped early, at step 2 of 8
+    shutil.copytree(ck, tmp_path / "copy")
+
+    code, err = cli_train(capsys, "--resume", str(ck))
+    assert code == 0 and "met its targets at step 2" in err and "pass --steps N" in err, err
+    assert checkpoint.read_metadata(ck)["step"] == 2
+    code, err = cli_train(capsys, "--resume", str(ck), "--steps", "1")
+    assert code == 2 and "--steps 1 does not go past the checkpoint's step 2" in err, err
+
+    code, err = cli_train(capsys, "--resume", str(ck), "--steps", "6")
+    assert code == 0 and "met its targets at step 2; continued to step 6" in err, err
+    meta = checkpoint.read_metadata(ck)
+    assert meta["step"] == 6 and meta["solved_at"] == 2
+    # The same weights as a run that never stopped early.
+    whole, task2, cfg2 = build("shift", **quick(steps=6, eval_every=2))
+    train(whole, task2, cfg2)
+    assert_same_weights(load_file(ck / "model.safetensors"), whole.state_dict())
+
+    code, err = cli_train(capsys, "--resume", str(tmp_path / "copy"), "--no-early-stop")
+    assert code == 0 and "continued to step 8" in err, err
+    assert checkpoint.read_metadata(tmp_path / "copy")["step"] == 8

@@ -84,9 +84,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if value is not None:
             parts[part][field] = value
     if args.no_early_stop:
-        parts["train"].update(
-            target_accuracy=None, target_induction=None, target_previous_token=None
-        )
+        parts["train"].update(target_accuracy=None, targets={})
     return parts
 
 
@@ -134,47 +132,24 @@ def _fresh_parts(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def check_size(parts: dict[str, dict[str, Any]]) -> None:
-    """Refuses, before allocating, a model and batch whose training cannot fit in memory."""
+    """Refuses, before allocating, a model and batch whose training cannot fit in memory
+    (:meth:`~circuits.config.ModelConfig.memory_estimate`, against the memory available now)."""
     from circuits.cli import CliError
     from circuits.config import ModelConfig
 
     cfg = ModelConfig(**parts["model"])
-    need = training_bytes(cfg, parts["train"].get("batch_size", 32), parts["task"]["seq_len"])
-    have = available_memory()
+    batch = parts["train"].get("batch_size", 32)
+    need, have = cfg.memory_estimate(batch, training=True), available_memory()
     if need > have:
         raise CliError(
-            f"this model would need about {_gb(need)} to train ({count_parameters(cfg):,} "
-            f"parameters, batch {parts['train'].get('batch_size', 32)}), more than the "
-            f"{_gb(have)} of memory available; choose a smaller --d-model, --layers, --heads "
-            "or --batch-size"
+            f"this model would need about {_gib(need)} to train ({cfg.n_params_estimate():,} "
+            f"parameters, batch {batch}), more than the {_gib(have)} of memory available; "
+            "choose a smaller --d-model, --layers, --heads or --batch-size"
         )
 
 
-def _gb(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**40:,.3g} TiB"
-
-
-def count_parameters(cfg: Any) -> int:
-    """Every parameter of a model of config ``cfg`` (embeddings, biases and norms included)."""
-    d, h, dh = cfg.d_model, cfg.n_heads, cfg.d_head
-    per_layer = 4 * h * d * dh + 3 * h * dh + d
-    if not cfg.attn_only:
-        per_layer += 2 * d * cfg.d_mlp + cfg.d_mlp + d
-    if cfg.normalization_type is not None:
-        per_layer += 4 * d
-    embed = cfg.d_vocab * d + cfg.n_ctx * d + d * cfg.d_vocab_out + cfg.d_vocab_out
-    return int(cfg.n_layers * per_layer + embed + 2 * d)
-
-
-def training_bytes(cfg: Any, batch: int, seq: int) -> int:
-    """A lower estimate of the memory of a training step: float32 weights, gradients and two
-    AdamW moments, plus the activations kept for the backward pass."""
-    per_token = cfg.n_layers * (6 * cfg.d_model + 3 * cfg.n_heads * cfg.d_head)
-    per_token += cfg.n_layers * 2 * cfg.n_heads * seq  # attention scores and pattern
-    if not cfg.attn_only:
-        per_token += cfg.n_layers * 2 * cfg.d_mlp
-    per_token += 3 * cfg.d_vocab_out  # logits, log-probs, their gradient
-    return int(4 * (4 * count_parameters(cfg) + batch * seq * per_token))
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**30:.3g} GiB"
 
 
 def available_memory() -> int:
@@ -252,7 +227,7 @@ def resume_changes(args: argparse.Namespace) -> tuple[dict[str, Any], str | None
             )
         changes["steps"] = args.steps
     steps = changes.get("steps", budget)
-    no_targets = dict(target_accuracy=None, target_induction=None, target_previous_token=None)
+    no_targets: dict[str, Any] = dict(target_accuracy=None, targets={})
     message = None
     if solved_at is not None and (args.no_early_stop or args.steps is not None):
         changes.update(no_targets)
@@ -317,7 +292,7 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
     for kind in ("previous_token", "induction"):
         if kind not in final:
             continue
-        scores = torch.tensor(final[kind])
+        scores = torch.as_tensor(final[kind])
         first = 1 if kind == "induction" else 0  # induction needs a head after layer 0
         if scores.shape[0] <= first:
             out[f"top_{kind}_head"] = None
@@ -402,20 +377,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"top {kind.replace('_', '-')} head: {top['head']} (score {top['score']:.3f})")
         else:
             print(f"top {kind.replace('_', '-')} head: n/a (a 1-layer model cannot form one)")
-    if "k_composition" in summary:
-        k, ab = summary["k_composition"], summary["ablate_source"]
-        print(
-            f"K-composition {k['source']} -> {k['target']}: {k['score']:.3f} "
-            f"(random baseline {k['baseline']:.3f} ± {k['baseline_std']:.3f})"
-        )
-        print(
-            f"zero-ablating {ab['head']}: probe accuracy {ab['accuracy_before']:.3f} -> "
-            f"{ab['accuracy_after']:.3f}"
-        )
+    for line in circuit_lines(summary):
+        print(line)
     if train_cfg.has_targets:
         verdict = f"formed at step {result.solved_at}" if result.solved_at else "NOT formed"
         print(f"targets ({task.name}): {verdict}")
     return 0
+
+
+def circuit_lines(summary: dict[str, Any]) -> list[str]:
+    """The text of :func:`circuit_summary`: every number rounded once, to 3 decimals (the
+    figures print the composition baseline the same way)."""
+    if "k_composition" not in summary:
+        return []
+    k, ab = summary["k_composition"], summary["ablate_source"]
+    return [
+        f"K-composition {k['source']} -> {k['target']}: {k['score']:.3f} "
+        f"(random baseline {k['baseline']:.3f} ± {k['baseline_std']:.3f})",
+        f"zero-ablating {ab['head']}: probe accuracy {ab['accuracy_before']:.3f} -> "
+        f"{ab['accuracy_after']:.3f}",
+    ]
 
 
 def rounded(value: Any, digits: int = 4) -> Any:
