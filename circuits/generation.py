@@ -8,7 +8,7 @@ model on the whole sequence (no key-value cache: the toy models here are small).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from jaxtyping import Float, Int
@@ -213,14 +213,28 @@ class GenerationMixin:
         generator: torch.Generator | None = None,
         sliding_window: bool = False,
         verbose: bool = False,
-    ) -> Int[Tensor, "batch new_pos"]:
-        """Token ids in, token ids out: see :func:`circuits.generation.generate`."""
-        if isinstance(input, str) or (
-            isinstance(input, list) and input and isinstance(input[0], str)
-        ):
-            raise ValueError("this model has no tokenizer: pass token ids, not text")
-        return generate(
-            cast("HookedTransformer", self),
+        prepend_bos: bool | None = None,
+        return_type: Literal["input", "str", "tokens"] = "input",
+    ) -> Any:
+        """Token ids in, token ids out: see :func:`circuits.generation.generate`.
+
+        With a tokenizer, a prompt string works as in TransformerLens: it is tokenized
+        (``prepend_bos`` as in ``to_tokens``), generation stops at the tokenizer's EOS unless
+        ``eos_token_id`` says otherwise, and the continued text comes back as a string
+        (``return_type="input"`` or ``"str"``; ``"tokens"`` gives the ids).
+        """
+        if return_type not in ("input", "str", "tokens"):
+            raise ValueError(f"return_type must be 'input', 'str' or 'tokens', got {return_type!r}")
+        model = cast("HookedTransformer", self)
+        text = isinstance(input, str)
+        if isinstance(input, list | tuple) and input and all(isinstance(s, str) for s in input):
+            raise ValueError("generate takes one prompt string at a time (or a batch of ids)")
+        if text:
+            input = model.to_tokens(input, prepend_bos=prepend_bos)  # needs a tokenizer
+            if eos_token_id is None and stop_at_eos:
+                eos_token_id = model.tokenizer.eos_token_id
+        out = generate(
+            model,
             input,
             max_new_tokens,
             stop_at_eos=stop_at_eos,
@@ -235,3 +249,7 @@ class GenerationMixin:
             sliding_window=sliding_window,
             verbose=verbose,
         )
+        if not text or return_type == "tokens":
+            return out
+        bos = model.default_prepend_bos if prepend_bos is None else prepend_bos
+        return model.to_string(out[0, 1:] if bos else out[0])

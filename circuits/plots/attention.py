@@ -106,4 +106,6 @@ def attention_patterns(model: Any, tokens: Tensor, title: str | None = None) -> 
             raise ValueError(f"tokens must be one sequence, got a batch of {tokens.shape[0]}")
         tokens = tokens[0]
     patterns = patterns_of(model, tokens)[:, 0]  # [n_layers, n_heads, q, k]
-    return attention_grid(patterns, tokens, title=title or "Attention patterns")
+    # A model with a tokenizer labels the axes with token strings.
+    labels = model.to_str_tokens(tokens) if getattr(model, "tokenizer", None) else tokens
+    return attention_grid(patterns, labels, title=title or "Attention patterns")

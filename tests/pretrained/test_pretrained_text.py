@@ -110,3 +110,18 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_refused(model: HookedTransfor
         small.set_tokenizer(model.tokenizer)
     with pytest.raises(TypeError, match="PreTrainedTokenizerBase"):
         small.set_tokenizer("gpt2")
+
+
+def test_generate_on_text_returns_text_and_matches_greedy_ids(model: HookedTransformer) -> None:
+    prompt = "The quick brown"
+    out = model.generate(prompt, max_new_tokens=5, do_sample=False)
+    assert isinstance(out, str) and out.startswith(prompt)
+    ids = model.generate(model.to_tokens(prompt), max_new_tokens=5, do_sample=False)
+    assert out == model.to_string(ids[0, 1:])
+    assert torch.equal(
+        model.generate(prompt, max_new_tokens=5, do_sample=False, return_type="tokens"), ids
+    )
+    sampled = [model.generate(prompt, max_new_tokens=5, seed=3, top_k=5) for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    with pytest.raises(ValueError, match="one prompt string"):
+        model.generate([prompt, prompt])
