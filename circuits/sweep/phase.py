@@ -19,7 +19,7 @@ recorded when the series never moves the right way or has fewer than two evaluat
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 Series = Sequence[tuple[int, float]]
@@ -29,10 +29,10 @@ PHASE_RULE = (
 )
 
 
-def first_crossing(series: Series, threshold: float) -> int | None:
-    """The first step whose value is at least ``threshold`` (None if never)."""
+def first_crossing(series: Series, threshold: float, lower: bool = False) -> int | None:
+    """The first step whose value is at least ``threshold`` (at most, if ``lower``), or None."""
     for step, value in series:
-        if value >= threshold:
+        if (value <= threshold) if lower else (value >= threshold):
             return int(step)
     return None
 
@@ -79,6 +79,7 @@ def formation(
     series: Mapping[str, Series],
     thresholds: Mapping[str, float],
     seconds_at: Mapping[int, float],
+    lower: Collection[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """When each thresholded score first reached its threshold.
 
@@ -86,13 +87,14 @@ def formation(
         series: Score name -> ``(step, value)`` pairs.
         thresholds: Score name -> threshold (a score absent from ``series`` never forms).
         seconds_at: Evaluated step -> seconds since the run started.
+        lower: Scores for which lower is better (formed once at or below the threshold).
 
     Returns:
         Name -> ``{"threshold", "step", "seconds"}`` (step and seconds None if never reached).
     """
     out: dict[str, dict[str, Any]] = {}
     for name, threshold in thresholds.items():
-        step = first_crossing(series.get(name, ()), threshold)
+        step = first_crossing(series.get(name, ()), threshold, lower=name in lower)
         out[name] = {
             "threshold": threshold,
             "step": step,

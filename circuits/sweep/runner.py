@@ -109,49 +109,86 @@ def _train_and_record(run: RunSpec, root: str | None, start: float) -> dict[str,
 
 # --- reading a finished training run: the one place that knows the history's format ---
 
+RECORD_FIELDS = ("step", "loss", "accuracy", "train_loss", "seconds")
 
-def _ranked(matrix: Any, first_layer: int = 0) -> list[tuple[float, int, int]]:
+
+def flat_record(record: Any) -> dict[str, Any]:
+    """An evaluation record as one flat dict: fields, and each score as nested lists.
+
+    Reads :class:`circuits.records.EvalRecord` (``to_dict()`` nests the scores under
+    ``"scores"``) and the flat dicts of earlier histories alike.
+    """
+    data = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+    scores = data.pop("scores", None) or {}
+    out = {k: v for k, v in data.items() if v is not None}
+    for name, value in scores.items():
+        out[name] = value.tolist() if hasattr(value, "tolist") else value
+    return out
+
+
+def _rule(name: str) -> tuple[int, str]:
+    """``(first layer that counts, "higher" | "lower")`` of a head score."""
+    try:
+        from circuits.analysis.scores import get_score
+
+        spec = get_score(name)
+        return spec.min_layer, spec.direction
+    except (ImportError, ValueError):  # before the score registry, or an unregistered name
+        return (1 if name == "induction" else 0), "higher"
+
+
+def _ranked(matrix: Any, first_layer: int = 0, direction: str = "higher") -> list[tuple]:
     """``(score, layer, head)`` of a ``[n_layers][n_heads]`` score table, best first.
 
     Plain floats (no tensor round trip), so the values in a row are those of the history.
     """
     table = matrix.tolist() if hasattr(matrix, "tolist") else matrix
+    sign = -1.0 if direction == "higher" else 1.0
     cells = [
         (float(v), layer, head)
         for layer, scores in enumerate(table)
         if layer >= first_layer
         for head, v in enumerate(scores)
     ]
-    return sorted(cells, key=lambda c: (-c[0], c[1], c[2]))
+    return sorted(cells, key=lambda c: (sign * c[0], c[1], c[2]))
 
 
-def score_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+def _is_table(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], list)
+
+
+def score_series(history: list[Any]) -> dict[str, list[tuple[int, float]]]:
     """Per-evaluation series ``(step, value)`` of a training history.
 
-    ``previous_token`` is the best head's score, ``induction`` the best score of a head after
-    layer 0 (induction needs composition), ``accuracy`` and ``loss`` those of the probe.
+    ``accuracy`` and ``loss`` are those of the probe; every head score is its best head over
+    the layers that count (``induction`` from layer 1: it needs composition), as the score
+    registry defines it. A score with no counted head (induction in one layer) has no series.
     """
     out: dict[str, list[tuple[int, float]]] = {}
-    for r in history:
+    for record in history:
+        r = flat_record(record)
         step = int(r["step"])
-        for key in ("accuracy", "loss"):
-            if key in r:
-                out.setdefault(key, []).append((step, float(r[key])))
-        for key, first_layer in (("previous_token", 0), ("induction", 1)):
-            ranked = _ranked(r[key], first_layer) if key in r else []
-            if ranked:
-                out.setdefault(key, []).append((step, ranked[0][0]))
+        for key, value in r.items():
+            if key in ("accuracy", "loss"):
+                out.setdefault(key, []).append((step, float(value)))
+            elif key not in RECORD_FIELDS and _is_table(value):
+                first_layer, direction = _rule(key)
+                ranked = _ranked(value, first_layer, direction)
+                if ranked:
+                    out.setdefault(key, []).append((step, ranked[0][0]))
     return out
 
 
 def thresholds_of(cfg: Any) -> dict[str, float]:
     """The scores whose formation a run records: the training targets, else the 0.4 rule."""
-    targets = {
-        "accuracy": cfg.target_accuracy,
-        "previous_token": cfg.target_previous_token,
-        "induction": cfg.target_induction,
-    }
-    set_ = {k: float(v) for k, v in targets.items() if v is not None}
+    targets = dict(getattr(cfg, "targets", None) or {})
+    for name in ("previous_token", "induction"):  # the target_* fields of earlier versions
+        value = getattr(cfg, f"target_{name}", None)
+        if value is not None:
+            targets.setdefault(name, value)
+    if cfg.target_accuracy is not None:
+        targets = {"accuracy": cfg.target_accuracy, **targets}
+    set_ = {k: float(v) for k, v in targets.items()}
     return set_ or {"previous_token": DEFAULT_THRESHOLD, "induction": DEFAULT_THRESHOLD}
 
 
@@ -159,7 +196,7 @@ def _head(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
-def circuit_of(model: Any, final: dict[str, Any]) -> dict[str, Any]:
+def circuit_of(model: Any, final: Any) -> dict[str, Any]:
     """The circuit a run ended with: top heads and the K-composition between them.
 
     ``k_composition`` is the composition from the strongest K-composing earlier head into the
@@ -173,10 +210,11 @@ def circuit_of(model: Any, final: dict[str, Any]) -> dict[str, Any]:
         "induction_heads": [],
         "k_composition": None,
     }
+    final = flat_record(final) if final is not None else {}
     if "previous_token" in final:
-        score, pl, ph = _ranked(final["previous_token"])[0]
+        score, pl, ph = _ranked(final["previous_token"], *_rule("previous_token"))[0]
         out["previous_token_head"] = {"head": _head(pl, ph), "score": score}
-    ranked = _ranked(final["induction"], first_layer=1) if "induction" in final else []
+    ranked = _ranked(final["induction"], _rule("induction")[0]) if "induction" in final else []
     if not ranked:
         return out
     out["induction_heads"] = [
@@ -208,8 +246,10 @@ def record_of(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The row and the history file of a finished run (from ``circuits.train``'s result)."""
     series = score_series(result.history)
-    final = result.final
-    formed = formation(series, thresholds_of(cfg), seconds_at)
+    final = flat_record(result.final) if result.final else {}
+    thresholds = thresholds_of(cfg)
+    lower = [n for n in thresholds if n != "accuracy" and _rule(n)[1] == "lower"]
+    formed = formation(series, thresholds, seconds_at, lower=lower)
     row = base_row(run)
     row.update(
         steps=result.steps,
@@ -228,7 +268,7 @@ def record_of(
     )
     history = {
         "run_id": run.run_id,
-        "history": result.history,
+        "history": [flat_record(r) for r in result.history],
         "losses": result.losses,
         "series": {k: [list(p) for p in v] for k, v in series.items()},
         "seconds_at": {str(k): v for k, v in seconds_at.items()},

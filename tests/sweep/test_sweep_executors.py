@@ -20,8 +20,8 @@ def _histories(root: Path) -> dict[str, dict]:
     out = {}
     for path in sorted((root / "histories").glob("*.json")):
         data = json.loads(path.read_text())
-        data.pop("seconds_at")  # timings
-        out[path.stem] = data
+        data.pop("seconds_at")  # timings, and the records' own "seconds"
+        out[path.stem] = canonical([data])[0]
     return out
 
 

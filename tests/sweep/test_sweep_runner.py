@@ -133,3 +133,30 @@ def test_a_lost_worker_writes_no_row(small_spec: dict, tmp_path: Path, monkeypat
     assert (summary.ran, summary.ok, summary.failed, summary.lost) == (2, 0, 0, 2)
     assert ResultsStore(tmp_path).rows() == []
     assert "2 lost" in summary.line()
+
+
+class NestedRecord:
+    """The shape of ``EvalRecord.to_dict()``: scores nested, tensors or lists."""
+
+    def to_dict(self) -> dict:
+        return {
+            "step": 30,
+            "loss": 1.5,
+            "accuracy": 0.25,
+            "train_loss": None,
+            "seconds": 0.5,
+            "scores": {"induction": torch.tensor([[0.75, 0.0], [0.5, 0.25]]),
+                       "previous_token": [[0.5, 0.125], [0.0, 0.0]]},
+        }  # fmt: skip
+
+
+def test_typed_records_read_like_flat_ones() -> None:
+    series = score_series([NestedRecord()])
+    assert series == {
+        "loss": [(30, 1.5)],
+        "accuracy": [(30, 0.25)],
+        "induction": [(30, 0.5)],
+        "previous_token": [(30, 0.5)],
+    }
+    flat = runner.flat_record(NestedRecord())
+    assert flat["induction"] == [[0.75, 0.0], [0.5, 0.25]] and "train_loss" not in flat

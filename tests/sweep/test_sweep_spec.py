@@ -24,7 +24,6 @@ def test_grid_expands_every_point_with_every_seed(small_spec: dict) -> None:
     assert {run.settings[p]["seed"] for p in ("model", "task", "train")} == {run.axes["seed"]}
     assert run.settings["train"]["lr"] == run.axes["train.lr"]
     assert run.settings["model"]["d_model"] == 16
-    assert run.settings["train"]["target_induction"] == 0.4  # from the preset
     assert run.settings["train"]["progress"] is False and run.settings["train"]["threads"] == 1
 
 

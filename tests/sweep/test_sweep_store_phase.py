@@ -133,3 +133,9 @@ def test_formation_is_the_first_evaluation_at_the_threshold() -> None:
     assert formed["accuracy"] == {"threshold": 0.9, "step": None, "seconds": None}
     assert formed["previous_token"]["step"] is None  # not in the history: never formed
     assert first_crossing([(1, 0.39999)], 0.4) is None
+
+
+def test_a_lower_is_better_score_forms_at_or_below_its_threshold() -> None:
+    series = {"kl": [(10, 3.0), (20, 0.9), (30, 0.5)]}
+    assert formation(series, {"kl": 1.0}, {}, lower=["kl"])["kl"]["step"] == 20
+    assert formation(series, {"kl": 1.0}, {})["kl"]["step"] == 10
