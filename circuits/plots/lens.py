@@ -14,6 +14,7 @@ from circuits.plots.style import (
     finish,
     grid_size,
     position_ticks,
+    text_px,
     to_numpy,
     token_labels,
 )
@@ -90,8 +91,12 @@ def lens_heatmap(
         )
     )
     labels = token_labels(tokens, n_pos)
+    # As many "i:token" labels as fit side by side: upright, none overlapping.
+    widest = max(text_px(f"{i}:{t}") for i, t in enumerate(labels))
     fig.update_xaxes(
-        **position_ticks(labels, max_ticks=int(size.panel_w // 14)), title_text="position:token"
+        **position_ticks(labels, max_ticks=int(size.panel_w // (widest + 8))),
+        tickangle=0,
+        title_text="position:token",
     )
     fig.update_yaxes(title_text="layer (lens)")
     fig.update_layout(width=max(520, size.width), height=max(300, size.height), margin=size.margin)
