@@ -319,3 +319,20 @@ def test_refactor_refuses_rotary_and_grouped_query() -> None:
         model = random_model(**arch)
         with pytest.raises(ValueError, match=match):
             P.refactor_factored_attn_matrices(model.state_dict(), model.cfg)
+
+
+def test_composition_scores_after_folding_are_the_fold_ln_scores() -> None:
+    """What folding changes in a weight-based analysis: the processed model's raw composition
+    scores are the original's scores with LayerNorm folded in by the analysis (centring and
+    gain), not its raw scores."""
+    from circuits.analysis import composition_scores
+
+    model = random_model(n_layers=2, attn_only=True)
+    folded_view = {m: composition_scores(model, m, fold_ln=True) for m in "QKV"}
+    raw = {m: composition_scores(model, m) for m in "QKV"}
+    model.process_weights_(center_writing_weights=False, center_unembed=False)
+    for m in "QKV":
+        after = composition_scores(model, m)
+        torch.testing.assert_close(after, folded_view[m], atol=1e-5, rtol=0)
+        torch.testing.assert_close(composition_scores(model, m, fold_ln=True), after)
+        assert (after - raw[m]).abs().max() > 1e-3  # the gains matter
