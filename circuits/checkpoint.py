@@ -231,10 +231,18 @@ def save(
         "sha256": {name: sha256(data) for name, data in files.items()},
     }
     try:
-        files[METADATA_FILE] = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode()
+        text = json.dumps(meta, indent=2, allow_nan=False, default=_to_json)
+        files[METADATA_FILE] = (text + "\n").encode()
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata must be JSON-serialisable without NaN: {e}") from e
     return write_files(path, files, overwrite=overwrite)
+
+
+def _to_json(obj: Any) -> Any:
+    """JSON for typed values in metadata (e.g. a history of ``EvalRecord``s: ``to_dict()``)."""
+    if callable(getattr(obj, "to_dict", None)):
+        return obj.to_dict()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 class CheckpointMixin:
@@ -339,7 +347,7 @@ def save_training(
         "schedule": schedule.state_dict(),
         "generator": generator.get_state(),
         "losses": list(result.losses),
-        "history": list(result.history),
+        "history": [r.to_dict() if hasattr(r, "to_dict") else r for r in result.history],
         "solved_at": result.solved_at,
         "seconds": result.seconds,
     }
@@ -349,7 +357,7 @@ def save_training(
         "solved_at": result.solved_at,
         "task": task.to_dict() if hasattr(task, "to_dict") else {"name": task.name},
         "train_config": train_config,
-        "metrics": result.history[-1] if result.history else None,
+        "metrics": state["history"][-1] if state["history"] else None,
     }
     return save(
         model,

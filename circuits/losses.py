@@ -68,3 +68,18 @@ def cross_entropy(
         )
     per_pos = per_pos * loss_mask
     return per_pos if per_token else per_pos.sum() / loss_mask.sum().clamp(min=1)
+
+
+def kl_divergence(
+    p_logits: Float[Tensor, "... d_vocab"], q_logits: Float[Tensor, "... d_vocab"]
+) -> Float[Tensor, "..."]:
+    """``KL(p || q)`` in nats over the last axis, from logits (softmax taken here).
+
+    The lenses' distance to the model's output: ``kl_divergence(final, lens)``.
+    """
+    if p_logits.shape[-1] != q_logits.shape[-1]:
+        raise ValueError(
+            f"KL over different vocabularies: {p_logits.shape[-1]} vs {q_logits.shape[-1]}"
+        )
+    log_p, log_q = p_logits.log_softmax(-1), q_logits.log_softmax(-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)

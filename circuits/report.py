@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from circuits.plots.style import MAX_WIDTH, head_label
+from circuits.records import EvalRecord, history_from_json
 from circuits.tasks import Batch, next_token_targets
 
 
@@ -66,7 +68,7 @@ def short_example(probe: Batch, repeat: int = 10, length: int = 20) -> Batch:
 def sections_for(
     model: Any,
     task: Any = None,
-    history: list[dict[str, Any]] | None = None,
+    history: Sequence[Any] | None = None,
     losses: list[float] | None = None,
     tuned_lens: Any = None,
 ) -> list[Section]:
@@ -76,7 +78,9 @@ def sections_for(
     from circuits.analysis.composition import all_composition_scores
     from circuits.analysis.head_scores import evaluate
     from circuits.analysis.logit_lens import logit_lens
+    from circuits.analysis.scores import applicable, get_score, score_names
 
+    history = history_from_json(history) if history else None  # any version's records
     out: list[Section] = []
     add = lambda title, caption, fig: out.append(Section(title, caption, fig))
     if history or losses:
@@ -87,20 +91,16 @@ def sections_for(
             plots.training_dynamics({"history": history or [], "losses": losses or []}),
         )
     probe, example = probes_for(model, task)
-    metrics = evaluate(model, probe)
-    if "previous_token" in metrics:
+    # Every registered score the training tracked (or the history carries), from the registry.
+    names = [*score_names(tracked=True), *(history[-1].scores if history else ())]
+    metrics = evaluate(model, probe, [s.name for s in applicable(dict.fromkeys(names), probe)])
+    for name, values in metrics.scores.items():
+        spec = get_score(name)
+        title = f"{spec.label[:1].upper()}{spec.label[1:]} scores"
         add(
-            "Previous-token scores",
-            "Per head: mean attention from each position to the one before it. Outlined "
-            "heads score at least 0.4.",
-            plots.head_scores(metrics["previous_token"], "Previous-token scores"),
-        )
-    if "induction" in metrics:
-        add(
-            "Induction scores",
-            "Per head: mean attention from each token of a repeated random sequence to the "
-            "token after its earlier copy. Outlined heads score at least 0.4.",
-            plots.head_scores(metrics["induction"], "Induction scores"),
+            title,
+            f"Per head: {spec.description}. Outlined heads score at least 0.4.",
+            plots.head_scores(values, title),
         )
     add(
         "Attention patterns",
@@ -233,7 +233,7 @@ def render(sections: list[Section], title: str, summary: dict[str, Any] | None =
     )
 
 
-def summary_of(model: Any, task: Any = None, history: list[dict[str, Any]] | None = None) -> dict:
+def summary_of(model: Any, task: Any = None, history: Sequence[Any] | None = None) -> dict:
     """Model, task and final metrics as a few display rows."""
     cfg = model.cfg
     kind = "attention-only" if cfg.attn_only else f"MLP {cfg.d_mlp} {cfg.act_fn}"
@@ -244,25 +244,25 @@ def summary_of(model: Any, task: Any = None, history: list[dict[str, Any]] | Non
     if task is not None:
         out["task"] = json.dumps(task.to_dict()) if hasattr(task, "to_dict") else task.name
     if history:
-        last = history[-1]
-        out["steps"] = last.get("step")
-        for key in ("accuracy", "loss"):
-            if key in last:
-                out[f"probe {key}"] = f"{last[key]:.3f}"
-        for kind_ in ("previous_token", "induction"):
-            if kind_ in last:
-                s = torch.tensor(last[kind_])
-                layer, head = divmod(int(s.argmax()), s.shape[1])
-                out[f"top {kind_.replace('_', '-')} head"] = (
-                    f"{head_label(layer, head)} ({float(s.max()):.2f})"
-                )
+        from circuits.analysis.scores import get_score
+
+        last = EvalRecord.from_dict(history[-1])
+        out["steps"] = last.step
+        out["probe accuracy"] = f"{last.accuracy:.3f}"
+        out["probe loss"] = f"{last.loss:.3f}"
+        for name, values in last.scores.items():
+            spec = get_score(name)
+            top = spec.top_head(values)  # among the layers that count (induction: from 1)
+            if top is not None:
+                value = float(values[top])
+                out[f"top {spec.label} head"] = f"{head_label(*top)} ({value:.2f})"
     return out
 
 
 def build_report(
     model: Any,
     task: Any = None,
-    history: list[dict[str, Any]] | None = None,
+    history: Sequence[Any] | None = None,
     losses: list[float] | None = None,
     title: str = "circuits report",
     tuned_lens: Any = None,

@@ -1,7 +1,9 @@
 """Training from scratch on a synthetic task: AdamW, warm-up, seeded, with head-score history.
 
-The history records the probe accuracy and head scores every ``eval_every`` steps, so the
-phase change (previous-token heads, then induction heads, then the loss drop) can be watched.
+The history records an :class:`~circuits.records.EvalRecord` (probe loss, accuracy and the
+registered head scores) every ``eval_every`` steps, so the phase change (previous-token heads,
+then induction heads, then the loss drop) can be watched. Training can stop on any registered
+score: ``TrainConfig(targets={"induction": 0.4}, target_accuracy=0.9)``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,14 @@ from tqdm.auto import tqdm
 
 from circuits import checkpoint
 from circuits.analysis.head_scores import evaluate
-from circuits.model import HookedTransformer, cross_entropy
+from circuits.analysis.scores import applicable, get_score, score_names
+from circuits.losses import cross_entropy
+from circuits.model import HookedTransformer
+from circuits.records import EvalRecord, history_from_json
 from circuits.tasks import Task
+
+# Deprecated aliases of ``targets`` entries (configs and checkpoints of earlier versions).
+TARGET_ALIASES = {"target_induction": "induction", "target_previous_token": "previous_token"}
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,12 @@ class TrainConfig:
         eval_every: Evaluate the probe (accuracy, head scores) every this many steps.
         probe_size: Sequences in the evaluation probe.
         target_accuracy: Stop early once the probe accuracy reaches this (None: don't).
-        target_induction: ...and some layer>=1 head's induction score reaches this.
-        target_previous_token: ...and some head's previous-token score reaches this.
+        targets: ``{score name: threshold}``: ...and the best head of each registered score
+            (over the layers that count, e.g. induction from layer 1) reaches its threshold.
+        scores: Scores recorded in the history (None: every score registered with
+            ``track=True`` that the task's probe supports); target scores are always recorded.
+        target_induction: Deprecated alias of ``targets["induction"]`` (kept in sync with it).
+        target_previous_token: Deprecated alias of ``targets["previous_token"]``.
         progress: Show a tqdm progress bar.
         checkpoint_dir: Save a resumable checkpoint here (see :mod:`circuits.checkpoint`) every
             ``checkpoint_every`` steps and when training stops.
@@ -64,6 +76,8 @@ class TrainConfig:
     eval_every: int = 50
     probe_size: int = 64
     target_accuracy: float | None = None
+    targets: Mapping[str, float] = field(default_factory=dict)
+    scores: tuple[str, ...] | None = None
     target_induction: float | None = None
     target_previous_token: float | None = None
     progress: bool = True
@@ -92,10 +106,12 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
-        for name in ("target_accuracy", "target_induction", "target_previous_token"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                raise ValueError(f"{name} must be in [0, 1] or None, got {value!r}")
+        acc = self.target_accuracy
+        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, int | float)):
+            raise TypeError(f"target_accuracy must be a number or None, got {acc!r}")
+        if acc is not None and not 0 <= acc <= 1:
+            raise ValueError(f"target_accuracy must be in [0, 1] or None, got {acc!r}")
+        self._normalise_targets()
         every = self.checkpoint_every
         if every is not None and (
             isinstance(every, bool) or not isinstance(every, int) or every <= 0
@@ -116,20 +132,52 @@ class TrainConfig:
                 raise ValueError(f"device must be a torch device name, got {self.device!r}") from e
             object.__setattr__(self, "device", str(self.device))
 
+    def _normalise_targets(self) -> None:
+        if not isinstance(self.targets, Mapping):
+            raise TypeError(f"targets must be a mapping score -> threshold, got {self.targets!r}")
+        targets: dict[str, float] = {}
+        for name, value in self.targets.items():
+            if value is not None:
+                targets[get_score(name).name] = get_score(name).check_threshold(value)
+        for alias, name in TARGET_ALIASES.items():
+            value = getattr(self, alias)
+            if value is None:
+                continue
+            value = get_score(name).check_threshold(value)
+            if name in self.targets and targets.get(name) != value:
+                raise ValueError(f"{alias}={value} contradicts targets[{name!r}]")
+            targets[name] = value
+        object.__setattr__(self, "targets", targets)
+        for alias, name in TARGET_ALIASES.items():  # the aliases mirror ``targets``
+            object.__setattr__(self, alias, targets.get(name))
+        if self.scores is not None:
+            if isinstance(self.scores, str):
+                raise TypeError(f"scores must be a list of score names, got {self.scores!r}")
+            object.__setattr__(self, "scores", tuple(get_score(n).name for n in self.scores))
+
     @property
     def has_targets(self) -> bool:
-        return any(
-            t is not None
-            for t in (self.target_accuracy, self.target_induction, self.target_previous_token)
-        )
+        return self.target_accuracy is not None or bool(self.targets)
+
+    def recorded_scores(self, probe: Any) -> tuple[str, ...]:
+        """Score names each evaluation records on ``probe`` (see ``scores``)."""
+        names = score_names(tracked=True) if self.scores is None else self.scores
+        names = tuple(s.name for s in applicable(names, probe))
+        return names + tuple(n for n in self.targets if n not in names)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields; the deprecated ``target_*`` aliases are folded into ``targets``."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["targets"] = dict(self.targets)
+        d["scores"] = None if self.scores is None else list(self.scores)
+        for alias in TARGET_ALIASES:
+            del d[alias]
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Reads :meth:`to_dict`'s output, or the config of an earlier version (``target_*``)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -137,6 +185,8 @@ class TrainConfig:
         data = dict(data)
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
+        if data.get("scores") is not None:
+            data["scores"] = tuple(data["scores"])
         return cls(**data)
 
 
@@ -162,39 +212,40 @@ class TrainResult:
 
     Attributes:
         losses: Training loss at every step.
-        history: One record per evaluation: ``step``, ``loss``, ``accuracy``,
-            ``previous_token`` and ``induction`` (``[n_layers][n_heads]`` nested lists).
+        history: One :class:`~circuits.records.EvalRecord` per evaluation (``step``, probe
+            ``loss`` and ``accuracy``, ``scores`` by name, ``train_loss``, ``seconds``).
         steps: Steps taken.
         solved_at: First step at which every target was met (None if never or no targets).
         seconds: Wall time of the loop, evaluations included.
     """
 
     losses: list[float] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EvalRecord] = field(default_factory=list)
     steps: int = 0
     solved_at: int | None = None
     seconds: float = 0.0
 
     @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
+    def final(self) -> EvalRecord | None:
+        """The last evaluation (None before the first)."""
+        return self.history[-1] if self.history else None
 
 
-def targets_met(metrics: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether ``metrics`` (from :func:`~circuits.analysis.head_scores.evaluate`) meet targets."""
+def targets_met(record: EvalRecord | Mapping[str, Any], cfg: TrainConfig) -> bool:
+    """Whether an evaluation meets every target of ``cfg`` (False when it has none).
+
+    Each score target is met when the score's best head over the layers that count reaches
+    the threshold (``HeadScore.met``); a score the record lacks is not met.
+    """
+    record = EvalRecord.from_dict(record)
     if not cfg.has_targets:
         return False
-    if cfg.target_accuracy is not None and metrics["accuracy"] < cfg.target_accuracy:
+    if cfg.target_accuracy is not None and record.accuracy < cfg.target_accuracy:
         return False
-    previous = float(torch.as_tensor(metrics["previous_token"]).max())
-    if cfg.target_previous_token is not None and previous < cfg.target_previous_token:
-        return False
-    if cfg.target_induction is not None:
-        induction = torch.as_tensor(metrics.get("induction", [[0.0]]))
-        # Induction needs composition: only heads after the first layer count.
-        if induction.shape[0] < 2 or float(induction[1:].max()) < cfg.target_induction:
-            return False
-    return True
+    return all(
+        name in record.scores and get_score(name).met(record.scores[name], threshold)
+        for name, threshold in cfg.targets.items()
+    )
 
 
 def check_compatible(model: HookedTransformer, task: Task) -> None:
@@ -211,7 +262,7 @@ def train(
     model: HookedTransformer,
     task: Task,
     cfg: TrainConfig | None = None,
-    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    callback: Callable[[int, EvalRecord], None] | None = None,
     *,
     resume: str | Path | None = None,
     overwrite: bool = False,
@@ -247,6 +298,13 @@ def train(
     if cfg.checkpoint_dir is not None and resume is None:
         checkpoint.check_writable(cfg.checkpoint_dir, overwrite)  # fail now, not after training
     probe = _to_device(task.probe(cfg.probe_size), device)
+    unsupported = [n for n in cfg.targets if not applicable([n], probe)]
+    if unsupported:
+        raise ValueError(
+            f"target score(s) {unsupported} need a repeated-tokens probe; the probe of task "
+            f"{task.name!r} has no repeat_length"
+        )
+    recorded = cfg.recorded_scores(probe)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -291,18 +349,17 @@ def train(
             done = step == cfg.steps
             if step % cfg.eval_every == 0 or done:
                 model.eval()
-                metrics = evaluate(model, probe)
+                record = dataclasses.replace(
+                    evaluate(model, probe, recorded, step=step),
+                    train_loss=result.losses[-1],
+                    seconds=time.perf_counter() - start,
+                )
                 model.train()
-                record = {
-                    "step": step,
-                    "train_loss": result.losses[-1],
-                    **{k: v.tolist() if torch.is_tensor(v) else v for k, v in metrics.items()},
-                }
                 result.history.append(record)
-                bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['accuracy']:.2f}")
+                bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{record.accuracy:.2f}")
                 if callback is not None:
                     callback(step, record)
-                if targets_met(metrics, cfg):
+                if targets_met(record, cfg):
                     result.solved_at = step
                     done = True
             every = cfg.checkpoint_every
@@ -367,8 +424,9 @@ RESUMABLE_CHANGES = (
     "checkpoint_dir",
     "checkpoint_every",
     "target_accuracy",
-    "target_induction",
-    "target_previous_token",
+    "targets",
+    "scores",
+    *TARGET_ALIASES,
 )
 
 
@@ -402,7 +460,10 @@ def _restore(
     schedule.load_state_dict(state["schedule"])
     generator.set_state(state["generator"])
     result.losses = list(state["losses"])
-    result.history = list(state["history"])
+    try:  # the flat dict records of earlier versions are migrated here
+        result.history = history_from_json(state["history"])
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"{path}: bad training history: {e}") from e
     result.steps = state["step"]
     result.solved_at = state.get("solved_at")
     result.seconds = float(state.get("seconds", 0.0))

@@ -200,8 +200,8 @@ TRAIN_1L = TRAIN
 if TRAIN_1L:
     one, task1, cfg1 = build(
         "induction", seed=0, model={"n_layers": 1},
-        train={"steps": 400, "target_accuracy": None, "target_induction": None,
-               "target_previous_token": None, "progress": False},
+        train={"steps": 400, "target_accuracy": None, "targets": {},
+               "progress": False},
     )
     circuits.train(one, task1, cfg1)
 else:

@@ -24,8 +24,7 @@ def trained(seed, n_layers=2, task="induction", steps=BUDGET):
             "steps": steps,
             "progress": False,
             "target_accuracy": None,
-            "target_induction": None,
-            "target_previous_token": None,
+            "targets": {},
         },
     )
     train(model, task_obj, cfg)

@@ -2,7 +2,11 @@
 
 Modules, one concept each: :mod:`~circuits.analysis.circuits` (QK/OV circuits, copying),
 :mod:`~circuits.analysis.composition` (Q/K/V composition with a random baseline),
-:mod:`~circuits.analysis.head_scores` (attention-pattern head scores, ``find_heads``),
+:mod:`~circuits.analysis.scores` (the registry of head scores: ``register_score``),
+:mod:`~circuits.analysis.head_scores` (the built-in scores, ``head_scores``, ``find_heads``,
+``evaluate``), :mod:`~circuits.analysis.names` (``head_name``: ``"L1H0"``),
+:mod:`~circuits.analysis.final_ln` (the final LayerNorm as analysis applies it),
+:mod:`~circuits.analysis.protocol` (``HookedModel``: what a model must provide),
 :mod:`~circuits.analysis.ablation` (ablation, activation patching),
 :mod:`~circuits.analysis.in_context` (loss by position, the in-context learning score),
 :mod:`~circuits.analysis.attribution` (residual decomposition, direct logit attribution),
@@ -46,6 +50,7 @@ from circuits.analysis.composition import (
     composition_scores,
     random_baseline,
 )
+from circuits.analysis.final_ln import apply_final_ln, full_final_ln
 from circuits.analysis.head_scores import (
     attention_patterns,
     copying_score_activations,
@@ -60,6 +65,17 @@ from circuits.analysis.head_scores import (
 )
 from circuits.analysis.in_context import in_context_learning_score, loss_by_position
 from circuits.analysis.logit_lens import LensResult, accumulated_resid, logit_lens
+from circuits.analysis.names import parse_head_name
+from circuits.analysis.protocol import HookedModel
+from circuits.analysis.scores import (
+    HeadScore,
+    ScoreContext,
+    get_score,
+    register_score,
+    registered_scores,
+    score_names,
+    unregister_score,
+)
 from circuits.analysis.tuned_lens import TunedLens
 from circuits.analysis.weights import get_weights, head_name
 
@@ -67,13 +83,17 @@ __all__ = [
     "CircuitStats",
     "CompositionScores",
     "Decomposition",
+    "HeadScore",
+    "HookedModel",
     "LensResult",
     "LogitAttribution",
+    "ScoreContext",
     "TunedLens",
     "ablation_effects",
     "ablation_hooks",
     "accumulated_resid",
     "all_composition_scores",
+    "apply_final_ln",
     "attention_patterns",
     "circuit_stats",
     "composition_scores",
@@ -87,8 +107,10 @@ __all__ = [
     "evaluate",
     "find_heads",
     "first_token_score",
+    "full_final_ln",
     "full_ov_circuit",
     "full_qk_circuit",
+    "get_score",
     "get_weights",
     "head_name",
     "head_scores",
@@ -99,11 +121,16 @@ __all__ = [
     "loss_by_position",
     "masked_loss",
     "ov_circuit",
+    "parse_head_name",
     "patch_heads",
     "positional_attention",
     "positional_qk_circuit",
     "previous_token_score",
     "qk_circuit",
     "random_baseline",
+    "register_score",
+    "registered_scores",
     "run_with_ablation",
+    "score_names",
+    "unregister_score",
 ]

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from circuits.analysis.names import head_name, parse_head_name
 from circuits.analysis.protocol import HookedModel, check_model
-from circuits.model import cross_entropy
+from circuits.losses import cross_entropy
 from circuits.validation import check_layer_head, check_mask, check_tokens
 
 Metric = Callable[[Tensor], Tensor]

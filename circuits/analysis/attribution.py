@@ -20,65 +20,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuits.analysis.final_ln import apply_final_ln, final_ln_bias, norm_type
 from circuits.analysis.protocol import HookedModel, check_model
 from circuits.analysis.weights import head_name
 from circuits.validation import check_cache, check_int, check_tokens
-
-
-def _norm_type(model: HookedModel) -> str | None:
-    return getattr(model.cfg, "normalization_type", None)
-
-
-def _ln_param(model: HookedModel, name: str) -> Tensor | None:
-    ln = getattr(model, "ln_final", None)
-    if ln is None:
-        return None
-    p = getattr(ln, name, None)
-    if p is None:  # TransformerBridge exposes nn.LayerNorm names too
-        p = getattr(ln, {"w": "weight", "b": "bias"}[name], None)
-    return p.detach() if isinstance(p, Tensor) else None
-
-
-def apply_final_ln(
-    model: HookedModel, x: Float[Tensor, "... batch pos d_model"], cache: Any
-) -> Float[Tensor, "... batch pos d_model"]:
-    """The final LayerNorm's linear part with the clean run's scale: ``(x - mean) / scale * w``.
-
-    No bias: it is not attributable to any component. Identity for models without LayerNorm.
-    """
-    check_model(model)
-    norm = _norm_type(model)
-    if norm is None:
-        return x
-    if norm not in ("LN", "LNPre"):
-        raise ValueError(f"unsupported normalization_type {norm!r}")
-    scale = cache["ln_final.hook_scale"]
-    if x.ndim < 3 or x.shape[-3:-1] != scale.shape[-3:-1]:
-        raise ValueError(
-            f"x {tuple(x.shape)} must end in [batch, pos, d_model] with the cached run's "
-            f"[batch, pos] = {tuple(scale.shape[-3:-1])}"
-        )
-    x = x - x.mean(-1, keepdim=True)
-    x = x / scale
-    w = _ln_param(model, "w") if norm == "LN" else None
-    return x * w if w is not None else x
-
-
-def full_final_ln(
-    model: HookedModel, x: Float[Tensor, "... d_model"]
-) -> Float[Tensor, "... d_model"]:
-    """The final LayerNorm recomputed on ``x`` (its own scale), bias included."""
-    check_model(model)
-    norm = _norm_type(model)
-    if norm is None:
-        return x
-    eps = float(getattr(model.cfg, "eps", 1e-5))
-    x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    if norm == "LNPre":
-        return x
-    w, b = _ln_param(model, "w"), _ln_param(model, "b")
-    return x * w + b if w is not None and b is not None else x
 
 
 def decomposition_names(model: HookedModel, final_ln: bool = False) -> list[str]:
@@ -92,7 +37,7 @@ def decomposition_names(model: HookedModel, final_ln: bool = False) -> list[str]
         names.append(f"blocks.{layer}.attn.hook_z")
         if not cfg.attn_only:
             names.append(f"blocks.{layer}.hook_mlp_out")
-    if final_ln and _norm_type(model) is not None:
+    if final_ln and norm_type(model) is not None:
         names.append("ln_final.hook_scale")
     return names
 
@@ -221,6 +166,6 @@ def direct_logit_attribution(
     dec = decompose_resid(model, tokens, cache)
     normed = apply_final_ln(model, dec.components, cache)
     attributions = einops.einsum(normed, directions, "n b p d, b p d -> n b p")
-    ln_b = _ln_param(model, "b") if _norm_type(model) == "LN" else None
+    ln_b = final_ln_bias(model)
     constant = bias_logit + (directions @ ln_b if ln_b is not None else 0.0)
     return LogitAttribution(attributions, dec.labels, constant)

@@ -1,24 +1,41 @@
-"""Per-head attention scores ``[n_layers, n_heads]``: what kind of head is each head?
+"""Per-head scores ``[n_layers, n_heads]``: what kind of head is each head?
 
-Scores are means of attention weights at positions that define the head type, computed from
-``hook_pattern`` activations; the copying score reads the heads' direct-path logits
-(:func:`copying_score_activations`). :func:`head_scores` computes every kind in one pass and
-:func:`find_heads` names the heads above a threshold (``"L1H0"``). Thresholds in the literature
-(ARENA): 0.4 for previous-token and induction heads.
+The built-in scores are means of attention weights at positions that define the head type,
+computed from ``hook_pattern`` activations; the copying scores read the heads' direct-path
+logits (:func:`copying_score_activations`). Every score is registered in
+:mod:`circuits.analysis.scores` (the built-ins at the bottom of this module), and everything
+here is derived from that registry: :data:`KINDS`, :func:`head_scores` (every score in one
+pass), :func:`find_heads` (heads above a threshold, ``"L1H0"``) and :func:`evaluate` (a typed
+:class:`~circuits.records.EvalRecord`). Thresholds in the literature (ARENA): 0.4 for
+previous-token and induction heads.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.analysis.final_ln import apply_final_ln
 from circuits.analysis.names import head_name
 from circuits.analysis.protocol import HookedModel, check_model
-from circuits.model import cross_entropy
+from circuits.analysis.scores import (
+    PATTERN_HOOK,
+    ScoreContext,
+    applicable,
+    compute_scores,
+    get_score,
+    hooks_filter,
+    register_score,
+    score_names,
+    stack_patterns,
+)
+from circuits.losses import cross_entropy
+from circuits.records import EvalRecord
 from circuits.tasks import Batch
 from circuits.validation import check_batch, check_cache, check_int, check_mask, check_tokens
 
@@ -33,12 +50,8 @@ def attention_patterns(model: HookedModel, tokens: Tensor) -> Patterns:
     check_model(model)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     with torch.no_grad():
-        _, cache = model.run_with_cache(
-            tokens, names_filter=lambda name: name.endswith("attn.hook_pattern")
-        )
-    return torch.stack(
-        [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
-    )
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(PATTERN_HOOK))
+    return stack_patterns(model, cache)
 
 
 def _check_patterns(patterns: Tensor) -> None:
@@ -132,45 +145,59 @@ def probe_accuracy(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> 
     return correct.sum().item() / max(int(batch.mask.sum()), 1)
 
 
-def evaluate(model: HookedModel, probe: Batch) -> dict[str, Any]:
-    """Probe accuracy and head scores of ``model`` in one forward pass.
+def _run(model: HookedModel, probe: Batch, names: Iterable[str]) -> tuple[Tensor, Any, tuple]:
+    specs = applicable(names, probe)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(probe.tokens, names_filter=hooks_filter(specs))
+    return logits, cache, tuple(s.name for s in specs)
 
-    Returns a dict with ``accuracy`` (float), ``loss`` (masked cross-entropy), and
-    ``previous_token`` (and ``induction`` when ``probe.repeat_length`` is set) as
-    ``[n_layers, n_heads]`` tensors.
+
+def evaluate(
+    model: HookedModel,
+    probe: Batch,
+    scores: Iterable[str] | None = None,
+    *,
+    step: int = 0,
+) -> EvalRecord:
+    """Probe loss, accuracy and head scores of ``model`` in one forward pass.
+
+    Args:
+        probe: A task's probe batch.
+        scores: Registered score names to compute; default: every score registered with
+            ``track=True`` that ``probe`` supports (repeated-probe scores such as ``induction``
+            only when ``probe.repeat_length`` is set). Named scores the probe cannot support
+            are an error.
+        step: Recorded in the result (training passes its step).
+
+    Returns:
+        An :class:`~circuits.records.EvalRecord`; ``record["induction"]`` etc. still reads a
+        score as the dicts of earlier versions did.
     """
     check_model(model)
     probe = _check_probe(model, probe)
-    tokens = probe.tokens
+    if scores is None:
+        names = score_names(tracked=True)
+    else:
+        if isinstance(scores, str):
+            raise TypeError(f"scores must be a list of score names, got the string {scores!r}")
+        names = tuple(scores)
+        skipped = set(names) - {s.name for s in applicable(names, probe)}
+        if skipped:
+            raise ValueError(
+                f"score(s) {sorted(skipped)} need a repeated-tokens probe (repeat_length set)"
+            )
+    logits, cache, names = _run(model, probe, names)
     with torch.no_grad():
-        logits, cache = model.run_with_cache(
-            tokens, names_filter=lambda name: name.endswith("attn.hook_pattern")
-        )
-        loss = cross_entropy(logits, tokens, probe.targets, probe.mask)
-    patterns = torch.stack(
-        [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
-    )
-    out: dict[str, Any] = {
-        "accuracy": probe_accuracy(logits, probe),
-        "loss": float(loss),
-        "previous_token": previous_token_score(patterns),
-    }
-    if probe.repeat_length is not None:
-        out["induction"] = induction_score(patterns, probe.repeat_length)
-    return out
+        loss = cross_entropy(logits, probe.tokens, probe.targets, probe.mask)
+    values = compute_scores(model, probe, names, cache=cache, logits=logits)
+    return EvalRecord(step, float(loss), probe_accuracy(logits, probe), values)
 
 
-# --- all scores at once, copying on activations, and finding heads by kind ---
-
-KINDS = (
-    "previous_token",
-    "current_token",
-    "first_token",
-    "duplicate_token",
-    "induction",
-    "copying",
-    "copying_top1",
-)
+def __getattr__(name: str) -> Any:
+    # KINDS is derived from the registry on each access, so scores registered later appear.
+    if name == "KINDS":
+        return score_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_probe(model: HookedModel, batch_size: int = 32, seed: int = 0) -> Batch:
@@ -213,12 +240,13 @@ def copying_score_activations(
     return _copying_stats(model, tokens, cache, query_mask)[statistic]
 
 
+COPYING_HOOKS = ("attn.hook_z", PATTERN_HOOK, "ln_final.hook_scale")
+
+
 def _copying_stats(
     model: HookedModel, tokens: Tensor, cache: Any, query_mask: Tensor | None
 ) -> dict[str, Tensor]:
     """Both statistics of :func:`copying_score_activations` from one pass over the heads."""
-    from circuits.analysis.attribution import apply_final_ln
-
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if tokens.shape[1] < 2:
         raise ValueError("tokens must have at least 2 positions")
@@ -259,34 +287,23 @@ def _copying_stats(
     return {"share": torch.stack(shares), "top1": torch.stack(tops)}
 
 
-def head_scores(model: HookedModel, probe: Batch | None = None) -> dict[str, Tensor]:
-    """Every score in :data:`KINDS` as ``[n_layers, n_heads]``, from one forward pass.
+def head_scores(
+    model: HookedModel, probe: Batch | None = None, scores: Iterable[str] | None = None
+) -> dict[str, Tensor]:
+    """Registered head scores as ``[n_layers, n_heads]``, from one forward pass.
 
     Args:
         probe: A repeated-random-tokens batch (``repeat_length`` set); defaults to
-            :func:`default_probe`. Duplicate-token and induction scores need ``repeat_length``.
+            :func:`default_probe`.
+        scores: Names to compute; default: every registered score (:data:`KINDS`).
     """
     check_model(model)
     probe = default_probe(model) if probe is None else _check_probe(model, probe)
     if probe.repeat_length is None:
         raise ValueError("probe.repeat_length is None: head scores need a repeated sequence")
-    tokens = probe.tokens
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens)
-    patterns = torch.stack(
-        [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
-    )
-    copying = _copying_stats(model, tokens, cache, probe.mask)
-    return {
-        "previous_token": previous_token_score(patterns),
-        "current_token": current_token_score(patterns),
-        "first_token": first_token_score(patterns),
-        "duplicate_token": duplicate_token_score(patterns, probe.repeat_length),
-        "induction": induction_score(patterns, probe.repeat_length),
-        # Where the probe's next token is a repeat: where induction heads copy.
-        "copying": copying["share"],
-        "copying_top1": copying["top1"],
-    }
+    names = score_names() if scores is None else tuple(get_score(n).name for n in scores)
+    logits, cache, names = _run(model, probe, names)
+    return compute_scores(model, probe, names, cache=cache, logits=logits)
 
 
 def find_heads(
@@ -298,19 +315,104 @@ def find_heads(
 ) -> list[str]:
     """Names (``L{layer}H{head}``) of heads whose ``kind`` score is at least ``threshold``.
 
-    Sorted by score, highest first. ``scores`` (from :func:`head_scores`) avoids a rerun.
+    Sorted by score, highest first. Only layers that count for ``kind`` are searched (induction
+    from layer 1: see ``HeadScore.min_layer``); for a ``direction="lower"`` score, heads at or
+    below ``threshold``, lowest first. ``scores`` (from :func:`head_scores`) avoids a rerun.
     """
     check_model(model)
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} must be one of {KINDS}")
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be a score name, got {kind!r}")
+    try:
+        spec = get_score(kind)
+    except ValueError as e:
+        raise ValueError(f"kind={kind!r}: {e}") from None
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         raise TypeError(f"threshold must be a number, got {threshold!r}")
     if not math.isfinite(threshold):
         raise ValueError(f"threshold={threshold} must be finite")
-    scores = head_scores(model, probe) if scores is None else scores
+    scores = head_scores(model, probe, [kind]) if scores is None else scores
     s = scores.get(kind) if isinstance(scores, dict) else None
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     if not isinstance(s, Tensor) or tuple(s.shape) != shape:
         raise ValueError(f"scores[{kind!r}] must be a [n_layers, n_heads] = {shape} tensor")
-    found = [(float(s[la, h]), la, h) for la, h in torch.nonzero(s >= threshold).tolist()]
+    sign = 1.0 if spec.direction == "higher" else -1.0
+    hits = (s * sign >= threshold * sign).clone()
+    hits[: spec.min_layer] = False
+    found = [(float(s[la, h]) * sign, la, h) for la, h in torch.nonzero(hits).tolist()]
     return [head_name(la, h) for _, la, h in sorted(found, key=lambda t: (-t[0], t[1], t[2]))]
+
+
+# --- the built-in scores ---
+
+
+def _copying_from(ctx: ScoreContext, statistic: str) -> Tensor:
+    # Both statistics come from one pass; the context keeps it for the other one.
+    if "copying" not in ctx.memo:
+        ctx.memo["copying"] = _copying_stats(ctx.model, ctx.tokens, ctx.cache, ctx.probe.mask)
+    return ctx.memo["copying"][statistic]
+
+
+REPEATED_SEQUENCE = "mean attention from each token of a repeated random sequence"
+
+register_score(
+    "previous_token",
+    lambda c: previous_token_score(c.patterns),
+    label="previous-token",
+    description="mean attention from each position to the one before it",
+    replace=True,
+)
+register_score(
+    "current_token",
+    lambda c: current_token_score(c.patterns),
+    label="current-token",
+    track=False,
+    description="mean attention from each position to itself",
+    replace=True,
+)
+register_score(
+    "first_token",
+    lambda c: first_token_score(c.patterns),
+    label="first-token",
+    track=False,
+    description="mean attention to position 0 (the BOS token, when there is one)",
+    replace=True,
+)
+register_score(
+    "duplicate_token",
+    lambda c: duplicate_token_score(c.patterns, c.repeat_length),
+    label="duplicate-token",
+    probe="repeated",
+    track=False,
+    description=f"{REPEATED_SEQUENCE} to its earlier copy",
+    replace=True,
+)
+register_score(
+    "induction",
+    lambda c: induction_score(c.patterns, c.repeat_length),
+    label="induction",
+    probe="repeated",
+    min_layer=1,  # induction needs composition with an earlier head
+    description=f"{REPEATED_SEQUENCE} to the token after its earlier copy (layers >= 1 count)",
+    replace=True,
+)
+# Copying is read where the probe's next token is a repeat: where induction heads copy.
+register_score(
+    "copying",
+    lambda c: _copying_from(c, "share"),
+    label="copying",
+    probe="repeated",
+    hooks=COPYING_HOOKS,
+    track=False,
+    description="share of the head's direct-path logit gain that lands on the attended token",
+    replace=True,
+)
+register_score(
+    "copying_top1",
+    lambda c: _copying_from(c, "top1"),
+    label="copying (top-1)",
+    probe="repeated",
+    hooks=COPYING_HOOKS,
+    track=False,
+    description="fraction of queries whose attended token the head's direct path ranks first",
+    replace=True,
+)

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
-from circuits.model import cross_entropy
+from circuits.losses import cross_entropy
 from circuits.validation import check_mask, check_tokens
 
 

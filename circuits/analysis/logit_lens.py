@@ -20,8 +20,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuits.analysis.attribution import _ln_param, _norm_type, apply_final_ln, full_final_ln
+from circuits.analysis.final_ln import apply_final_ln, final_ln_bias, full_final_ln, norm_type
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.losses import kl_divergence
 from circuits.validation import check_cache, check_int, check_tokens
 
 LnMode = Literal["recompute", "cached"]
@@ -77,7 +78,7 @@ def unembed(
         if cache is None:
             raise ValueError("ln='cached' needs the cache of the clean run")
         normed = apply_final_ln(model, resid, cache)
-        b = _ln_param(model, "b") if _norm_type(model) == "LN" else None
+        b = final_ln_bias(model)
         if b is not None:
             normed = normed + b
     else:
@@ -134,8 +135,7 @@ class LensResult:
 
     def kl_to_final(self) -> Float[Tensor, "point batch pos"]:
         """``KL(final || lens)`` in nats at every point and position."""
-        final = self.final_logits.log_softmax(-1)
-        return (final.exp() * (final - self.log_probs())).sum(-1)
+        return kl_divergence(self.final_logits, self.logits)
 
 
 def logit_lens(
@@ -163,7 +163,7 @@ def logit_lens(
             final, cache = model.run_with_cache(tokens)
         else:
             names = resid_names(model, sublayers)
-            if ln == "cached" and _norm_type(model) is not None:
+            if ln == "cached" and norm_type(model) is not None:
                 names.append("ln_final.hook_scale")
             check_cache(model, tokens, cache, names)
             final = model(tokens)

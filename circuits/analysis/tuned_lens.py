@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from circuits.analysis.logit_lens import LensResult, accumulated_resid, resid_names, unembed
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.losses import kl_divergence
 from circuits.validation import check_cache, check_int, check_tokens
 
 WEIGHTS, META = "tuned_lens.safetensors", "tuned_lens.json"
@@ -119,9 +120,8 @@ class TunedLens(nn.Module):
             with torch.no_grad():
                 final, cache = _resid_cache(model, tokens)
                 resid, _ = accumulated_resid(model, cache)
-                target = final.log_softmax(-1)
-            lens = unembed(model, self.translate(resid[:-1])).log_softmax(-1)
-            kl = (target.exp() * (target - lens)).sum(-1).mean(dim=(1, 2))  # [n_layers]
+            lens = unembed(model, self.translate(resid[:-1]))
+            kl = kl_divergence(final, lens).mean(dim=(1, 2))  # [n_layers]
             loss = kl.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.analysis.final_ln import ln_param
 from circuits.analysis.names import head_name
 from circuits.analysis.protocol import HookedModel, check_model
 from circuits.validation import check_layer_head
@@ -59,10 +60,8 @@ def _ln_reader(ln: Any, d_model: int, norm: str | None) -> Tensor | None:
     centre = eye - torch.full((d_model, d_model), 1.0 / d_model)
     if norm == "LNPre":
         return centre
-    w = getattr(ln, "w", None)
-    if w is None:
-        w = ln.weight
-    return centre * w.detach().to(centre.dtype)[None, :]
+    w = ln_param(ln, "w")
+    return centre if w is None else centre * w.to(centre.dtype)[None, :]
 
 
 def get_weights(model: HookedModel, fold_ln: bool = False) -> Weights:

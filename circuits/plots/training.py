@@ -10,8 +10,22 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from circuits.plots.style import finish, head_label
+from circuits.records import EvalRecord
 
-SCORE_NAMES = {"previous_token": "previous-token", "induction": "induction"}
+DASHES = ("dash", "solid", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def score_kinds(history: Sequence[Any]) -> list[tuple[str, str]]:
+    """``(name, label)`` of every head score in ``history``: registered scores in registry order
+    (labels from :mod:`circuits.analysis.scores`), then any other score the records carry."""
+    from circuits.analysis.scores import registered_scores
+
+    present: dict[str, None] = {}
+    for record in history:
+        present.update(dict.fromkeys(record.scores))
+    kinds = [(s.name, s.label) for s in registered_scores() if s.name in present]
+    known = {name for name, _ in kinds}
+    return kinds + [(name, name.replace("_", "-")) for name in present if name not in known]
 
 
 def _history_of(result: Any) -> tuple[list[dict[str, Any]], list[float]]:
@@ -27,7 +41,7 @@ def _history_of(result: Any) -> tuple[list[dict[str, Any]], list[float]]:
     )
 
 
-def phase_change_step(history: Sequence[dict[str, Any]], key: str = "loss") -> int | None:
+def phase_change_step(history: Sequence[Any], key: str = "loss") -> int | None:
     """The step where the probe loss fell fastest: the phase change, if there was one.
 
     Args:
@@ -62,12 +76,14 @@ def training_dynamics(
 
     Returns:
         Two stacked panels sharing the step axis: training loss per step and probe loss
-        per evaluation; then one line per head and score kind (previous-token dashed,
+        per evaluation; then one line per head and registered score in the history (one dash
+        style per score: previous-token dashed,
         induction solid).
     """
     history, losses = _history_of(result)
     if not history and not losses:
         raise ValueError("result has no training history to plot")
+    records = [EvalRecord.from_dict(r) for r in history]  # any version's records
     fig = make_subplots(
         rows=2,
         cols=1,
@@ -86,20 +102,20 @@ def training_dynamics(
             row=1,
             col=1,
         )
-    steps = [r["step"] for r in history]
-    if history and "loss" in history[0]:
+    steps = [r["step"] for r in records]
+    if records and "loss" in records[0]:
         fig.add_trace(
             go.Scatter(
-                x=steps, y=[r["loss"] for r in history], name="probe loss", line=dict(color="black")
+                x=steps, y=[r["loss"] for r in records], name="probe loss", line=dict(color="black")
             ),
             row=1,
             col=1,
         )
-    if history and "accuracy" in history[0]:
+    if records and "accuracy" in records[0]:
         fig.add_trace(
             go.Scatter(
                 x=steps,
-                y=[r["accuracy"] for r in history],
+                y=[r["accuracy"] for r in records],
                 name="probe accuracy",
                 line=dict(color="green", dash="dot"),
             ),
@@ -107,24 +123,26 @@ def training_dynamics(
             col=1,
         )
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
-    for kind, dash in (("previous_token", "dash"), ("induction", "solid")):
-        if not history or kind not in history[0]:
-            continue
-        scores = np.array([r[kind] for r in history], dtype=float)  # [evals, layers, heads]
-        n_heads = scores.shape[2]
+    unit_range = True
+    for i, (kind, label) in enumerate(score_kinds(records)):
+        dash = DASHES[i % len(DASHES)]
+        kind_steps = [r.step for r in records if kind in r.scores]
+        scores = np.array([r.scores[kind].numpy() for r in records if kind in r.scores])
+        unit_range = unit_range and bool(((scores >= 0) & (scores <= 1)).all())
+        n_heads = scores.shape[2]  # scores: [evals, layers, heads]
         for layer in range(scores.shape[1]):
             for head in range(n_heads):
                 fig.add_trace(
                     go.Scatter(
-                        x=steps,
+                        x=kind_steps,
                         y=scores[:, layer, head],
-                        name=f"{head_label(layer, head)} {SCORE_NAMES[kind]}",
+                        name=f"{head_label(layer, head)} {label}",
                         line=dict(dash=dash, color=palette[(layer * n_heads + head) % 7]),
                     ),
                     row=2,
                     col=1,
                 )
-    step = phase_change_step(history) if mark_phase_change else None
+    step = phase_change_step(records) if mark_phase_change else None
     if step is not None:
         fig.add_vline(
             x=step,
@@ -146,7 +164,7 @@ def training_dynamics(
             xshift=4,
         )
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    fig.update_yaxes(title_text="score", range=[0, 1.02], row=2, col=1)
+    fig.update_yaxes(title_text="score", range=[0, 1.02] if unit_range else None, row=2, col=1)
     fig.update_xaxes(title_text="step", row=2, col=1)
     fig.update_layout(height=620, width=900, legend=dict(font=dict(size=10)))
     return finish(fig, title)

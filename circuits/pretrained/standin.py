@@ -184,5 +184,12 @@ def _train_induction(model: Any, seed: int) -> None:
     task = InductionTask(
         d_vocab=cfg.d_vocab, seq_len=cfg.n_ctx, min_period=8, max_period=cfg.n_ctx // 2, seed=seed
     )
-    train(model, task, TrainConfig(lr=1e-2, steps=600, progress=False))
+    targets = {"induction": 0.5, "previous_token": 0.5}
+    train(
+        model,
+        task,
+        TrainConfig(
+            lr=1e-2, steps=2000, eval_every=25, progress=False, target_accuracy=0.9, targets=targets
+        ),
+    )
     model.eval()

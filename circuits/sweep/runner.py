@@ -96,7 +96,7 @@ def _train_and_record(run: RunSpec, root: str | None, start: float) -> dict[str,
     cfg = TrainConfig.from_dict(train_settings)
     seconds_at: dict[int, float] = {}
 
-    def note_time(step: int, _record: dict[str, Any]) -> None:
+    def note_time(step: int, _record: Any) -> None:
         seconds_at[step] = time.perf_counter() - start
 
     # overwrite: a run redone after a killed sweep replaces its half-written checkpoint.

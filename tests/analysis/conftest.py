@@ -45,7 +45,7 @@ def trained_induction() -> tuple[HookedTransformer, InductionTask]:
         model, task,
         TrainConfig(
             steps=2000, batch_size=32, lr=1e-2, seed=s, eval_every=50, progress=False,
-            target_accuracy=0.9, target_induction=0.4, target_previous_token=0.4,
+            target_accuracy=0.9, targets={"induction": 0.4, "previous_token": 0.4},
         ),
     )  # fmt: skip
     assert result.solved_at is not None, "the induction model did not train"

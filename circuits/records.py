@@ -1,0 +1,161 @@
+"""Typed evaluation records: what one evaluation of a model on its probe measured.
+
+Training histories, checkpoints, the training-dynamics figure and the report all hold lists of
+:class:`EvalRecord`. A record round-trips through JSON (:meth:`EvalRecord.to_dict`,
+:meth:`EvalRecord.from_dict`); ``from_dict`` also reads the flat dicts of older checkpoints
+(``{"step", "train_loss", "accuracy", "loss", "previous_token": [[...]], ...}``), which is how
+they keep loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+FIELDS = ("step", "loss", "accuracy", "train_loss", "seconds")
+
+
+def _number(name: str, value: Any, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"record {name} must be a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, eq=False)
+class EvalRecord:
+    """One evaluation.
+
+    Attributes:
+        step: Optimizer steps taken when it was measured (0 outside training).
+        loss: Masked cross-entropy on the probe (nats).
+        accuracy: Top-1 accuracy on the probe's masked positions.
+        scores: ``{score name: [n_layers, n_heads] tensor}`` (names from
+            :mod:`circuits.analysis.scores`).
+        train_loss: The training batch's loss at that step (training only).
+        seconds: Wall time of the run when it was measured (training only).
+
+    ``record[key]`` reads a field or a score (``record["induction"]``), as the dicts of earlier
+    versions did.
+    """
+
+    step: int
+    loss: float
+    accuracy: float
+    scores: Mapping[str, Tensor] = field(default_factory=dict)
+    train_loss: float | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 0:
+            raise TypeError(f"record step must be a non-negative int, got {self.step!r}")
+        object.__setattr__(self, "loss", _number("loss", self.loss))
+        object.__setattr__(self, "accuracy", _number("accuracy", self.accuracy))
+        object.__setattr__(self, "train_loss", _number("train_loss", self.train_loss, True))
+        object.__setattr__(self, "seconds", _number("seconds", self.seconds, True))
+        if not isinstance(self.scores, Mapping):
+            raise TypeError(f"record scores must be a mapping, got {type(self.scores).__name__}")
+        scores = {}
+        for name, value in self.scores.items():
+            t = torch.as_tensor(value, dtype=torch.float32).detach().cpu()
+            if t.ndim != 2:
+                raise ValueError(f"score {name!r} must be [n_layers, n_heads], got {t.shape}")
+            scores[str(name)] = t
+        object.__setattr__(self, "scores", scores)
+
+    # --- compatibility with the dict records of earlier versions ---
+    def __getitem__(self, key: str) -> Any:
+        if key in FIELDS:
+            return getattr(self, key)
+        if key in self.scores:
+            return self.scores[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        if key in FIELDS:
+            return getattr(self, str(key)) is not None
+        return key in self.scores
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default  # noqa: SIM401 (this is get)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EvalRecord):
+            return NotImplemented
+        same = all(getattr(self, f) == getattr(other, f) for f in FIELDS)
+        return (
+            same
+            and self.scores.keys() == other.scores.keys()
+            and all(torch.equal(v, other.scores[k]) for k, v in self.scores.items())
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def best(self, name: str) -> float | None:
+        """The best value of score ``name`` over the heads that count (see ``HeadScore.best``)."""
+        from circuits.analysis.scores import get_score
+
+        if name not in self.scores:
+            raise ValueError(f"record has no score {name!r}; it has {sorted(self.scores)}")
+        return get_score(name).best(self.scores[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (scores as nested lists)."""
+        out: dict[str, Any] = {f: getattr(self, f) for f in FIELDS}
+        out["scores"] = {k: v.tolist() for k, v in self.scores.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: EvalRecord | Mapping[str, Any]) -> EvalRecord:
+        """Reads :meth:`to_dict`'s output, or the flat dict records of older checkpoints.
+
+        Raises:
+            ValueError: Not a record (no ``step``, or values of the wrong kind).
+        """
+        if isinstance(data, EvalRecord):
+            return data
+        if not isinstance(data, Mapping) or "step" not in data:
+            raise ValueError(f"not an evaluation record: {data!r:.120}")
+        known = {f.name for f in fields(cls)}
+        if "scores" in data:
+            unknown = set(data) - known
+            if unknown:
+                raise ValueError(f"evaluation record has unknown field(s) {sorted(unknown)}")
+            scores = data["scores"]
+        else:  # the flat format: every non-field entry is a score
+            scores = {k: v for k, v in data.items() if k not in FIELDS}
+        try:
+            return cls(
+                step=data["step"],
+                loss=data["loss"],
+                accuracy=data["accuracy"],
+                scores=scores,
+                train_loss=data.get("train_loss"),
+                seconds=data.get("seconds"),
+            )
+        except KeyError as e:
+            raise ValueError(f"evaluation record at step {data['step']!r} lacks {e}") from e
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"bad evaluation record at step {data.get('step')!r}: {e}") from e
+
+
+def history_from_json(records: Iterable[Any]) -> list[EvalRecord]:
+    """A history (list of records) from JSON dicts of any version, or records."""
+    if isinstance(records, str | bytes | Mapping):
+        raise ValueError(f"a history must be a list of records, got {type(records).__name__}")
+    return [EvalRecord.from_dict(r) for r in records]
+
+
+def history_to_json(records: Iterable[EvalRecord | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A history as JSON-ready dicts (records of any version are converted first)."""
+    return [EvalRecord.from_dict(r).to_dict() for r in records]
+
+
+def score_series(records: Iterable[EvalRecord], name: str) -> Iterator[Tensor]:
+    """The ``[n_layers, n_heads]`` values of score ``name`` over records that have it."""
+    return (r.scores[name] for r in records if name in r.scores)
