@@ -160,7 +160,8 @@ def test_long_titles_widen_small_figures() -> None:
 
 
 def test_the_phase_change_is_labelled_once_inside_the_loss_panel() -> None:
-    history = [{"step": s, "loss": v} for s, v in ((10, 3.0), (20, 2.9), (30, 1.0), (40, 0.9))]
+    points = ((10, 3.0), (20, 2.9), (30, 1.0), (40, 0.9))
+    history = [{"step": s, "loss": v, "accuracy": 1 - v / 3} for s, v in points]
     fig = plots.training_dynamics(history)
     labels = [a for a in fig.layout.annotations if "phase change" in a.text]
     assert len(labels) == 1 and labels[0].yref == "y domain"
