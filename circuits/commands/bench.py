@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
 def results_folder(out: str | None, quick: bool, force: bool) -> Path:
     """Where to write, checked before anything runs (see the module docstring)."""
     from circuits.cli import CliError
-    from circuits.files import check_creatable, check_names
+    from circuits.files import check_creatable, check_names, checkpoint_around
 
     if out is None:
         if quick:
@@ -56,6 +56,9 @@ def results_folder(out: str | None, quick: bool, force: bool) -> Path:
     else:
         folder = Path(out)
     check_names(folder / "results.json")
+    outer = checkpoint_around(folder.absolute())
+    if outer is not None:
+        raise CliError(f"--out {folder} is inside the checkpoint {outer}; choose another folder")
     if folder.exists() and not folder.is_dir():
         raise CliError(f"--out {folder} is a file, not a folder")
     check_creatable(folder)
