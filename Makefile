@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench data clean
+.PHONY: demo test test-fast lint bench data notebooks clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 ## data: regenerate the small trained checkpoints in data/ (about a minute on 2 cores)
 data: $(STAMP)
 	$(BIN)/python scripts/make_data.py --quiet
+
+## notebooks: execute notebooks/NN_name.py and store it, with outputs, in NN_name.ipynb
+notebooks: $(STAMP)
+	$(BIN)/python scripts/run_notebooks.py
 
 ## bench: side-by-side benchmarks against TransformerLens (writes bench/results.json)
 bench: $(STAMP)

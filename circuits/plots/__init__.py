@@ -8,6 +8,8 @@ One module per figure family:
 - :mod:`~circuits.plots.lens`: logit-lens / tuned-lens heatmaps.
 - :mod:`~circuits.plots.training`: loss and head scores over training, phase change marked.
 - :mod:`~circuits.plots.context`: loss by position (in-context learning), one line per model.
+- :mod:`~circuits.plots.style`: what they share (colour scales, head labels, grids that fit
+  the report's 1200 px column); public, for new figure modules.
 
 Figures take tensors or result objects from :mod:`circuits.analysis`; they compute nothing that
 the analysis does not already provide, so what a figure shows is what a test checked.
@@ -19,6 +21,7 @@ from circuits.plots.attention import attention_grid, attention_patterns
 from circuits.plots.context import loss_by_position
 from circuits.plots.heads import composition_scores, head_scores
 from circuits.plots.lens import lens_heatmap
+from circuits.plots.style import static_figures
 from circuits.plots.training import phase_change_step, training_dynamics
 from circuits.plots.weights import circuit_grid, circuit_heatmap, eigenvalues
 
@@ -33,5 +36,6 @@ __all__ = [
     "lens_heatmap",
     "loss_by_position",
     "phase_change_step",
+    "static_figures",
     "training_dynamics",
 ]

@@ -223,3 +223,21 @@ def row_colorbar(size: GridSize, row: int, title: str) -> dict[str, Any]:
         lenmode="fraction",
         thickness=14,
     )
+
+
+def static_figures(scale: float = 1.0) -> None:
+    """Shows figures in notebooks as static PNG images, which code hosts display.
+
+    For storing executed notebooks in a repository: an interactive figure's output is JSON that
+    only a running Jupyter draws. Needs ``kaleido`` (the dev extra) and Chrome or Chromium; one
+    renderer process is started and reused for every figure.
+    """
+    try:
+        import kaleido
+    except ImportError as e:
+        raise ImportError("static figures need kaleido: pip install 'kaleido>=1.0'") from e
+    import plotly.io as pio
+
+    kaleido.start_sync_server(silence_warnings=True)
+    pio.renderers.default = "png"
+    pio.renderers["png"].scale = scale
