@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import einops
 import torch
@@ -146,10 +146,12 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        # Registration order fixes the seeded initialisation: W_Q, W_K, W_V, W_O, then biases.
         self.W_Q = nn.Parameter(torch.empty(h, d, e))
-        self.b_Q = nn.Parameter(torch.zeros(h, e))
-        self._init_kv(cfg)
+        self._init_kv(cfg, "W")
         self.W_O = nn.Parameter(torch.empty(h, e, d))
+        self.b_Q = nn.Parameter(torch.zeros(h, e))
+        self._init_kv(cfg, "b")
         self.b_O = nn.Parameter(torch.zeros(d))
         self.hook_q = HookPoint()  # [batch, pos, n_heads, d_head]
         self.hook_k = HookPoint()  # [batch, pos, n_heads (n_key_value_heads), d_head]
@@ -162,16 +164,19 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, n_heads, d_head]
         self.hook_result = HookPoint()  # [batch, pos, n_heads, d_model], if use_attn_result
 
-    def _init_kv(self, cfg: ModelConfig) -> None:
+    def _init_kv(self, cfg: ModelConfig, kind: str) -> None:
+        """Registers ``W_K``, ``W_V`` (``kind="W"``) or ``b_K``, ``b_V`` (``kind="b"``)."""
         h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
-        self.W_K = nn.Parameter(torch.empty(h, d, e))
-        self.W_V = nn.Parameter(torch.empty(h, d, e))
-        self.b_K = nn.Parameter(torch.zeros(h, e))
-        self.b_V = nn.Parameter(torch.zeros(h, e))
+        shape = (h, d, e) if kind == "W" else (h, e)
+        for name in ("K", "V"):
+            self.register_parameter(f"{kind}_{name}", nn.Parameter(torch.zeros(shape)))
 
     def kv_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(W_K, b_K, W_V, b_V)`` as stored (one entry per key-value head)."""
-        return self.W_K, self.b_K, self.W_V, self.b_V
+        prefix = "" if self.cfg.n_key_value_heads is None else "_"
+        names = ("W_K", "b_K", "W_V", "b_V")
+        W_K, b_K, W_V, b_V = (cast(Tensor, self._parameters[prefix + n]) for n in names)
+        return W_K, b_K, W_V, b_V
 
     def _repeat_kv(self, x: Tensor) -> Tensor:
         return x
@@ -261,16 +266,12 @@ class GroupedQueryAttention(Attention):
     per-query-head weights, repeated. ``hook_k``/``hook_v`` see the key-value heads.
     """
 
-    def _init_kv(self, cfg: ModelConfig) -> None:
+    def _init_kv(self, cfg: ModelConfig, kind: str) -> None:
         kv, d, e = cfg.n_key_value_heads, cfg.d_model, cfg.d_head
         assert kv is not None
-        self._W_K = nn.Parameter(torch.empty(kv, d, e))
-        self._W_V = nn.Parameter(torch.empty(kv, d, e))
-        self._b_K = nn.Parameter(torch.zeros(kv, e))
-        self._b_V = nn.Parameter(torch.zeros(kv, e))
-
-    def kv_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return self._W_K, self._b_K, self._W_V, self._b_V
+        shape = (kv, d, e) if kind == "W" else (kv, e)
+        for name in ("K", "V"):
+            self.register_parameter(f"_{kind}_{name}", nn.Parameter(torch.zeros(shape)))
 
     def _repeat_kv(self, x: Tensor) -> Tensor:
         """``[..., n_key_value_heads, ...]`` on dim -2 or 0 -> one entry per query head."""
@@ -281,19 +282,19 @@ class GroupedQueryAttention(Attention):
 
     @property
     def W_K(self) -> Tensor:  # type: ignore[override]
-        return self._repeat_kv(self._W_K)
+        return self._repeat_kv(self.kv_weights()[0])
 
     @property
     def W_V(self) -> Tensor:  # type: ignore[override]
-        return self._repeat_kv(self._W_V)
+        return self._repeat_kv(self.kv_weights()[2])
 
     @property
     def b_K(self) -> Tensor:  # type: ignore[override]
-        return self._repeat_kv(self._b_K)
+        return self._repeat_kv(self.kv_weights()[1])
 
     @property
     def b_V(self) -> Tensor:  # type: ignore[override]
-        return self._repeat_kv(self._b_V)
+        return self._repeat_kv(self.kv_weights()[3])
 
 
 def rotary_tables(cfg: ModelConfig, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -123,15 +123,16 @@ def attention(
         out = torch.addmm(bias.reshape(-1), x.reshape(b * p, d), flat(W))
         return out.view(b, p, -1, e)  # [batch, pos, heads (or 3 * heads), d_head]
 
+    W_K, b_K, W_V, b_V = attn.kv_weights()
     if tables is None and not (query_input is key_input is value_input):
         qkv: tuple[Tensor, ...] = (
             project(query_input, attn.W_Q, attn.b_Q),
-            project(key_input, attn.W_K, attn.b_K),
-            project(value_input, attn.W_V, attn.b_V),
+            project(key_input, W_K, b_K),
+            project(value_input, W_V, b_V),
         )
     else:
-        W_QKV = torch.cat([attn.W_Q, attn.W_K, attn.W_V], dim=0)  # [3 * heads, d_model, d_head]
-        b_QKV = torch.cat([attn.b_Q, attn.b_K, attn.b_V], dim=0)
+        W_QKV = torch.cat([attn.W_Q, W_K, W_V], dim=0)  # [3 * heads, d_model, d_head]
+        b_QKV = torch.cat([attn.b_Q, b_K, b_V], dim=0)
         if tables is None:
             qkv = project(query_input, W_QKV, b_QKV).split(h, dim=2)
         else:

@@ -162,8 +162,8 @@ class HookedTransformer(
         gen = torch.Generator().manual_seed(self.cfg.seed)
         with torch.no_grad():
             for name, p in self.named_parameters():
-                noise = torch.randn(p.shape, generator=gen).to(p.device)
                 if name.split(".")[-1].lstrip("_").startswith("W_"):
+                    noise = torch.randn(p.shape, generator=gen).to(p.device)
                     p.copy_(noise * self.cfg.init_range)
                 elif name.endswith(".w"):
                     p.fill_(1.0)

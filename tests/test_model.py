@@ -132,6 +132,26 @@ def test_seeded_init_is_deterministic():
     assert not torch.equal(a.W_E, c.W_E)
 
 
+def test_seeded_init_draws_the_weight_matrices_in_a_fixed_order():
+    """Checkpoints in data/ and the presets' seeds depend on this stream: one normal draw per
+    weight matrix, in the order embed, pos_embed, per block W_Q, W_K, W_V, W_O, W_in, W_out,
+    then W_U; biases zero, gains one."""
+    cfg = ModelConfig(n_layers=2, d_model=16, n_ctx=8, d_vocab=10, n_heads=2, seed=5)
+    model = HookedTransformer(cfg)
+    gen = torch.Generator().manual_seed(5)
+    order = ["embed.W_E", "pos_embed.W_pos"]
+    for layer in range(2):
+        order += [f"blocks.{layer}.attn.W_{m}" for m in "QKVO"]
+        order += [f"blocks.{layer}.mlp.W_in", f"blocks.{layer}.mlp.W_out"]
+    sd = model.state_dict()
+    for name in [*order, "unembed.W_U"]:
+        expected = torch.randn(sd[name].shape, generator=gen) * cfg.init_range
+        assert torch.equal(sd[name], expected), name
+    for name, p in model.named_parameters():
+        if name.split(".")[-1].startswith("b"):
+            assert not p.any(), name
+
+
 @pytest.mark.parametrize(
     "tokens, message",
     [
