@@ -80,6 +80,13 @@ def pin_numerics() -> None:
     torch.backends.mkldnn.enabled = False
 
 
+def _without_wall_time(record: Any) -> dict[str, Any]:
+    """An evaluation record as JSON data, less its wall time (different on every run)."""
+    data = dict(record.to_dict() if hasattr(record, "to_dict") else record)
+    data.pop("seconds", None)
+    return data
+
+
 def make(name: str, out: Path, seed: int = 0, quiet: bool = False) -> Path:
     from circuits.presets import build
     from circuits.training import train
@@ -99,7 +106,7 @@ def make(name: str, out: Path, seed: int = 0, quiet: bool = False) -> Path:
         train_config=train_config,
         solved_at=result.solved_at,
         step=result.steps,
-        history=result.history,
+        history=[_without_wall_time(record) for record in result.history],
         losses=[round(x, 4) for x in result.losses],
     )
     if not model.cfg.attn_only:
