@@ -167,6 +167,11 @@ def generate(
     # Validated where they are, then moved to the model (never the weights to the ids).
     device = model.W_E.device
     tokens = tokens.to(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator is on {generator.device}, the model on {device}: make it there "
+            "(torch.Generator(device=...)) or pass seed="
+        )
     if generator is None and seed is not None and device.type != "meta":
         generator = torch.Generator(device=device).manual_seed(seed)
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)

@@ -104,9 +104,9 @@ def fold_layer_norm(
     Args:
         state_dict: TL3-format weights of a model with ``normalization_type`` "LN" or "RMS".
         cfg: Its config.
-        fold_biases: Fold ``ln.b`` into the readers' biases (False for RMS, which has none).
+        fold_biases: Fold ``ln.b`` into the readers' biases (always off for RMS: no bias).
         center_weights: Remove the readers' input-side mean (valid only for LayerNorm, whose
-            output has zero mean; False for RMS).
+            output has zero mean; always off for RMS, where it would change the output).
 
     Returns:
         A new state dict for the same model with ``normalization_type`` "LNPre" ("RMSPre").

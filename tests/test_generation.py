@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -154,6 +155,8 @@ def test_one_dimensional_prompt_and_zero_new_tokens(model: HookedTransformer) ->
         (dict(eos_token_id=20), "eos_token_id"),
         (dict(seed=1, generator=torch.Generator()), "not both"),
         (dict(freq_penalty=-1.0), "freq_penalty"),
+        # A generator on another device than the model (a stand-in: no accelerator needed).
+        (dict(generator=SimpleNamespace(device=torch.device("cuda"))), "generator is on"),
     ],
 )
 def test_bad_arguments_raise_value_error(
