@@ -236,8 +236,13 @@ def static_figures(scale: float = 1.0) -> None:
         import kaleido
     except ImportError as e:
         raise ImportError("static figures need kaleido: pip install 'kaleido>=1.0'") from e
+    import warnings
+
     import plotly.io as pio
 
+    # plotly passes per-call options that a running server has already fixed; it says so on
+    # every figure.
+    warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
     kaleido.start_sync_server(silence_warnings=True)
     pio.renderers.default = "png"
     pio.renderers["png"].scale = scale

@@ -151,7 +151,10 @@ def training_dynamics(
             col=1,
             exclude_empty_subplots=False,  # one line through both panels, drawn or not
         )
-        # One label, inside the loss panel: a label per panel would sit on the lower title.
+        # One label, inside the loss panel (a label per panel would sit on the lower title), on
+        # the side of the line with more room, so that it stays inside the panel.
+        last = max([len(losses), *(r.step for r in records)])
+        right = step > last / 2
         fig.add_annotation(
             x=step,
             y=1.0,
@@ -159,9 +162,9 @@ def training_dynamics(
             yref="y domain",
             text=f"phase change (step {step})",
             showarrow=False,
-            xanchor="left",
+            xanchor="right" if right else "left",
             yanchor="top",
-            xshift=4,
+            xshift=-4 if right else 4,
         )
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     fig.update_yaxes(title_text="score", range=[0, 1.02] if unit_range else None, row=2, col=1)
