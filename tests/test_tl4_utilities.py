@@ -3,7 +3,8 @@
 - ``patching.get_act_patch_direct_path`` (q, k, v) against the same edge intervention written
   at ``hook_q``/``hook_k``/``hook_v`` with a hand-written LayerNorm;
 - ``tools.analysis.attribution_patching.attribution_patch`` (node and edge granularity)
-  against ``(a_clean - a_corrupt) . dM/da`` from our own autograd;
+  against ``(a_clean - a_corrupt) . dM/da`` from our own autograd, and ``faithfulness``
+  against our own activation patching;
 - ``ActivationCache.get_full_resid_decomposition``, ``decompose_resid``,
   ``stack_head_results``, ``logit_attrs`` against sums that must reproduce the residual stream,
   the attention output and (on a weight-processed model) the logits.
@@ -21,6 +22,7 @@ from transformer_lens.tools.analysis.attribution_patching import (
     EdgeAttributionConfig,
     Node,
     attribution_patch,
+    faithfulness,
 )
 
 from circuits import HookedTransformer
@@ -179,6 +181,35 @@ def test_attribution_patching_edges_match_our_gradients(model: HookedTransformer
             )
             expected = (write[pos] * grad[pos, head]).sum().item()
             assert abs(result.edge_scores[edge] - expected) < ATOL, edge
+
+
+def test_faithfulness_without_one_head_is_patching_that_head(model: HookedTransformer) -> None:
+    """Ablating every edge out of head (0, 2) is patching its output to the corrupted one:
+    TL4's edge-level faithfulness must equal our own node patch at hook_z."""
+    clean, corrupt = pair(batch=1)
+    edges = attribution_patch(
+        model, clean, corrupt, metric, EdgeAttributionConfig(granularity="edge")
+    ).edge_scores
+    circuit = [
+        e
+        for e in edges
+        if not (e[0].kind == "attn_head_out" and e[0].layer == 0 and e[0].head == 2)
+    ]
+    assert 0 < len(circuit) < len(edges)
+    result = faithfulness(model, clean, corrupt, metric, circuit)
+    _, corrupt_cache = model.run_with_cache(corrupt)
+
+    def patch(z: torch.Tensor, hook: Any) -> torch.Tensor:
+        z = z.clone()
+        z[:, :, 2] = corrupt_cache["blocks.0.attn.hook_z"][:, :, 2]
+        return z
+
+    with torch.no_grad():
+        patched = metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.0.attn.hook_z", patch)]))
+        m_clean, m_corrupt = metric(model(clean)), metric(model(corrupt))
+    expected = ((patched - m_corrupt) / (m_clean - m_corrupt)).item()
+    assert abs(result.recovered - expected) < 1e-4
+    assert abs(result.full_metric - m_clean.item()) < ATOL
 
 
 # --- ActivationCache decompositions ---
