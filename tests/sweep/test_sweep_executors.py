@@ -26,13 +26,19 @@ def _histories(root: Path) -> dict[str, dict]:
 
 
 def test_process_pool_and_dask_give_identical_runs(small_spec: dict, tmp_path: Path) -> None:
-    pytest.importorskip("distributed")
+    distributed = pytest.importorskip("distributed")
     spec = SweepSpec.from_dict(small_spec)
     pool = run_sweep(spec, tmp_path / "pool", workers=2, quiet=True)
-    dask = run_sweep(spec, tmp_path / "dask", workers=2, scheduler="local", quiet=True)
+    # A cluster of two worker processes, reached by its address as `--scheduler tcp://...` is.
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        dask = run_sweep(spec, tmp_path / "dask", scheduler=address, quiet=True)
+    assert address.startswith("tcp://")
     assert (pool.ok, pool.failed, pool.lost) == (8, 0, 0), pool.line()
     assert (dask.ok, dask.failed, dask.lost) == (8, 0, 0), dask.line()
-    assert "process pool" in pool.executor and "Dask LocalCluster" in dask.executor
+    assert "process pool" in pool.executor and f"Dask scheduler {address}" in dask.executor
     a = canonical(ResultsStore(tmp_path / "pool").rows())
     b = canonical(ResultsStore(tmp_path / "dask").rows())
     assert [r["run_id"] for r in a] == sorted(r.run_id for r in spec.runs())
