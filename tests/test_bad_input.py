@@ -66,6 +66,9 @@ def valid_tokens(draw: st.DrawFn) -> torch.Tensor:
 @SETTINGS
 def test_valid_tokens_work(entry: str, tokens: torch.Tensor, dtype: torch.dtype) -> None:
     with torch.no_grad():
+        if entry == "loss" and tokens.shape[1] < 2:  # no next token to predict: refused, not NaN
+            raises_naming(lambda: TOKEN_ENTRY_POINTS[entry](tokens.to(dtype)), "2 positions")
+            return
         TOKEN_ENTRY_POINTS[entry](tokens.to(dtype))
 
 
