@@ -22,6 +22,19 @@ from circuits.plots.style import MAX_WIDTH, head_label
 from circuits.records import EvalRecord, history_from_json
 from circuits.tasks import Batch, next_token_targets
 
+# Token-by-token and position-by-position figures show at most this many rows and columns: a
+# pretrained model's 48k x 48k circuit would not fit a page (eigenvalues use every token).
+MAX_CIRCUIT_SIDE = 64
+
+
+def _leading(circuit: Any, n: int = MAX_CIRCUIT_SIDE) -> Any:
+    """The top-left ``n x n`` block of a ``FactoredMatrix`` circuit (all of it if smaller)."""
+    from transformer_lens.FactoredMatrix import FactoredMatrix
+
+    if circuit.A.shape[-2] <= n and circuit.B.shape[-1] <= n:
+        return circuit
+    return FactoredMatrix(circuit.A[..., :n, :], circuit.B[..., :, :n])
+
 
 @dataclass(frozen=True)
 class Section:
@@ -141,7 +154,9 @@ def sections_for(
         "OV circuits",
         "For each head, how attending to a token (row) changes each output logit (column). A "
         "red diagonal means the head copies the token it attends to.",
-        plots.circuit_grid(ov, "Full OV circuits W_E W_OV W_U", "output token", "input token"),
+        plots.circuit_grid(
+            _leading(ov), "Full OV circuits W_E W_OV W_U", "output token", "input token"
+        ),
     )
     add(
         "Copying: eigenvalues of the OV circuits",
@@ -154,7 +169,7 @@ def sections_for(
         "How much each query position (row) prefers each earlier key position (column) from "
         "positions alone. A previous-token head is bright just below the diagonal.",
         plots.circuit_grid(
-            circ.positional_qk_circuit(model),
+            _leading(circ.positional_qk_circuit(model)),
             "Positional QK circuits W_pos W_QK W_pos^T",
             "key position",
             "query position",
@@ -166,7 +181,7 @@ def sections_for(
         "Token QK circuits",
         "How much a query token (row) attends to a key token (column) from token identity alone.",
         plots.circuit_grid(
-            circ.full_qk_circuit(model),
+            _leading(circ.full_qk_circuit(model)),
             "Full QK circuits W_E W_QK W_E^T",
             "key token",
             "query token",

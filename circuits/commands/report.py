@@ -16,7 +16,11 @@ def add_parser(sub: Any) -> None:
             "patterns, composition scores, QK/OV circuits and copying eigenvalues."
         ),
     )
-    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument(
+        "checkpoint",
+        help="checkpoint directory, or a pretrained model: a zoo name (attn-only-2l, gelu-1l, "
+        "...) or a directory in the zoo's or Hugging Face GPT-2's layout",
+    )
     p.add_argument(
         "-o", "--output", default="report.html", help="HTML file to write (not in a checkpoint)"
     )
@@ -35,7 +39,31 @@ def run(args: argparse.Namespace) -> int:
     # Before the work: never inside a checkpoint directory, never over a file we did not
     # write (without --force), only where a file can be written.
     check_report_path(args.output, force=args.force)
-    page = report_from_checkpoint(args.checkpoint, args.title)
+    if _is_checkpoint(args.checkpoint):
+        page = report_from_checkpoint(args.checkpoint, args.title)
+    else:
+        page = _pretrained_report(args.checkpoint, args.title)
     path = write_report(page, args.output, force=args.force)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _is_checkpoint(name: str) -> bool:
+    from pathlib import Path
+
+    from circuits.pretrained.zoo import repository
+
+    path = Path(name)
+    # A name that is no directory here is a checkpoint unless it is a zoo name (so a mistyped
+    # path still gets the checkpoint loader's "no such directory" error).
+    if not path.is_dir():
+        return repository(name) is None
+    return (path / "metadata.json").is_file()
+
+
+def _pretrained_report(name: str, title: str | None) -> str:
+    from circuits.pretrained import from_pretrained
+    from circuits.report import build_report
+
+    model = from_pretrained(name)
+    return build_report(model, None, None, None, title=title or f"circuits report: {name}")

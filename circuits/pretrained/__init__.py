@@ -83,8 +83,16 @@ def from_pretrained(
         refactor=refactor_factored_attn_matrices,
     )
     if tokenizer and tok_name is not None:
-        model.set_tokenizer(load_tokenizer(tok_name, hub), default_prepend_bos=default_prepend_bos)
-    elif default_prepend_bos is not None:
+        try:
+            tok = load_tokenizer(tok_name, hub)
+        except PretrainedError as e:
+            if not path.is_dir():
+                raise
+            # A local model stays usable on token ids when its tokenizer can't be had.
+            warnings.warn(f"{e}; the model has no tokenizer", UserWarning, stacklevel=2)
+        else:
+            model.set_tokenizer(tok, default_prepend_bos=default_prepend_bos)
+    if default_prepend_bos is not None:
         model.default_prepend_bos = default_prepend_bos
     model = model.to(device=device, dtype=dtype) if device is not None else model.to(dtype=dtype)
     return model.eval()
