@@ -82,7 +82,7 @@ def markdown(out: dict) -> str:
         "# Circuit discovery on trained induction models (default preset)",
         "",
         "ROC AUC of each method's edge scores against exact path patching's reference circuit",
-        "(edges with |score| >= 5% of the largest), per seed; ACDC at its default tau: edges",
+        "(edges with |score| >= 2% of the largest), per seed; ACDC at its default tau: edges",
         "kept, faithfulness on the masked loss (1 = the circuit alone recovers the model), and",
         "whether it keeps previous-token head -> induction keys and induction heads -> logits.",
         f"Machine: {out['machine']['platform']}, {out['machine']['torch_threads']} torch threads,"
