@@ -93,8 +93,8 @@ def roc_auc(scores: Float[Tensor, " n"] | EdgeScores, reference: Bool[Tensor, " 
 def reference_circuit(exact: EdgeScores, fraction: float = 0.02) -> Bool[Tensor, " n"]:
     """Exact patching's top edges: ``|score| >= fraction * max |score|``.
 
-    The default is low enough to keep a weaker second induction head of the default preset
-    (its edges measure 4-5% of the largest, the rest of the graph under 0.5%).
+    The default is low enough to keep a weaker second induction head of the default preset,
+    whose edges measured 4-5% of the largest on one seed (bench/discovery_results.md).
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
