@@ -53,6 +53,27 @@ def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) ->
     return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w + b
 
 
+def test_tl4_hook_names_are_aliases_of_the_tl3_hook_points(model: HookedTransformer) -> None:
+    for layer in range(2):
+        for c in "qkv":
+            alias = f"blocks.{layer}.attn.hook_{c}_input"
+            assert model.hook_dict[alias] is model.hook_dict[f"blocks.{layer}.hook_{c}_input"]
+            assert model.mod_dict[alias] is model.hook_dict[alias]
+    model.set_use_split_qkv_input(True)
+    try:
+        seen: list[str] = []
+        model.run_with_hooks(
+            pair()[0],
+            fwd_hooks=[("blocks.1.attn.hook_k_input", lambda x, hook: seen.append(hook.name))],
+        )
+        _, cache = model.run_with_cache(pair()[0])
+    finally:
+        model.set_use_split_qkv_input(False)
+    assert seen == ["blocks.1.hook_k_input"]  # one point, one call
+    assert "blocks.1.hook_k_input" in cache.cache_dict
+    assert not any(".attn.hook_" in k and k.endswith("_input") for k in cache.cache_dict)
+
+
 # --- direct path patching ---
 @pytest.mark.parametrize("component", ["q", "k", "v"])
 def test_direct_path_patching_matches_hand_written_edge_patch(
