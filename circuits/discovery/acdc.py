@@ -64,6 +64,11 @@ def acdc(problem: Problem, tau: float = DEFAULT_TAU, metric: Metric | None = Non
     if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau >= 0:
         raise ValueError(f"tau must be a number >= 0, got {tau!r}")
     metric = metric or problem.kl
+    if metric.higher_is_better:
+        raise ValueError(
+            f"ACDC removes edges while the metric stays low; {metric.name!r} is higher-is-better "
+            "(use the KL or the loss)"
+        )
     graph = problem.graph
     patched = torch.zeros(graph.n_edges, dtype=torch.bool)
     scores = torch.zeros(graph.n_edges)

@@ -97,6 +97,8 @@ def test_eap_ig_with_one_step_is_eap_and_nodes_sum_their_edges() -> None:
         edge_attribution(problem, ig_steps=0)
     with pytest.raises(ValueError, match="tau"):
         acdc(problem, tau=-1.0)
+    with pytest.raises(ValueError, match="higher-is-better"):
+        acdc(problem, metric=problem.metric)  # logit_diff
 
 
 def test_q_and_k_composition_are_told_apart() -> None:
