@@ -150,6 +150,7 @@ def test_report_never_writes_into_a_checkpoint(
     one_error_line(capsys, argv, "inside the checkpoint")
 
 
+@pytest.mark.slow  # writes three reports
 def test_report_replaces_only_its_own_pages_without_force(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
