@@ -114,7 +114,9 @@ def fold_layer_norm(
     Raises:
         ValueError: No LayerNorm weights to fold, or a shortformer model (its positions are
             added to the query/key input after ``ln1``, so ``ln1``'s gain cannot move into
-            ``W_Q``/``W_K`` without changing what positions contribute).
+            ``W_Q``/``W_K`` without changing what positions contribute). TL 3.9 folds such a
+            model anyway, and its log-probabilities then change; here ``process_weights_``
+            skips the fold with a warning.
     """
     if cfg.normalization_type not in ("LN", "RMS"):
         raise ValueError(
