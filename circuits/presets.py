@@ -8,7 +8,7 @@ Why these defaults (2 CPU cores, no GPU):
 - Random period in [4, 24] per sequence, first period drawn without replacement: no positional
   head can solve it, and every repeat is unambiguous.
 - AdamW at lr 2e-2 (20-step warm-up, gradients clipped at 1), batch 32: induction heads form
-  in 175-225 steps (20 of 20 seeds; 200-275 before the loss mask dropped the unpredictable
+  in 200-275 steps, median 200 (20 of 20 seeds, after the loss mask dropped the unpredictable
   first repeat): about a second or less on one core of a fast machine, a few seconds on a slow
   one (README, Speed). lr 1e-2 needs about twice the
   steps and 3e-3 several times more; 3e-2 is faster still but failed a seed once the model was
