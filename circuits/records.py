@@ -85,9 +85,11 @@ class EvalRecord:
         return self[key] if key in self else default  # noqa: SIM401 (this is get)
 
     def __eq__(self, other: object) -> bool:
+        """Same measurements: every field and score but ``seconds`` (wall time varies from run
+        to run; a resumed run equals an uninterrupted one)."""
         if not isinstance(other, EvalRecord):
             return NotImplemented
-        same = all(getattr(self, f) == getattr(other, f) for f in FIELDS)
+        same = all(getattr(self, f) == getattr(other, f) for f in FIELDS if f != "seconds")
         return (
             same
             and self.scores.keys() == other.scores.keys()

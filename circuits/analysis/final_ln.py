@@ -21,10 +21,18 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.validation import check_cache
 
 CENTRED = ("LN", "LNPre")
 WITH_GAIN = ("LN", "RMS")
 SUPPORTED = ("LN", "LNPre", "RMS", "RMSPre")
+
+
+def _check_resid(model: HookedModel, x: object) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor of residual vectors, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] != model.cfg.d_model:
+        raise ValueError(f"x {tuple(x.shape)} must end in d_model={model.cfg.d_model}")
 
 
 def norm_type(model: HookedModel) -> str | None:
@@ -75,9 +83,11 @@ def apply_final_ln(
         ValueError: ``x`` does not end in the cached run's ``[batch, pos, d_model]``.
     """
     check_model(model)
+    _check_resid(model, x)
     norm = norm_type(model)
     if norm is None:
         return x
+    check_cache(model, None, cache, ["ln_final.hook_scale"])
     scale = cache["ln_final.hook_scale"]
     if x.ndim < 3 or x.shape[-3:-1] != scale.shape[-3:-1]:
         raise ValueError(
@@ -96,6 +106,7 @@ def full_final_ln(
 ) -> Float[Tensor, "... d_model"]:
     """The final norm recomputed on ``x`` (its own scale), bias included."""
     check_model(model)
+    _check_resid(model, x)
     norm = norm_type(model)
     if norm is None:
         return x

@@ -37,7 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
-from circuits.validation import check_int
+from circuits.validation import check_cache, check_int
 
 Direction = Literal["higher", "lower"]
 ProbeKind = Literal["any", "repeated"]
@@ -88,12 +88,10 @@ def stack_patterns(model: HookedModel, cache: Any) -> Tensor:
     TransformerLens's ``ActivationCache.stack_activation("pattern")`` where the cache is one
     (tested to agree), else the hooks stacked by hand (a plain dict cache).
     """
+    check_model(model)
     n_layers = model.cfg.n_layers
     names = [f"blocks.{layer}.{PATTERN_HOOK}" for layer in range(n_layers)]
-    keys = set(cache.keys())
-    missing = [n for n in names if n not in keys]
-    if missing:
-        raise ValueError(f"cache lacks {missing[0]!r}: run the model with its attention hooks")
+    check_cache(model, None, cache, names)
     if hasattr(cache, "stack_activation") and getattr(cache, "model", None) is not None:
         return cache.stack_activation("pattern", layer=n_layers)
     return torch.stack([cache[n] for n in names])

@@ -46,6 +46,14 @@ def add_parser(sub: Any) -> None:
         help="train all steps even once heads formed (with --resume: continue a run that met "
         "its targets)",
     )
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="SCORE=VALUE",
+        help="stop once the best head of a registered head score (previous_token, induction, "
+        "or any score registered with circuits.analysis.scores.register_score) reaches VALUE; "
+        "repeatable; replaces the preset's score targets",
+    )
     p.add_argument("--out", metavar="DIR", help="save a resumable checkpoint directory here")
     p.add_argument(
         "--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps"
@@ -85,7 +93,25 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             parts[part][field] = value
     if args.no_early_stop:
         parts["train"].update(target_accuracy=None, targets={})
+    if getattr(args, "target", None):
+        parts["train"]["targets"] = parse_targets(args.target)
     return parts
+
+
+def parse_targets(items: list[str]) -> dict[str, float]:
+    """``["induction=0.4", ...]`` as ``{"induction": 0.4}`` (names are checked by TrainConfig)."""
+    from circuits.cli import CliError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise CliError(f"--target {item!r}: expected SCORE=VALUE, e.g. induction=0.4")
+    return out
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -279,7 +305,8 @@ def _train_fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def summarize(model: Any, result: Any) -> dict[str, Any]:
     """The heads a run formed, as plain data."""
-    import torch
+    from circuits.analysis.names import head_name
+    from circuits.analysis.scores import get_score
 
     final = result.final
     out: dict[str, Any] = {
@@ -289,19 +316,11 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
         "probe_accuracy": round(final["accuracy"], 4),
         "probe_loss": round(final["loss"], 4),
     }
-    for kind in ("previous_token", "induction"):
-        if kind not in final:
-            continue
-        scores = torch.as_tensor(final[kind])
-        first = 1 if kind == "induction" else 0  # induction needs a head after layer 0
-        if scores.shape[0] <= first:
-            out[f"top_{kind}_head"] = None
-            continue
-        later = scores[first:]
-        layer, head = divmod(int(later.argmax()), later.shape[1])
-        out[f"top_{kind}_head"] = {
-            "head": f"L{layer + first}H{head}",
-            "score": round(float(later.max()), 4),
+    for kind, scores in final.scores.items():  # every score recorded, from the registry
+        top = get_score(kind).top_head(scores)  # among the layers that count (induction: >= 1)
+        out[f"top_{kind}_head"] = top and {
+            "head": head_name(*top),
+            "score": round(float(scores[top]), 4),
         }
     return out
 
@@ -311,15 +330,16 @@ def circuit_summary(model: Any, task: Any, summary: dict[str, Any]) -> dict[str,
     strongest source, and what zero-ablating that source does to the probe accuracy."""
     from circuits.analysis import all_composition_scores, evaluate, run_with_ablation
     from circuits.analysis.head_scores import probe_accuracy
+    from circuits.analysis.names import head_name, parse_head_name
 
     top = summary.get("top_induction_head")
     if model.cfg.n_layers < 2 or top is None:
         return {}
-    layer, head = (int(x) for x in top["head"][1:].split("H"))
+    layer, head = parse_head_name(top["head"])
     comp = all_composition_scores(model)
     excess = comp.excess("K")[:layer, :, layer, head]  # earlier heads -> the induction head
     src_layer, src_head = divmod(int(excess.argmax()), excess.shape[1])
-    source = f"L{src_layer}H{src_head}"
+    source = head_name(src_layer, src_head)
     probe = task.probe(64)
     ablated = probe_accuracy(run_with_ablation(model, probe.tokens, [source]), probe)
     return {
@@ -369,14 +389,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"trained {summary['model']} on {task.name}: {result.steps} steps, {result.seconds:.1f}s")
     print(f"probe accuracy {summary['probe_accuracy']:.3f}  probe loss {summary['probe_loss']:.3f}")
-    for kind in ("previous_token", "induction"):
-        if f"top_{kind}_head" not in summary:
-            continue
-        top = summary[f"top_{kind}_head"]
+    from circuits.analysis.scores import get_score
+
+    for kind in result.final.scores:
+        label, top = get_score(kind).label, summary[f"top_{kind}_head"]
         if top:
-            print(f"top {kind.replace('_', '-')} head: {top['head']} (score {top['score']:.3f})")
+            print(f"top {label} head: {top['head']} (score {top['score']:.3f})")
         else:
-            print(f"top {kind.replace('_', '-')} head: n/a (a 1-layer model cannot form one)")
+            print(f"top {label} head: n/a (no layer of this model counts for it)")
     for line in circuit_lines(summary):
         print(line)
     if train_cfg.has_targets:

@@ -117,6 +117,7 @@ def cache_for(draw: st.DrawFn, model: Any, tokens: Any) -> Any:
     return model.run_with_cache(tokens, names_filter=lambda n: "resid_pre" in n)[1]
 
 
+@functools.cache
 def _metric_st() -> st.SearchStrategy[Any]:
     return pick(
         [lambda logits: logits[..., 0].mean(), A.masked_loss(torch.zeros(2, N_CTX).long())],
@@ -138,6 +139,7 @@ HEADS = st.lists(
 )
 
 
+@functools.cache
 def _probe_st() -> st.SearchStrategy[Any]:
     good = repeated_tokens(2, N_CTX // 2, V, seed=1)
     return pick(
@@ -156,12 +158,14 @@ def _probe_st() -> st.SearchStrategy[Any]:
     )
 
 
+@functools.cache
 def _patterns_st() -> st.SearchStrategy[Any]:
     good = A.attention_patterns(MODELS["ln_mlp"], torch.arange(N_CTX)[None] % V)
     hostile = [good[0], good.long(), good * torch.nan, good[..., :0, :0], good[..., :3], "p"]
     return pick([good, good[:1, :1]], hostile)
 
 
+@functools.cache
 def _circuit_st() -> st.SearchStrategy[Any]:
     m = MODELS["ln_mlp"]
     return pick(
@@ -333,7 +337,62 @@ CASES: dict[str, Case] = {
     "TunedLens": lambda d: _tuned_lens(d),
     "get_weights": lambda d: A.get_weights(d.draw(model_st()), d.draw(st.booleans())),
     "head_name": lambda d: A.head_name(d.draw(INTS), d.draw(INTS)),
+    "parse_head_name": lambda d: A.parse_head_name(
+        d.draw(pick(["L1H0", "L12H3"], ["L1", "l1h0", "L-1H0", 3, None]))
+    ),
+    "HookedModel": lambda d: A.protocol.check_model(d.draw(model_st())),
+    "apply_final_ln": lambda d: _with_cache(
+        d, lambda m, t, c: A.apply_final_ln(m, d.draw(_resid_st(t)), c)
+    ),
+    "full_final_ln": lambda d: A.full_final_ln(
+        d.draw(model_st()), d.draw(pick([torch.randn(3, 8)], [torch.randn(3, 5), "x", None]))
+    ),
+    "get_score": lambda d: A.get_score(d.draw(pick(["induction", "copying"], ["nope", 3]))),
+    "score_names": lambda d: A.score_names(d.draw(st.booleans())),
+    "registered_scores": lambda d: A.registered_scores(),
+    "unregister_score": lambda d: A.unregister_score(d.draw(st.sampled_from(["nope", 3, None]))),
+    "register_score": lambda d: _register(d),
+    "HeadScore": lambda d: _head_score(d),
+    "ScoreContext": lambda d: _with_cache(
+        d, lambda m, t, c: A.ScoreContext(m, repeated_tokens(1, 4, V), c, torch.zeros(1)).patterns
+    ),
 }
+
+
+def _resid_st(tokens: Any) -> st.SearchStrategy[Any]:
+    shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else (2, 3)
+    return pick([torch.randn(*shape, 8), torch.randn(4, *shape, 8)], [torch.randn(8), "x"])
+
+
+HOSTILE_FIELDS = {
+    "label": [3],
+    "probe": ["sometimes"],
+    "hooks": ["attn.hook_pattern", [3]],
+    "min_layer": [-1, 0.5],
+    "direction": ["up"],
+    "bounds": [(1.0, 0.0), "unit"],
+}
+
+
+def _score_fields(data: st.DataObject) -> dict[str, Any]:
+    name = data.draw(st.sampled_from(sorted(HOSTILE_FIELDS)))
+    return (
+        {name: data.draw(st.sampled_from(HOSTILE_FIELDS[name]))} if data.draw(st.booleans()) else {}
+    )
+
+
+def _register(data: st.DataObject) -> Any:
+    name = data.draw(pick(["sweep_score"], ["induction", "accuracy", "a b", 3]))
+    fn = data.draw(pick([lambda c: c.patterns[..., 0, 0].mean(1)], [None, "f"]))
+    spec = A.register_score(name, fn, **_score_fields(data))
+    A.unregister_score(name)  # only reached for a new, valid score
+    return spec.best(torch.zeros(2, 2))
+
+
+def _head_score(data: st.DataObject) -> Any:
+    spec = A.HeadScore("sweep", lambda c: c, **_score_fields(data))
+    scores = data.draw(pick([torch.rand(2, 3)], [torch.rand(0, 3), "s"]))
+    return spec.best(scores), spec.met(scores, 0.5), spec.top_head(scores)
 
 
 def _with_cache(data: st.DataObject, call: Callable[[Any, Any, Any], Any]) -> Any:
