@@ -121,7 +121,7 @@ dplots.circuit_graph(eap, reference=reference)
 # ## ACDC: KL versus edges
 
 # %%
-sweep = acdc_sweep(problem, [0.003, 0.01, 0.03, 0.1, 0.3])
+sweep = acdc_sweep(problem, [0.003, 0.03, 0.3])
 dplots.acdc_curve(sweep)
 
 # %% [markdown]
