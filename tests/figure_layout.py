@@ -66,8 +66,11 @@ def tick_labels(fig: go.Figure, axis_key: str, axis: dict[str, Any]) -> list[str
         if (getattr(trace, f"{letter}axis", None) or letter) != ref:
             continue
         values = getattr(trace, letter, None)
-        if values is not None:
-            return [str(v) for v in values]
+        if values is not None and len(values):
+            if all(isinstance(v, str) for v in values):
+                return list(values)  # categories: every name may be shown
+            numbers = [float(v) for v in values]  # plotly picks round ticks in this range
+            return [f"{v:.3g}" for v in (min(numbers), max(numbers))]
         z = getattr(trace, "z", None)
         if z is not None:
             n = len(z[0]) if letter == "x" else len(z)
