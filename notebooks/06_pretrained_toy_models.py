@@ -32,23 +32,30 @@ from pathlib import Path
 
 import torch
 
+from circuits import plots
 from circuits.analysis.circuits import circuit_stats
 from circuits.analysis.composition import all_composition_scores
 from circuits.analysis.text import answer_attribution, text_head_scores, text_logit_lens
 from circuits.plots import attention, heads, lens
 from circuits.pretrained import PretrainedError, from_pretrained
 
-STANDIN = Path("../data/standin_hub")  # the stand-in, as a Hugging Face cache directory
-offline = bool(os.environ.get("CI")) or os.environ.get("HF_HUB_OFFLINE") == "1"
+# The stand-in, a Hugging Face cache directory shipped in data/ (scripts/make_standin.py).
+DATA = Path("../data") if Path("../data").is_dir() else Path("data")
+STANDIN = DATA / "standin_hub"
+# The stored outputs are static PNGs a code host can show (`make notebooks` sets this).
+if os.environ.get("CIRCUITS_STATIC_FIGURES"):
+    plots.static_figures()
 try:
-    model = from_pretrained("attn-only-2l", local_files_only=offline)
+    # Only what is cached: run `from_pretrained("attn-only-2l")` once with a network to get it.
+    model = from_pretrained("attn-only-2l", local_files_only=True)
     source = "the real attn-only-2l (NeelNanda/Attn_Only_2L512W_C4_Code)"
-except PretrainedError as error:
-    print("attn-only-2l is not available here:", error)
+except PretrainedError:
     model = from_pretrained("attn-only-2l", cache_dir=STANDIN, local_files_only=True)
     source = "a STAND-IN for attn-only-2l (toy size, trained on repeated random tokens)"
 print("Using", source)
-print(model.cfg)
+cfg = model.cfg
+print(f"{cfg.n_layers} layers, {cfg.n_heads} heads of {cfg.d_head}, d_model {cfg.d_model}, "
+      f"vocabulary {cfg.d_vocab}, n_ctx {cfg.n_ctx}, norm {cfg.normalization_type}")
 
 # %% [markdown]
 # ## Text in, tokens out
@@ -79,8 +86,8 @@ attention.attention_patterns(model, repeated, title="Attention on a repeated sen
 # %%
 sentences = [
     prompt,
-    "In the beginning the model knew nothing, then it read the text.",
-    "Mr and Mrs Dursley were proud to say that they were perfectly normal.",
+    "In the beginning the model knew nothing.",
+    "Mr and Mrs Dursley were perfectly normal.",
 ]
 scores = text_head_scores(model, sentences)
 heads.head_scores(scores["previous_token"], title="Previous-token score (text)").show()

@@ -102,6 +102,9 @@ def config_from_neel(cfg_json: dict[str, Any], source: str = "config.json") -> M
             normalization_type=norm,
             positional_embedding_type=pos,
             eps=float(cfg_json.get("ln_eps", cfg_json.get("eps", 1e-5))),
+            model_name=str(
+                cfg_json.get("model_name") or source.split("/config.json")[0].split("/")[-1]
+            ),
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: {e}") from None

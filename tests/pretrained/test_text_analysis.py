@@ -14,7 +14,7 @@ from circuits.pretrained import from_pretrained
 DATA = Path(__file__).resolve().parents[2] / "data" / "standin_hub"
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
-    "In the beginning the model knew nothing, then it read the text.",
+    "In the beginning the model knew nothing.",
 ]
 
 
