@@ -199,3 +199,25 @@ def test_a_local_gpt2_checkpoint_loads_with_its_tokenizer(zoo_cache: Path, tmp_p
     with torch.no_grad():
         expected = hf(tokens).logits
     torch.testing.assert_close(model(tokens), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_an_attn_only_shortformer_model_with_layernorm_loads_and_processes(
+    zoo_cache: Path, tmp_path: Path
+) -> None:
+    """The framework paper's attention-only models: shortformer positions and LayerNorm."""
+    src = snapshot(zoo_cache, "attn-only-2l")
+    cfg = json.loads((src / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "shortformer_pos": True}))
+    (tmp_path / "model_final.pth").write_bytes((src / "model_final.pth").read_bytes())
+    raw = from_pretrained(tmp_path, cache_dir=zoo_cache, **RAW)
+    assert raw.cfg.positional_embedding_type == "shortformer"
+    assert raw.cfg.normalization_type == "LN"
+    sd = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    tokens = torch.randint(0, cfg["d_vocab"], (2, 16), generator=torch.Generator().manual_seed(2))
+    expected = reference_forward(sd, {**cfg, "shortformer_pos": True}, tokens)
+    torch.testing.assert_close(raw(tokens), expected, atol=1e-5, rtol=1e-5)
+    with pytest.warns(UserWarning, match="shortformer"):
+        processed = from_pretrained(tmp_path, cache_dir=zoo_cache)
+    torch.testing.assert_close(
+        processed(tokens).log_softmax(-1), raw(tokens).log_softmax(-1), atol=1e-4, rtol=0
+    )
