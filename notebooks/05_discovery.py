@@ -23,11 +23,12 @@
 
 # %%
 import dataclasses
+import os
 
 import plotly.express as px
 import torch
 
-from circuits import presets, train
+from circuits import plots, presets, train
 from circuits.discovery import (
     Problem,
     acdc,
@@ -44,7 +45,14 @@ from circuits.discovery.handbuilt import HANDBUILT
 from circuits.discovery.path_expansion import path_expansion, score_decomposition
 from circuits.plots import discovery as dplots
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
+# Figures are interactive here; the stored outputs are static PNGs (`make notebooks` sets
+# CIRCUITS_STATIC_FIGURES, which needs kaleido + Chromium).
+if os.environ.get("CIRCUITS_STATIC_FIGURES"):
+    plots.static_figures()
+# The stored outputs are static PNGs a code host can show (`make notebooks` sets this).
+if os.environ.get("CIRCUITS_STATIC_FIGURES"):
+    plots.static_figures()
 
 # %% [markdown]
 # ## A trained induction model
@@ -68,8 +76,8 @@ print("previous-token head:", prev, " induction heads:", induction)
 # %%
 problem = Problem.build(model, probe, task="induction", metric="loss")
 print(problem.graph)
-print("loss clean:", problem.value(), " everything patched:",
-      problem.value(torch.zeros(problem.graph.n_edges, dtype=torch.bool)))
+patched = problem.value(torch.zeros(problem.graph.n_edges, dtype=torch.bool))
+print(f"loss clean: {problem.value():.3f}  everything patched: {patched:.3f}")
 
 # %% [markdown]
 # ## Exact path patching: the ground truth
@@ -98,7 +106,7 @@ eap = edge_attribution(problem)
 ig = edge_attribution(problem, ig_steps=5)
 found = acdc(problem)
 aucs = {s.method: roc_auc(s, reference) for s in (eap, ig, found.scores)}
-print(aucs)
+print("ROC AUC against exact patching:", {name: round(auc, 3) for name, auc in aucs.items()})
 print("ACDC kept", found.n_edges, "edges, faithfulness", round(faithfulness(problem, found.circuit), 3))
 dplots.roc_curves({s.method: roc_curve(s, reference) for s in (eap, ig, found.scores)}, aucs)
 
@@ -106,9 +114,8 @@ dplots.roc_curves({s.method: roc_curve(s, reference) for s in (eap, ig, found.sc
 # ### Where plain attribution goes wrong
 # Compare the scores themselves, not only their ranking. At the clean run the loss on the
 # repeats is near its floor and the induction heads' softmax is saturated, so the local slope
-# says little about a patch that costs nats: EAP's scores come out one to two orders of
-# magnitude too small, and here even with the wrong sign (patching would, to first order,
-# *lower* the loss). Ranking by magnitude can still come out right, which is why an ROC AUC
+# says little about a patch that costs nats: EAP's scores come out several to tens of times too
+# small, and here even with the wrong sign (patching would, to first order, *lower* the loss). Ranking by magnitude can still come out right, which is why an ROC AUC
 # alone flatters it. EAP-IG averages the gradient along the way from the corrupted input and
 # gets the sign and the scale roughly right.
 
