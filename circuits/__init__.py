@@ -16,6 +16,7 @@ _EXPORTS = {
     "HookedTransformer": "circuits.model",
     "TrainConfig": "circuits.training",
     "TrainResult": "circuits.training",
+    "EvalRecord": "circuits.records",
     "train": "circuits.training",
     "tasks": "circuits.tasks",
     "analysis": "circuits.analysis",
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from circuits import analysis, checkpoint, discovery, plots, presets, tasks
     from circuits.config import ModelConfig
     from circuits.model import HookedTransformer
+    from circuits.records import EvalRecord
     from circuits.training import TrainConfig, TrainResult, train
 
 
@@ -46,6 +48,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "EvalRecord",
     "HookedTransformer",
     "ModelConfig",
     "TrainConfig",
