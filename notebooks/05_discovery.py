@@ -50,9 +50,6 @@ _ = torch.manual_seed(0)
 # CIRCUITS_STATIC_FIGURES, which needs kaleido + Chromium).
 if os.environ.get("CIRCUITS_STATIC_FIGURES"):
     plots.static_figures()
-# The stored outputs are static PNGs a code host can show (`make notebooks` sets this).
-if os.environ.get("CIRCUITS_STATIC_FIGURES"):
-    plots.static_figures()
 
 # %% [markdown]
 # ## A trained induction model
