@@ -160,3 +160,17 @@ def test_typed_records_read_like_flat_ones() -> None:
     }
     flat = runner.flat_record(NestedRecord())
     assert flat["induction"] == [[0.75, 0.0], [0.5, 0.25]] and "train_loss" not in flat
+
+
+def test_checkpoint_true_keeps_each_trained_model(small_spec: dict, tmp_path: Path) -> None:
+    from circuits import checkpoint
+
+    base = {**small_spec["base"], "train": {**small_spec["base"]["train"], "steps": 10}}
+    spec = SweepSpec.from_dict({**small_spec, "base": base, "seeds": 1, "checkpoint": True})
+    summary = run_sweep(spec, tmp_path, workers=0, quiet=True)
+    assert summary.ok == 2
+    for row in ResultsStore(tmp_path).rows():
+        path = Path(row["checkpoint"])
+        assert path == (tmp_path / "checkpoints" / row["run_id"]).resolve()
+        model = checkpoint.load(path)
+        assert model.cfg.d_model == 16 and model.cfg.seed == row["axes"]["seed"]
