@@ -305,7 +305,7 @@ def _train_fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def summarize(model: Any, result: Any) -> dict[str, Any]:
     """The heads a run formed, as plain data."""
-    from circuits.analysis.names import head_name
+    from circuits.names import head_name
     from circuits.analysis.scores import get_score
 
     final = result.final
@@ -330,7 +330,7 @@ def circuit_summary(model: Any, task: Any, summary: dict[str, Any]) -> dict[str,
     strongest source, and what zero-ablating that source does to the probe accuracy."""
     from circuits.analysis import all_composition_scores, evaluate, run_with_ablation
     from circuits.analysis.head_scores import probe_accuracy
-    from circuits.analysis.names import head_name, parse_head_name
+    from circuits.names import head_name, parse_head_name
 
     top = summary.get("top_induction_head")
     if model.cfg.n_layers < 2 or top is None:

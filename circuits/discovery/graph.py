@@ -27,6 +27,8 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from circuits.names import head_name
+
 SenderKind = Literal["embed", "pos", "head", "mlp"]
 ReceiverKind = Literal["q", "k", "v", "mlp", "logits"]
 
@@ -174,12 +176,12 @@ class Graph:
                 "attn",
                 layer,
                 [
-                    Receiver(f"L{layer}H{h}.{kind}", kind, layer, h)
+                    Receiver(f"{head_name(layer, h)}.{kind}", kind, layer, h)
                     for kind in ("q", "k", "v")
                     for h in range(self.n_heads)
                 ],
             )
-            senders += [Sender(f"L{layer}H{h}", "head", layer, h) for h in range(self.n_heads)]
+            senders += [Sender(head_name(layer, h), "head", layer, h) for h in range(self.n_heads)]
             if not self.attn_only:
                 add("mlp", layer, [Receiver(f"MLP{layer}", "mlp", layer)])
                 senders.append(Sender(f"MLP{layer}", "mlp", layer))

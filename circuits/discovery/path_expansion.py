@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from circuits.names import head_name
 from circuits.validation import check_layer_head, check_tokens
 
 
@@ -123,7 +124,7 @@ def path_expansion(
             attn = model.blocks[layer].attn
             new: dict[str, Tensor] = {}
             for h in range(model.cfg.n_heads):
-                name = f"L{layer}H{h}"
+                name = head_name(layer, h)
                 A = patterns[layer][:, h]  # [b, q, k]
                 for label, x in paths.items():
                     out = A @ (x @ attn.W_V[h]) @ attn.W_O[h]
@@ -208,7 +209,7 @@ def score_decomposition(
             attn = model.blocks[l1].attn
             z = cache[f"blocks.{l1}.attn.hook_z"]
             for h in range(model.cfg.n_heads):
-                comps[f"L{l1}H{h}"] = z[:, :, h] @ attn.W_O[h]
+                comps[head_name(l1, h)] = z[:, :, h] @ attn.W_O[h]
             bias = bias + attn.b_O
         comps["biases"] = bias.expand(b, p, -1)
         attn = model.blocks[layer].attn

@@ -19,6 +19,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from circuits.names import head_name
+
 # One colour scale per meaning, so every figure reads the same way.
 SEQUENTIAL = "Blues"  # attention weights, probabilities, scores in [0, 1]
 DIVERGING = "RdBu_r"  # signed quantities, centred on zero (or a baseline); red is positive
@@ -49,8 +51,8 @@ def to_numpy(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
 
 
 def head_label(layer: int, head: int) -> str:
-    """The display name of a head: ``L{layer}H{head}``."""
-    return f"L{layer}H{head}"
+    """The display name of a head: ``L{layer}H{head}`` (:func:`circuits.names.head_name`)."""
+    return head_name(layer, head)
 
 
 def head_labels(n_layers: int, n_heads: int, first_layer: int = 0) -> list[str]:

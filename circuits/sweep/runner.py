@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from circuits.names import head_name
 from circuits.sweep.phase import formation, phase_change
 from circuits.sweep.spec import RunSpec
 from circuits.sweep.store import CHECKPOINTS, HISTORIES
@@ -192,10 +193,6 @@ def thresholds_of(cfg: Any) -> dict[str, float]:
     return set_ or {"previous_token": DEFAULT_THRESHOLD, "induction": DEFAULT_THRESHOLD}
 
 
-def _head(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
 def circuit_of(model: Any, final: Any) -> dict[str, Any]:
     """The circuit a run ended with: top heads and the K-composition between them.
 
@@ -213,22 +210,22 @@ def circuit_of(model: Any, final: Any) -> dict[str, Any]:
     final = flat_record(final) if final is not None else {}
     if "previous_token" in final:
         score, pl, ph = _ranked(final["previous_token"], *_rule("previous_token"))[0]
-        out["previous_token_head"] = {"head": _head(pl, ph), "score": score}
+        out["previous_token_head"] = {"head": head_name(pl, ph), "score": score}
     ranked = _ranked(final["induction"], _rule("induction")[0]) if "induction" in final else []
     if not ranked:
         return out
     out["induction_heads"] = [
-        {"head": _head(la, h), "score": v} for v, la, h in ranked[:TOP_INDUCTION_HEADS]
+        {"head": head_name(la, h), "score": v} for v, la, h in ranked[:TOP_INDUCTION_HEADS]
     ]
     _, il, ih = ranked[0]
     n_heads = model.cfg.n_heads
     comp = all_composition_scores(model)
     excess = comp.excess("K")[:il, :, il, ih]
     sl, sh = divmod(int(excess.argmax()), n_heads)
-    source = _head(sl, sh)
+    source = head_name(sl, sh)
     out["k_composition"] = {
         "source": source,
-        "target": _head(il, ih),
+        "target": head_name(il, ih),
         "score": float(comp.k[sl, sh, il, ih]),
         "baseline": float(comp.baseline),
         "excess": float(excess[sl, sh]),
