@@ -207,9 +207,16 @@ def test_quick_run_writes_results_and_table(tmp_path) -> None:
     assert {"train steps/s (1 thread)", "time to induction", "composition (Q, K, V)"} <= names
     assert {"run_with_cache (all hooks)", "run_with_cache (one hook)"} <= names
     for name, case in results["cases"].items():
+        assert f"| {name} |" in table
+        if case["ratio"] is None:
+            # Only time to induction can lack a ratio: some run of a side did not form its
+            # heads in the quick budget, and the table says so instead of a number.
+            assert name == "time to induction", name
+            assert any(case["solved"][s] < case["n_runs"][s] for s in ("ours", "peer")), case
+            assert "n/a (formed:" in table
+            continue
         assert math.isfinite(case["ratio"]) and case["ratio"] > 0, name
         assert case["ours"]["min"] <= case["ours"]["median"] <= case["ours"]["max"], name
-        assert f"| {name} |" in table
     # Same weights and data on both sides: the first training loss is the same number.
     first = results["cases"]["train steps/s (1 thread)"]["first_loss"]
     assert first["ours"] == pytest.approx(first["peer"], abs=1e-4)
