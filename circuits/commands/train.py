@@ -305,8 +305,8 @@ def _train_fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def summarize(model: Any, result: Any) -> dict[str, Any]:
     """The heads a run formed, as plain data."""
-    from circuits.names import head_name
     from circuits.analysis.scores import get_score
+    from circuits.names import head_name
 
     final = result.final
     out: dict[str, Any] = {
