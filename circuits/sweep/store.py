@@ -106,6 +106,14 @@ class ResultsStore:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"{self.root} exists and is not a directory")
+        from circuits.files import checkpoint_around
+
+        checkpoint = checkpoint_around(self.root.absolute())
+        if checkpoint is not None:
+            raise ValueError(
+                f"{self.root} is inside the checkpoint {checkpoint}: a sweep writes its results "
+                "elsewhere (a checkpoint directory holds one model)"
+            )
         self.results = self.root / RESULTS
         self.histories = self.root / HISTORIES
 

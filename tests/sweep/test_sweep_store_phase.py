@@ -139,3 +139,15 @@ def test_a_lower_is_better_score_forms_at_or_below_its_threshold() -> None:
     series = {"kl": [(10, 3.0), (20, 0.9), (30, 0.5)]}
     assert formation(series, {"kl": 1.0}, {}, lower=["kl"])["kl"]["step"] == 20
     assert formation(series, {"kl": 1.0}, {})["kl"]["step"] == 10
+
+
+def test_a_sweep_never_writes_into_a_checkpoint(tmp_path: Path) -> None:
+    from circuits import HookedTransformer, ModelConfig
+
+    model = HookedTransformer(ModelConfig(n_layers=1, d_model=8, n_heads=1, n_ctx=4, d_vocab=5))
+    model.save(tmp_path / "ck")
+    before = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    for out in (tmp_path / "ck", tmp_path / "ck" / "sweep"):
+        with pytest.raises(ValueError, match="inside the checkpoint"):
+            ResultsStore(out)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == before
