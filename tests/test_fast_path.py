@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from helpers import CONFIGS, perturbed_model
 
-from circuits import HookedTransformer, ModelConfig, fast_path
-from circuits.fast_path import EXPLICIT_ATTENTION_MAX_POS
+from circuits import HookedTransformer, ModelConfig
+from circuits.model import fast_path
+from circuits.model.fast_path import EXPLICIT_ATTENTION_MAX_POS
 from circuits.tasks import ShiftByOneTask
 from circuits.training import TrainConfig, train
 

@@ -10,7 +10,7 @@ import torch
 from helpers import perturbed_model
 
 from circuits import HookedTransformer
-from circuits.generation import generate, sample_logits
+from circuits.model.generation import generate, sample_logits
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from circuits import HookedTransformer, ModelConfig
-from circuits import processing as P
+from circuits.model import processing as P
 
 ATOL = 1e-5
 PROCESSING_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "tl3_processing").glob("*.pt"))
@@ -171,7 +171,7 @@ def test_process_weights_defaults_keep_log_probs(
     tokens = tokens_for(model)
     with torch.no_grad():
         before = model(tokens)
-    with caplog.at_level(logging.WARNING, logger="circuits.processing"):
+    with caplog.at_level(logging.WARNING, logger="circuits.model.processing"):
         model.process_weights_()
     with torch.no_grad():
         after = model(tokens)

@@ -11,7 +11,8 @@ import torch
 
 from circuits.benchmarks.measure import comparison, interleaved, peak_memory_mb, summary
 from circuits.config import ModelConfig
-from circuits.model import HookedTransformer, cross_entropy
+from circuits.losses import cross_entropy
+from circuits.model import HookedTransformer
 
 REFERENCE: dict[str, Any] = dict(
     n_layers=2,

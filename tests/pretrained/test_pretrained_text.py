@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from circuits import HookedTransformer, ModelConfig
+from circuits.model.text import NoTokenizerError
 from circuits.pretrained import from_pretrained
-from circuits.text import NoTokenizerError
 
 RAW = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False}
 TEXT = "The quick brown fox jumps over the lazy dog."

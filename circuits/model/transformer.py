@@ -4,11 +4,12 @@ Parameter names, shapes, hook names and switches are TransformerLens's (``Hooked
 3.x), so its state dicts load with ``strict=True``, its users find every activation where they
 expect it, and TransformerLens's utilities accept the model. It is built on
 ``transformer_lens.HookedRootModule``: ``run_with_hooks``, ``run_with_cache`` and ``hooks()``
-come from there. The layers are in :mod:`circuits.components`.
+come from there. The layers are in :mod:`circuits.model.components`.
 
 ``TransformerBlock.forward`` is the spelled-out computation that every hook sees. A block with
-no hook attached runs through :mod:`circuits.fast_path` instead (fused projections and attention
-kernels, the same numbers); the choice is per block, so caching one layer leaves the others fast.
+no hook attached runs through :mod:`circuits.model.fast_path` instead (fused projections and
+attention kernels, the same numbers); the choice is per block, so caching one layer leaves the
+others fast.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
-from circuits import fast_path
 from circuits.checkpoint import CheckpointMixin
-from circuits.components import (
+from circuits.config import ModelConfig
+from circuits.losses import cross_entropy
+from circuits.model import fast_path
+from circuits.model.components import (
     MLP,
     Attention,
     Embed,
@@ -33,13 +36,11 @@ from circuits.components import (
     Unembed,
     make_norm,
 )
-from circuits.config import ModelConfig
-from circuits.generation import GenerationMixin
-from circuits.hook_aliases import HookAliasMixin
-from circuits.losses import cross_entropy
-from circuits.model_weights import WeightsMixin
-from circuits.processing import WeightProcessingMixin
-from circuits.text import TextMixin, is_text
+from circuits.model.generation import GenerationMixin
+from circuits.model.hook_aliases import HookAliasMixin
+from circuits.model.processing import WeightProcessingMixin
+from circuits.model.text import TextMixin, is_text
+from circuits.model.weights import WeightsMixin
 from circuits.validation import check_tokens
 
 __all__ = ["HookedTransformer", "TransformerBlock", "cross_entropy"]
