@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench data notebooks clean
+.PHONY: demo test test-fast lint docs chromium bench data notebooks clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "setting up .venv (torch CPU build, TransformerLens, dev tools): a few minutes on a first run"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
@@ -15,11 +16,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/circuits train
 
-## test: lint, type-check, and the whole test suite (unit, training, notebooks, report)
-test: $(STAMP) lint
+## test: lint, type-check, the docs' strict build, and the whole test suite (unit, training,
+## notebooks, browser): about 12 minutes on a quiet 2-core machine (docs/testing.md)
+test: $(STAMP) lint docs chromium
 	$(BIN)/python -m pytest
 
-## test-fast: unit tests only (seconds)
+## test-fast: the unit tier only (about a minute on a quiet 2-core machine)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebook and not browser"
 
@@ -27,6 +29,25 @@ lint: $(STAMP)
 	$(BIN)/ruff check circuits tests bench scripts
 	$(BIN)/ruff format --check circuits tests bench scripts
 	$(BIN)/mypy circuits
+
+## docs: build the documentation site into site/; any warning (a broken link or reference, a
+## docstring mkdocstrings cannot parse) fails the build
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The browser tests (tests/test_report_browser.py) need Chromium: install it where we can (root
+# with apt-get, as .ci/run does), otherwise stop here and say so rather than fail later.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	command -v google-chrome >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser tests (apt-get install chromium; once)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      >/dev/null 2>&1 || { echo "make: could not install chromium with apt-get" >&2; exit 1; }; \
+	  else \
+	    echo "make test needs chromium for the browser tests: install it (apt-get install" \
+	      "chromium), or run make test-fast for the unit tier only" >&2; exit 1; \
+	  fi; }
 
 ## data: regenerate the small trained checkpoints in data/ (about a minute on 2 cores)
 data: $(STAMP)
@@ -41,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/circuits bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
