@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import io
 import json
 import time
@@ -31,50 +30,31 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.files import (
-    FORMAT,
-    METADATA_FILE,
-    CheckpointBusy,
-    check_writable,
-    recover,
-    write_file,
-    write_files,
-    writer_lock,
-)
+from circuits.files import FORMAT, METADATA_FILE, recover, write_files
 
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from circuits.config import ModelConfig
     from circuits.model import HookedTransformer
 
 __all__ = [
     "CONFIG_FILE",
-    "FORMAT",
     "FORMAT_VERSION",
-    "METADATA_FILE",
     "MODEL_FILE",
     "TRAIN_STATE_FILE",
-    "CheckpointBusy",
     "CheckpointError",
     "all_finite",
     "check_state_dict",
-    "check_writable",
     "load",
-    "load_training",
     "pack",
     "package_versions",
     "read_file",
     "read_metadata",
-    "read_training_metadata",
-    "recover",
+    "read_model",
     "save",
-    "save_training",
     "sha256",
-    "training_run",
     "unpack",
-    "write_file",
-    "write_files",
-    "writer_lock",
 ]
 
 FORMAT_VERSION = 1
@@ -245,44 +225,23 @@ def _to_json(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-class CheckpointMixin:
-    """``model.save(path)`` and ``ModelClass.load(path)`` for a model class: the model imports
-    this module, never the other way round (:func:`load` takes the class to build)."""
+def read_model(
+    path: str | Path, meta: dict[str, Any] | None = None
+) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """The config and weights of a checkpoint, hash-checked (not yet checked against a model).
 
-    def save(self, path: str | Path, overwrite: bool = False, **metadata: Any) -> Path:
-        """Saves a checkpoint directory (see :mod:`circuits.checkpoint`); returns its path."""
-        return save(self, path, overwrite=overwrite, metadata=metadata)  # type: ignore[arg-type]
-
-    @classmethod
-    def load(cls, path: str | Path) -> Any:
-        """Loads and validates a checkpoint saved by :meth:`save` (eval mode)."""
-        return load(path, model_class=cls)
-
-
-def load(path: str | Path, model_class: Any = None) -> HookedTransformer:
-    """Loads and validates a checkpoint saved by :func:`save`; returns the model in eval mode.
-
-    ``model_class`` builds the model from the config (default: ``circuits.HookedTransformer``,
-    looked up when called, so that this module does not import the model's).
-
-    Raises:
-        FileNotFoundError: No checkpoint at ``path``.
-        CheckpointError: (a ``ValueError``) hash mismatch, unreadable file, unknown config
-            field, missing/extra tensor, shape or dtype that does not fit the config, non-finite
-            weights, or a format version newer than this code.
+    Args:
+        meta: Its :func:`read_metadata`, if already read (then it is not read again).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
     from circuits.config import ModelConfig
 
-    if model_class is None:
-        model_class = importlib.import_module("circuits").HookedTransformer
     path = Path(path)
-    meta = read_metadata(path)
+    meta = meta if meta is not None else read_metadata(path)
     try:
-        cfg_dict = json.loads(read_file(path, CONFIG_FILE, meta))
-        cfg = ModelConfig.from_dict(cfg_dict)
+        cfg = ModelConfig.from_dict(json.loads(read_file(path, CONFIG_FILE, meta)))
     except CheckpointError:
         raise
     except (ValueError, TypeError) as e:
@@ -291,13 +250,38 @@ def load(path: str | Path, model_class: Any = None) -> HookedTransformer:
         tensors = load_safetensors(read_file(path, MODEL_FILE, meta))
     except SafetensorError as e:
         raise CheckpointError(f"{path / MODEL_FILE}: unreadable safetensors ({e})") from e
+    return cfg, tensors
+
+
+def load(path: str | Path, model_class: Any = None, meta: dict[str, Any] | None = None) -> Any:
+    """Loads and validates a checkpoint saved by :func:`save`; returns the model in eval mode.
+
+    Args:
+        model_class: Builds the model from the config. This module never imports the model,
+            so pass it (``checkpoint.load(path, HookedTransformer)``), or call
+            ``HookedTransformer.load(path)``, which does.
+        meta: Its :func:`read_metadata`, if already read.
+
+    Raises:
+        FileNotFoundError: No checkpoint at ``path``.
+        CheckpointError: (a ``ValueError``) hash mismatch, unreadable file, unknown config
+            field, missing/extra tensor, shape or dtype that does not fit the config, non-finite
+            weights, or a format version newer than this code.
+        TypeError: no ``model_class``.
+    """
+    if model_class is None:
+        raise TypeError(
+            "checkpoint.load needs the model class: HookedTransformer.load(path), or "
+            "checkpoint.load(path, HookedTransformer)"
+        )
+    cfg, tensors = read_model(path, meta)
     model = model_class(cfg)
-    check_state_dict(tensors, model.state_dict(), source=str(path / MODEL_FILE))
+    check_state_dict(tensors, model.state_dict(), source=str(Path(path) / MODEL_FILE))
     model.load_state_dict(tensors, strict=True)
     return model.eval()
 
 
-# --- training state (optimizer, schedule, RNG, history) ---
+# --- extra files (a training checkpoint's train_state.pt: see circuits.training.state) ---
 def pack(state: dict[str, Any]) -> bytes:
     """Serialises a dict of tensors and plain data (loadable with ``weights_only=True``)."""
     import torch
@@ -324,117 +308,3 @@ def all_finite(model: HookedTransformer) -> bool:
     import torch
 
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def save_training(
-    path: str | Path,
-    model: HookedTransformer,
-    *,
-    step: int,
-    optimizer: Any,
-    schedule: Any,
-    generator: Any,
-    result: Any,
-    task: Any,
-    train_config: dict[str, Any],
-    overwrite: bool = True,
-) -> Path:
-    """Saves everything a bit-for-bit resume needs: weights, optimizer, LR schedule, the data
-    generator's RNG state, the loss curve and the evaluation history."""
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "generator": generator.get_state(),
-        "losses": list(result.losses),
-        "history": [r.to_dict() if hasattr(r, "to_dict") else r for r in result.history],
-        "solved_at": result.solved_at,
-        "seconds": result.seconds,
-    }
-    metadata = {
-        "kind": "training",
-        "step": step,
-        "solved_at": result.solved_at,
-        "task": task.to_dict() if hasattr(task, "to_dict") else {"name": task.name},
-        "train_config": train_config,
-        "metrics": state["history"][-1] if state["history"] else None,
-    }
-    return save(
-        model,
-        path,
-        overwrite=overwrite,
-        metadata=metadata,
-        extra_files={TRAIN_STATE_FILE: pack(state)},
-    )
-
-
-TRAIN_STATE_KEYS = ("step", "optimizer", "schedule", "generator", "losses", "history")
-
-
-def read_training_metadata(path: str | Path) -> dict[str, Any]:
-    """:func:`read_metadata` of a training checkpoint, with the fields a resume needs checked.
-
-    ``metadata.json`` is not covered by the hashes, so it is validated like ``config.json``.
-    """
-    meta = read_metadata(path)
-    source = Path(path) / METADATA_FILE
-    if meta.get("kind") != "training" or TRAIN_STATE_FILE not in meta["sha256"]:
-        raise CheckpointError(f"{path} holds a model but no training state; it cannot be resumed")
-    for key, ok, want in (
-        ("step", _is_count(meta.get("step")), "a non-negative int"),
-        ("solved_at", meta.get("solved_at") is None or _is_count(meta.get("solved_at")),
-         "a non-negative int or null"),
-        ("task", isinstance(meta.get("task"), dict)
-         and isinstance(meta["task"].get("name"), str), "an object with a string 'name'"),
-        ("train_config", isinstance(meta.get("train_config"), dict), "an object"),
-    ):  # fmt: skip
-        if key not in meta and key != "solved_at":
-            raise CheckpointError(f"{source}: missing {key!r}; not a resumable checkpoint")
-        if not ok:
-            raise CheckpointError(f"{source}: {key!r} must be {want}, got {meta.get(key)!r}")
-    return meta
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def training_run(path: str | Path, **changes: Any) -> tuple[Any, Any]:
-    """The task and :class:`~circuits.training.TrainConfig` recorded in a training checkpoint.
-
-    Args:
-        changes: Train-config fields to set on top of the recorded ones.
-
-    Raises:
-        CheckpointError: the metadata names an unknown task or field, or a value of the
-            wrong type or range.
-    """
-    from circuits.tasks import make_task
-    from circuits.training import TrainConfig
-
-    meta = read_training_metadata(path)
-    source = Path(path) / METADATA_FILE
-    task_kwargs = dict(meta["task"])
-    name = task_kwargs.pop("name")
-    try:
-        task = make_task(name, **task_kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: bad task {meta['task']!r}: {e}") from e
-    try:
-        cfg = TrainConfig.from_dict({**meta["train_config"], **changes})
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: bad train_config: {e}") from e
-    return task, cfg
-
-
-def load_training(path: str | Path) -> tuple[HookedTransformer, dict[str, Any], dict[str, Any]]:
-    """Loads a training checkpoint: ``(model, metadata, train_state)``, all validated."""
-    model = load(path)
-    meta = read_training_metadata(path)
-    state = unpack(read_file(path, TRAIN_STATE_FILE, meta), str(Path(path) / TRAIN_STATE_FILE))
-    missing = [k for k in TRAIN_STATE_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: training state lacks {', '.join(missing)}")
-    if state["step"] != meta.get("step") or len(state["losses"]) != state["step"]:
-        raise CheckpointError(f"{path}: training state and metadata disagree on the step")
-    return model, meta, state

@@ -333,8 +333,9 @@ def task_from_metadata(meta: dict[str, Any]) -> Any:
 def report_from_checkpoint(path: str | Path, title: str | None = None) -> str:
     """The report page of a checkpoint directory, with its task and history if recorded."""
     from circuits import checkpoint
+    from circuits.model import HookedTransformer
 
-    model = checkpoint.load(path)
+    model = HookedTransformer.load(path)
     meta = checkpoint.read_metadata(path)
     history, losses = meta.get("history"), meta.get("losses")
     if checkpoint.TRAIN_STATE_FILE in meta["sha256"]:

@@ -1,13 +1,14 @@
-"""Input checks shared by the model, tasks and analysis: clear errors instead of wrong answers."""
+"""Input checks shared by every layer (configs, the model, tasks, analysis): clear errors instead
+of wrong answers. A leaf: it imports nothing from circuits."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where a tensor is checked: configs stay torch-free
+    from torch import Tensor
 
 
 def check_tokens(tokens: object, d_vocab: int, n_ctx: int, name: str = "tokens") -> Tensor:
@@ -18,6 +19,9 @@ def check_tokens(tokens: object, d_vocab: int, n_ctx: int, name: str = "tokens")
         ValueError: Wrong rank, non-integer dtype, empty, longer than ``n_ctx``, or ids
             outside ``[0, d_vocab)``.
     """
+    import torch
+    from torch import Tensor
+
     if not isinstance(tokens, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(tokens).__name__}")
     if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
@@ -57,6 +61,8 @@ def check_mask(mask: object, shape: tuple[int, ...], name: str = "mask") -> Tens
         TypeError: ``mask`` is not a tensor.
         ValueError: Its shape is not ``shape``.
     """
+    from torch import Tensor
+
     if not isinstance(mask, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
     if tuple(mask.shape) != tuple(shape):
@@ -78,6 +84,28 @@ def check_int(value: object, name: str, low: int | None = None, high: int | None
         hi = "inf" if high is None else high
         raise ValueError(f"{name}={value} out of range [{lo}, {hi}]")
     return value
+
+
+def check_fields(cls: type, data: object, what: str, extra: Iterable[str] = ()) -> dict[str, Any]:
+    """``data`` as a dict of ``cls``'s dataclass fields (plus ``extra`` accepted names).
+
+    The strict half of every ``from_dict``: a non-mapping or an unknown key is refused, all
+    unknown keys named in one message.
+
+    Raises:
+        ValueError: ``data`` is not a mapping, or has keys that are not fields.
+    """
+    if not hasattr(data, "keys") or not hasattr(data, "__getitem__"):
+        raise ValueError(f"{what} must be a mapping (a JSON object), got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)} | set(extra)
+    out = dict(data)  # type: ignore[call-overload]
+    unknown = sorted(set(out) - known, key=str)
+    if unknown:
+        raise ValueError(
+            f"unknown {what} field(s): {', '.join(map(str, unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return out
 
 
 def _batch_pos(name: str, act: Tensor) -> tuple[int, ...]:
@@ -107,6 +135,9 @@ def check_cache(
         TypeError: ``cache`` is not a mapping of hook names to tensors.
         ValueError: A name is missing, or the cache is of other tokens or another batch.
     """
+    import torch
+    from torch import Tensor
+
     if not (hasattr(cache, "keys") and hasattr(cache, "__getitem__")):
         raise TypeError(
             f"cache must be an ActivationCache (or a dict of hook name -> tensor) from "

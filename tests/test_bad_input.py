@@ -25,6 +25,7 @@ from circuits.analysis.attribution import decompose_resid, direct_logit_attribut
 from circuits.analysis.circuits import full_ov_circuit, k_composition_circuit, ov_circuit
 from circuits.analysis.head_scores import attention_patterns
 from circuits.checkpoint import CheckpointError
+from circuits.files import FORMAT, write_files
 from circuits.tasks import InductionTask, ShiftByOneTask
 from circuits.training import TrainConfig
 
@@ -258,13 +259,11 @@ def test_task_batch_size(batch_size: int) -> None:
 # --- checkpoints: arbitrary bytes where a checkpoint should be ---
 def forge(path: Path, files: dict[str, bytes]) -> Path:
     meta = {
-        "format": checkpoint.FORMAT,
+        "format": FORMAT,
         "format_version": checkpoint.FORMAT_VERSION,
         "sha256": {name: checkpoint.sha256(data) for name, data in files.items()},
     }
-    return checkpoint.write_files(
-        path, {**files, "metadata.json": json.dumps(meta).encode()}, overwrite=True
-    )
+    return write_files(path, {**files, "metadata.json": json.dumps(meta).encode()}, overwrite=True)
 
 
 @given(st.binary(max_size=2000))
@@ -273,7 +272,7 @@ def test_garbage_weights_with_a_valid_hash(tmp_path: Path, data: bytes) -> None:
     config = json.dumps(MODEL.cfg.to_dict()).encode()
     path = forge(tmp_path / "ck", {"model.safetensors": data, "config.json": config})
     with pytest.raises(CheckpointError, match=r"model\.safetensors"):
-        checkpoint.load(path)
+        checkpoint.load(path, HookedTransformer)
 
 
 @given(st.one_of(st.binary(max_size=200), st.from_type(dict).map(lambda d: json.dumps(d).encode())))
@@ -283,7 +282,7 @@ def test_garbage_config_with_a_valid_hash(tmp_path: Path, data: bytes) -> None:
         tmp_path / "ck", {"model.safetensors": save(dict(MODEL.state_dict())), "config.json": data}
     )
     with pytest.raises(CheckpointError, match=r"config\.json"):
-        checkpoint.load(path)
+        checkpoint.load(path, HookedTransformer)
 
 
 @given(st.binary(max_size=300))
@@ -292,4 +291,4 @@ def test_garbage_metadata(tmp_path: Path, data: bytes) -> None:
     path = MODEL.save(Path(tempfile.mkdtemp(dir=tmp_path)) / "ck")
     (path / "metadata.json").write_bytes(data)
     with pytest.raises(CheckpointError, match=r"metadata\.json"):
-        checkpoint.load(path)
+        checkpoint.load(path, HookedTransformer)

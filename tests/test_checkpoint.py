@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save
 
 from circuits import HookedTransformer, checkpoint
 from circuits.checkpoint import CheckpointError
+from circuits.files import FORMAT, write_files
 
 
 def test_round_trip_is_exact(any_model: HookedTransformer, tmp_path: Path) -> None:
@@ -90,13 +91,13 @@ def forge(
     """Writes a checkpoint with consistent hashes but arbitrary contents."""
     files = {"model.safetensors": save(tensors), "config.json": json.dumps(config).encode()}
     metadata = {
-        "format": checkpoint.FORMAT,
+        "format": FORMAT,
         "format_version": checkpoint.FORMAT_VERSION,
         "sha256": {name: checkpoint.sha256(data) for name, data in files.items()},
         **meta,
     }
     files["metadata.json"] = json.dumps(metadata).encode()
-    return checkpoint.write_files(path, files)
+    return write_files(path, files)
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ def parts() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def test_valid_forgery_loads(parts: tuple[dict, dict], tmp_path: Path) -> None:
     """The forging helper itself makes loadable checkpoints, so the failures below are real."""
     tensors, config = parts
-    loaded = checkpoint.load(forge(tmp_path / "c", tensors, config))
+    loaded = checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
     assert torch.equal(loaded.W_E, tensors["embed.W_E"])
 
 
@@ -116,28 +117,28 @@ def test_missing_tensor(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors, config = parts
     del tensors["blocks.1.attn.b_V"]
     with pytest.raises(CheckpointError, match=r"missing tensor\(s\): blocks\.1\.attn\.b_V"):
-        checkpoint.load(forge(tmp_path / "c", tensors, config))
+        checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
 
 
 def test_extra_tensor(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors, config = parts
     tensors["blocks.2.attn.W_Q"] = torch.zeros(4, 32, 8)
     with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\): blocks\.2\.attn\.W_Q"):
-        checkpoint.load(forge(tmp_path / "c", tensors, config))
+        checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
 
 
 def test_shape_does_not_fit_config(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors, config = parts
     config["d_vocab"] += 1
     with pytest.raises(CheckpointError, match=r"embed\.W_E has shape \(20, 32\).*\(21, 32\)"):
-        checkpoint.load(forge(tmp_path / "c", tensors, config))
+        checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
 
 
 def test_wrong_dtype(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors, config = parts
     tensors["unembed.W_U"] = tensors["unembed.W_U"].double()
     with pytest.raises(CheckpointError, match=r"unembed\.W_U has dtype torch\.float64"):
-        checkpoint.load(forge(tmp_path / "c", tensors, config))
+        checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
 
 
 def test_non_finite_weights(parts: tuple[dict, dict], tmp_path: Path) -> None:
@@ -145,21 +146,21 @@ def test_non_finite_weights(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors["pos_embed.W_pos"] = tensors["pos_embed.W_pos"].clone()
     tensors["pos_embed.W_pos"][3, 1] = float("inf")
     with pytest.raises(CheckpointError, match=r"pos_embed\.W_pos contains NaN or inf"):
-        checkpoint.load(forge(tmp_path / "c", tensors, config))
+        checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
 
 
 def test_unknown_config_field(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors, config = parts
     config["not_a_field"] = 8
     with pytest.raises(CheckpointError, match=r"unknown model config field.*not_a_field"):
-        checkpoint.load(forge(tmp_path / "c", tensors, config))
+        checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
 
 
 def test_invalid_config_value(parts: tuple[dict, dict], tmp_path: Path) -> None:
     tensors, config = parts
     config["n_heads"] = 0
     with pytest.raises(CheckpointError, match="n_heads must be positive"):
-        checkpoint.load(forge(tmp_path / "c", tensors, config))
+        checkpoint.load(forge(tmp_path / "c", tensors, config), HookedTransformer)
 
 
 def test_newer_format_version(parts: tuple[dict, dict], tmp_path: Path) -> None:
@@ -168,7 +169,7 @@ def test_newer_format_version(parts: tuple[dict, dict], tmp_path: Path) -> None:
     meta["format_version"] = checkpoint.FORMAT_VERSION + 1
     (path / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"format version 2 is newer.*upgrade"):
-        checkpoint.load(path)
+        checkpoint.load(path, HookedTransformer)
 
 
 @pytest.fixture
@@ -180,7 +181,7 @@ def test_truncated_weights(saved: Path) -> None:
     data = (saved / "model.safetensors").read_bytes()
     (saved / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"model\.safetensors: content hash mismatch"):
-        checkpoint.load(saved)
+        checkpoint.load(saved, HookedTransformer)
 
 
 def test_one_flipped_bit(saved: Path) -> None:
@@ -188,7 +189,7 @@ def test_one_flipped_bit(saved: Path) -> None:
     data[-5] ^= 0x01  # the low bit of some weight: a silently different model
     (saved / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="content hash mismatch"):
-        checkpoint.load(saved)
+        checkpoint.load(saved, HookedTransformer)
 
 
 def test_edited_config(saved: Path) -> None:
@@ -196,38 +197,38 @@ def test_edited_config(saved: Path) -> None:
     config["eps"] = 1e-3
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"config\.json: content hash mismatch"):
-        checkpoint.load(saved)
+        checkpoint.load(saved, HookedTransformer)
 
 
 def test_truncated_metadata(saved: Path) -> None:
     text = (saved / "metadata.json").read_text()
     (saved / "metadata.json").write_text(text[: len(text) // 2])
     with pytest.raises(CheckpointError, match=r"metadata\.json is not valid JSON"):
-        checkpoint.load(saved)
+        checkpoint.load(saved, HookedTransformer)
 
 
 def test_missing_weights_file(saved: Path) -> None:
     (saved / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):
-        checkpoint.load(saved)
+        checkpoint.load(saved, HookedTransformer)
 
 
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        checkpoint.load(tmp_path / "nowhere")
+        checkpoint.load(tmp_path / "nowhere", HookedTransformer)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"metadata\.json"):
-        checkpoint.load(tmp_path / "empty")
+        checkpoint.load(tmp_path / "empty", HookedTransformer)
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointError, match="not a checkpoint directory"):
-        checkpoint.load(tmp_path / "file")
+        checkpoint.load(tmp_path / "file", HookedTransformer)
 
 
 # --- crashes while writing ---
 def test_crash_mid_write_keeps_the_old_checkpoint(
     saved: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = checkpoint.load(saved).state_dict()
+    before = checkpoint.load(saved, HookedTransformer).state_dict()
     calls = {"n": 0}
     real_fsync = os.fsync
 
@@ -241,7 +242,7 @@ def test_crash_mid_write_keeps_the_old_checkpoint(
     with pytest.raises(OSError, match="disk full"):
         perturbed_model(seed=9).save(saved, overwrite=True)
     monkeypatch.undo()
-    after = checkpoint.load(saved).state_dict()
+    after = checkpoint.load(saved, HookedTransformer).state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
     assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
 
@@ -249,12 +250,12 @@ def test_crash_mid_write_keeps_the_old_checkpoint(
 def test_killed_between_renames_is_recovered(saved: Path) -> None:
     """A writer killed after moving the old checkpoint aside, before moving the new one in
     (the state its journal describes): the old checkpoint is put back."""
-    before = checkpoint.load(saved).W_E
+    before = checkpoint.load(saved, HookedTransformer).W_E
     os.rename(saved, saved.parent / ".ckpt.previous")
     (saved.parent / ".ckpt.tmp-999999").mkdir()  # the new one, not yet in place
     (saved.parent / ".ckpt.tmp-999999" / "model.safetensors").write_bytes(b"\x00" * 10)
     (saved.parent / ".ckpt.replacing").write_text(json.dumps({"tmp": ".ckpt.tmp-999999"}))
-    assert torch.equal(checkpoint.load(saved).W_E, before)
+    assert torch.equal(checkpoint.load(saved, HookedTransformer).W_E, before)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
     perturbed_model(seed=4).save(saved, overwrite=True)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
@@ -267,14 +268,14 @@ def test_a_backup_without_its_write_in_progress_is_never_restored(saved: Path) -
     shutil.copytree(saved, saved.parent / ".ckpt.previous")
     shutil.rmtree(saved)  # the user deletes the checkpoint
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        checkpoint.load(saved)
+        checkpoint.load(saved, HookedTransformer)
     assert not saved.exists()
     perturbed_model(seed=4).save(saved)  # a fresh save is not refused, and is what loads
-    assert torch.equal(checkpoint.load(saved).W_E, perturbed_model(seed=4).W_E)
+    assert torch.equal(checkpoint.load(saved, HookedTransformer).W_E, perturbed_model(seed=4).W_E)
 
 
 def test_write_file_is_all_or_nothing(tmp_path, monkeypatch):
-    from circuits.checkpoint import write_file
+    from circuits.files import write_file
 
     target = tmp_path / "lens.bin"
     write_file(target, b"old")

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from circuits import checkpoint
-from circuits.checkpoint import CheckpointBusy
-from circuits.files import writer_lock
+from circuits import checkpoint, training
+from circuits.files import FORMAT, CheckpointBusy, check_writable, write_files, writer_lock
 
 # Replaces DIR with a checkpoint of step 2, dying (os._exit, as SIGKILL would) just before the
 # K-th file-system call of the replacement: rename, fsync, rmtree or unlink.
 DIE_AT = """
 import json, os, shutil, sys
 from circuits import checkpoint
+from circuits.files import FORMAT, write_files
 path, die_at = sys.argv[1], int(sys.argv[2])
 calls = [0]
 def dying(fn):
@@ -39,23 +39,23 @@ def dying(fn):
 os.rename, os.fsync, shutil.rmtree, os.unlink = (
     dying(os.rename), dying(os.fsync), dying(shutil.rmtree), dying(os.unlink))
 files = {"model.safetensors": b"2" * 1000, "config.json": b"{}"}
-meta = {"format": checkpoint.FORMAT, "format_version": 1, "step": 2,
+meta = {"format": FORMAT, "format_version": 1, "step": 2,
         "sha256": {k: checkpoint.sha256(v) for k, v in files.items()}}
 files["metadata.json"] = json.dumps(meta).encode()
-checkpoint.write_files(path, files, overwrite=True)
+write_files(path, files, overwrite=True)
 """
 
 
 def write_step(path: Path, step: int) -> None:
     files = {"model.safetensors": str(step).encode() * 1000, "config.json": b"{}"}
     meta = {
-        "format": checkpoint.FORMAT,
+        "format": FORMAT,
         "format_version": 1,
         "step": step,
         "sha256": {k: checkpoint.sha256(v) for k, v in files.items()},
     }
     files["metadata.json"] = json.dumps(meta).encode()
-    checkpoint.write_files(path, files, overwrite=True)
+    write_files(path, files, overwrite=True)
 
 
 def killed_replacement(path: Path, die_at: int) -> int:
@@ -88,7 +88,7 @@ def test_a_writer_killed_at_any_step_leaves_old_or_new_and_never_resurrects(
             shutil.rmtree(deleted / "ck")
             with pytest.raises(FileNotFoundError, match="no checkpoint"):
                 checkpoint.read_metadata(deleted / "ck")
-            checkpoint.check_writable(deleted / "ck", overwrite=False)  # a new save may go there
+            check_writable(deleted / "ck", overwrite=False)  # a new save may go there
             assert not (deleted / "ck").exists(), die_at
             resurrection_checked = True
         if finished:
@@ -179,7 +179,7 @@ def test_two_resumes_of_one_checkpoint(run_dir: Path) -> None:
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    _, meta, _ = checkpoint.load_training(run_dir)  # whole, and the first run's
+    _, meta, _ = training.load_training(run_dir)  # whole, and the first run's
     assert meta["step"] > 3
     assert meta["train_config"]["steps"] == 1000000
     assert [p.name for p in run_dir.parent.iterdir() if p.name.startswith(".r.tmp")] == []

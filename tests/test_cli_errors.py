@@ -92,9 +92,9 @@ def test_divergence_is_one_line_and_keeps_the_checkpoint(
     argv = ["train", "-q", "--task", "shift", "--lr", "1e30", "--out", str(out)]
     line = one_error_line(capsys, [*argv, "--checkpoint-every", "1"], "training diverged")
     assert "is intact" in line
-    from circuits import checkpoint
+    from circuits import training
 
-    checkpoint.load_training(out)  # the last good checkpoint loads
+    training.load_training(out)  # the last good checkpoint loads
 
 
 def test_the_real_console_script_prints_no_traceback(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_report_never_writes_into_a_checkpoint(
     capsys: pytest.CaptureFixture[str], run_dir: Path
 ) -> None:
     """Item 1: ``report CK -o CK/model.safetensors`` overwrote the weights (exit 0)."""
-    from circuits import checkpoint
+    from circuits import training
 
     capsys.readouterr()
     weights = (run_dir / "model.safetensors").read_bytes()
@@ -145,7 +145,7 @@ def test_report_never_writes_into_a_checkpoint(
             one_error_line(capsys, argv, "inside the checkpoint", str(run_dir))
     assert (run_dir / "model.safetensors").read_bytes() == weights
     assert not (run_dir / "report.html").exists()
-    checkpoint.load_training(run_dir)
+    training.load_training(run_dir)
     argv = ["train", "-q", "--resume", str(run_dir), "--report", str(run_dir / "r.html")]
     one_error_line(capsys, argv, "inside the checkpoint")
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from helpers import perturbed_model
 
-from circuits import HookedTransformer, fast_path
+from circuits import HookedTransformer
+from circuits.model import fast_path
 
 TOKENS = torch.randint(0, 20, (3, 9), generator=torch.Generator().manual_seed(0))
 SWITCHES = ["set_use_split_qkv_input", "set_use_attn_in", "set_use_hook_mlp_in"]

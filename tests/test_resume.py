@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from circuits import checkpoint
+from circuits import checkpoint, training
 from circuits.presets import build
 from circuits.training import TrainingDiverged, resume, train
 
@@ -123,7 +123,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path: Path) -> 
 
     with pytest.raises(TrainingDiverged, match=r"step 16: loss is nan.*\(step 10\), is intact"):
         train(model, task, cfg, callback=poison)
-    saved, meta, state = checkpoint.load_training(ck)
+    saved, meta, state = training.load_training(ck)
     assert meta["step"] == state["step"] == 10
     assert_same_weights(saved.state_dict(), at_10)
 
@@ -139,7 +139,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path: Path) -> None:
 
     with pytest.raises(TrainingDiverged, match=r"step 20: weights are not finite.*\(step 10\)"):
         train(model, task, cfg, callback=poison)
-    saved, meta, _ = checkpoint.load_training(ck)
+    saved, meta, _ = training.load_training(ck)
     assert meta["step"] == 10 and checkpoint.all_finite(saved)
 
 
@@ -176,7 +176,7 @@ def test_cli_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     step = read_step(killed)
     assert 20 <= step < 150
-    checkpoint.load_training(killed)  # whole and valid, whatever the kill interrupted
+    training.load_training(killed)  # whole and valid, whatever the kill interrupted
 
     done = subprocess.run(
         [*CLI, "--resume", str(killed), "-q"], capture_output=True, text=True, check=True
@@ -185,8 +185,8 @@ def test_cli_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     assert_same_weights(
         load_file(killed / "model.safetensors"), load_file(whole / "model.safetensors")
     )
-    _, _, resumed_state = checkpoint.load_training(killed)
-    _, _, whole_state = checkpoint.load_training(whole)
+    _, _, resumed_state = training.load_training(killed)
+    _, _, whole_state = training.load_training(whole)
     assert resumed_state["losses"] == whole_state["losses"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed", "whole"]
 
@@ -194,14 +194,15 @@ def test_cli_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
 WRITER = """
 import json, sys
 from circuits import checkpoint
+from circuits.files import FORMAT, write_files
 path = sys.argv[1]
 for i in range(10**9):
     payload = bytes([i % 251]) * 2_000_000
     files = {"model.safetensors": payload, "config.json": json.dumps({"i": i}).encode()}
-    meta = {"format": checkpoint.FORMAT, "format_version": 1, "step": i,
+    meta = {"format": FORMAT, "format_version": 1, "step": i,
             "sha256": {k: checkpoint.sha256(v) for k, v in files.items()}}
     files["metadata.json"] = json.dumps(meta).encode()
-    checkpoint.write_files(path, files, overwrite=True)
+    write_files(path, files, overwrite=True)
 """
 
 

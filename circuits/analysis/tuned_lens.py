@@ -134,7 +134,7 @@ class TunedLens(nn.Module):
 
         Each file is written atomically; the JSON goes last, so a lens whose JSON exists is whole.
         """
-        from circuits.checkpoint import write_file
+        from circuits.files import write_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

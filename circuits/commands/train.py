@@ -199,8 +199,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     """Checks every output location (--out, --resume, --report) before any work starts."""
     from pathlib import Path
 
-    from circuits.checkpoint import check_writable
     from circuits.cli import CliError
+    from circuits.files import check_writable
     from circuits.report import check_report_path
 
     if args.out:
@@ -226,48 +226,23 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def resume_changes(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
-    """The train-config changes of a ``--resume`` (checked against the checkpoint), and what to
-    tell the user about them.
-
-    A run that met its targets continues only past them: with ``--no-early-stop``, or with a
-    ``--steps`` beyond its step (its targets are then dropped, and the CLI says so).
-    """
-    from circuits.checkpoint import read_training_metadata
+    """The train-config changes of a ``--resume`` and what to tell the user about them (the
+    policy is :func:`circuits.training.resume_plan`'s; this maps flags onto it)."""
     from circuits.cli import CliError
+    from circuits.training import read_training_metadata, resume_plan
 
     fixed = ("task", "seed", "layers", "d_model", "heads", "lr", "batch_size", "threads")
     given = [f"--{f.replace('_', '-')}" for f in fixed if getattr(args, f) is not None]
     if given:
         raise CliError(f"--resume continues a run as it was configured; drop {', '.join(given)}")
-    meta = read_training_metadata(args.resume)
-    step, solved_at = meta["step"], meta.get("solved_at")
-    budget = meta["train_config"].get("steps")
     changes: dict[str, Any] = {"progress": not args.quiet}
     if args.checkpoint_every is not None:
         changes["checkpoint_every"] = args.checkpoint_every
-    if args.steps is not None:
-        if args.steps <= step:
-            raise CliError(
-                f"--steps {args.steps} does not go past the checkpoint's step {step}; pass a "
-                "larger --steps to train further"
-            )
-        changes["steps"] = args.steps
-    steps = changes.get("steps", budget)
-    no_targets: dict[str, Any] = dict(target_accuracy=None, targets={})
-    message = None
-    if solved_at is not None and (args.no_early_stop or args.steps is not None):
-        changes.update(no_targets)
-        message = f"the run met its targets at step {solved_at}; continued to step {steps}"
-    elif args.no_early_stop:
-        changes.update(no_targets)
-    elif solved_at is not None:
-        message = (
-            f"the run met its targets at step {solved_at} (checkpoint at step {step}): nothing "
-            "to train; pass --steps N to continue past them"
-        )
-    elif isinstance(budget, int) and step >= budget and args.steps is None:
-        message = f"the run already took all its {budget} steps; pass --steps N to train further"
-    return changes, message
+    meta = read_training_metadata(args.resume)
+    try:
+        return resume_plan(meta, steps=args.steps, no_early_stop=args.no_early_stop, **changes)
+    except ValueError as e:
+        raise CliError(str(e).replace("steps=", "--steps ", 1)) from e
 
 
 def train_or_resume(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
@@ -364,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
     from pathlib import Path
 
-    from circuits.checkpoint import writer_lock
+    from circuits.files import writer_lock
 
     check_flags(args)
     check_outputs(args)  # fail before training, not after

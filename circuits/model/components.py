@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from circuits.config import ModelConfig
+from circuits.model.state_dict import consume_tl3_buffers, rotary_tables
 
 
 def gelu_new(x: Tensor) -> Tensor:
@@ -232,29 +233,14 @@ class Attention(nn.Module):
             ids: Tensor = torch.arange(pos, device=x.device)[None, :]
         else:
             ids = offset_position_ids(attention_mask)
-        sin, cos = rotary_tables(self.cfg, ids)  # [batch or 1, pos, rotary_dim]
+        c = self.cfg
+        sin, cos = rotary_tables(ids, r, c.rotary_base, c.rotary_adjacent_pairs)  # [b|1, pos, r]
         rotated = x_rot * cos[:, :, None] + flipped * sin[:, :, None]
         return torch.cat([rotated, x_pass], dim=-1)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        # TransformerLens 3.x saves buffers per attention layer: ``mask`` (a causal mask, empty
-        # in 3.9), ``IGNORE`` (the masked score) and, with rotary embeddings, ``rotary_sin`` and
-        # ``rotary_cos``. We mask causally with -inf and compute the rotations from the config,
-        # so we consume them here, after checking they say nothing else.
-        mask = state_dict.pop(prefix + "mask", None)
-        if mask is not None and mask.numel() and not torch.equal(mask.bool(), mask.bool().tril()):
-            raise ValueError(f"{prefix}mask in the state dict is not a causal mask")
-        state_dict.pop(prefix + "IGNORE", None)
-        for name in ("rotary_sin", "rotary_cos"):
-            table = state_dict.pop(prefix + name, None)
-            if table is not None and self.cfg.positional_embedding_type == "rotary":
-                ours = rotary_tables(self.cfg, torch.arange(table.shape[0])[None])
-                ours_table = ours[0 if name == "rotary_sin" else 1][0]
-                if not torch.allclose(table.float(), ours_table, atol=1e-4):
-                    raise ValueError(
-                        f"{prefix}{name} in the state dict does not match rotary_dim="
-                        f"{self.cfg.rotary_dim}, rotary_base={self.cfg.rotary_base}"
-                    )
+        # TL3 saves causal-mask and rotary buffers; we compute them, so check and drop them.
+        consume_tl3_buffers(state_dict, prefix, self.cfg)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
@@ -297,21 +283,6 @@ class GroupedQueryAttention(Attention):
         return self._repeat_kv(self.kv_weights()[3])
 
 
-def rotary_tables(cfg: ModelConfig, ids: Tensor) -> tuple[Tensor, Tensor]:
-    """``(sin, cos)`` of the rotary angles at position ids ``[batch, pos]``:
-    ``[batch, pos, rotary_dim]``, each frequency repeated for its pair as TL3 lays it out."""
-    r = cfg.rotary_dim
-    assert r is not None
-    dim = torch.arange(r // 2, dtype=torch.float32, device=ids.device)
-    freq = cfg.rotary_base ** (dim / (r / 2))
-    if cfg.rotary_adjacent_pairs:
-        freq = einops.repeat(freq, "d -> (d 2)")
-    else:
-        freq = einops.repeat(freq, "d -> (2 d)")
-    angles = ids.to(torch.float32)[..., None] / freq
-    return angles.sin(), angles.cos()
-
-
 def project(
     x: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head d_model"],
     W: Float[Tensor, "head d_model d_head"],
@@ -343,3 +314,75 @@ class MLP(nn.Module):
         if hasattr(self, "ln"):
             post = self.ln(self.hook_mid(post))
         return self.hook_post(post) @ self.W_out + self.b_out
+
+
+def repeat_along_heads(x: Float[Tensor, "batch pos d_model"], n: int) -> Tensor:
+    """``[batch, pos, n, d_model]``: a copy of ``x`` per head (a copy, so heads patch apart)."""
+    return x.unsqueeze(2).expand(-1, -1, n, -1).clone()
+
+
+class TransformerBlock(nn.Module):
+    """One residual block: ``x + attn(ln1(x))``, then ``+ mlp(ln2(.))`` unless attn-only.
+
+    ``forward`` is the hooked path; :func:`circuits.model.fast_path.block_forward` computes the
+    same function without hooks.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ln1 = make_norm(cfg)
+        self.attn = (Attention if cfg.n_key_value_heads is None else GroupedQueryAttention)(cfg)
+        if not cfg.attn_only:
+            self.ln2 = make_norm(cfg)
+            self.mlp = MLP(cfg)
+            self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_in = HookPoint()  # [batch, pos, n_heads, d_model], if use_attn_in
+        self.hook_q_input = HookPoint()  # [batch, pos, n_heads, d_model], if use_split_qkv_input
+        self.hook_k_input = HookPoint()  # [batch, pos, n_kv_heads, d_model]
+        self.hook_v_input = HookPoint()
+        self.hook_mlp_in = HookPoint()  # [batch, pos, d_model], if use_hook_mlp_in
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(
+        self,
+        resid_pre: Float[Tensor, "batch pos d_model"],
+        shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        x = self.hook_resid_pre(resid_pre)
+        qkv = self.attention_inputs(x, shortformer_pos_embed)
+        x = x + self.hook_attn_out(self.attn(*qkv, attention_mask))
+        if self.cfg.attn_only:
+            return self.hook_resid_post(x)
+        x = self.hook_resid_mid(x)
+        mlp_in = self.hook_mlp_in(x.clone()) if self.cfg.use_hook_mlp_in else x
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(mlp_in))))
+
+    def attention_inputs(
+        self, resid_pre: Tensor, shortformer_pos_embed: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalised query, key and value inputs: the residual stream itself, or (TL3's
+        ``use_attn_in`` / ``use_split_qkv_input``) one hooked copy per head; shortformer
+        positions join queries and keys after ``ln1``, never values."""
+        cfg = self.cfg
+        q_in = k_in = v_in = resid_pre
+        if cfg.use_attn_in:
+            q_in = k_in = v_in = self.hook_attn_in(repeat_along_heads(resid_pre, cfg.n_heads))
+        if cfg.use_split_qkv_input:
+            kv = cfg.n_key_value_heads or cfg.n_heads
+            q_in = self.hook_q_input(repeat_along_heads(resid_pre, cfg.n_heads))
+            k_in = self.hook_k_input(repeat_along_heads(resid_pre, kv))
+            v_in = self.hook_v_input(repeat_along_heads(resid_pre, kv))
+        if q_in is k_in is v_in:
+            q_in = k_in = v_in = self.ln1(q_in)
+        else:
+            q_in, k_in, v_in = self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
+        pos = shortformer_pos_embed
+        if pos is not None:
+            pos = pos.unsqueeze(2) if q_in.ndim == 4 else pos  # the same for every head
+            q_in, k_in = q_in + pos, k_in + pos
+        return q_in, k_in, v_in

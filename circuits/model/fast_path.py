@@ -31,8 +31,7 @@ from circuits.model.components import ACTIVATIONS
 
 if TYPE_CHECKING:
     from circuits.config import ModelConfig
-    from circuits.model import TransformerBlock
-    from circuits.model.components import Attention
+    from circuits.model.components import Attention, TransformerBlock
 
 # Up to this many positions the fast path on several threads spells attention out instead of
 # calling the fused kernel; beyond it the kernel's memory saving matters more.

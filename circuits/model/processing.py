@@ -1,8 +1,8 @@
 """Weight processing with TransformerLens 3.x's semantics: the same function, simpler weights.
 
 Each function takes a TL3-format state dict and the model's config and returns a new state dict
-(the input is not modified); :meth:`WeightProcessingMixin.process_weights_` applies them to a
-model in place. What each one changes in an analysis:
+(the input is not modified); the model's ``process_weights_`` applies them in place. Nothing here
+imports or edits a model. What each one changes in an analysis:
 
 - ``fold_layer_norm``: every LayerNorm's gain and bias move into the weights that read its
   output (``W_Q/W_K/W_V``, ``W_in``, ``W_U``, and ``W_out`` behind ``solu_ln``'s LayerNorm),
@@ -41,7 +41,6 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from circuits.config import ModelConfig
-    from circuits.model import HookedTransformer
 
 StateDict = dict[str, Tensor]
 logger = logging.getLogger(__name__)
@@ -290,101 +289,3 @@ def process_state_dict(
     if refactor_factored_attn_matrices:
         sd = _refactor_factored_attn_matrices(sd, cfg)
     return sd, cfg
-
-
-def replace_weights_(model: HookedTransformer, state_dict: StateDict, cfg: ModelConfig) -> None:
-    """Gives ``model`` the architecture ``cfg`` and the weights ``state_dict``, in place.
-
-    The new parameters keep the given tensors' device and dtype, and the model's
-    ``requires_grad`` and train/eval mode.
-    """
-    from circuits.model import HookedTransformer
-
-    if any(
-        hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks
-        for hp in model.hook_dict.values()
-    ):
-        raise ValueError("remove the model's hooks (model.reset_hooks()) before processing")
-    requires_grad = {k: p.requires_grad for k, p in model.named_parameters()}
-    fresh = HookedTransformer(cfg)
-    fresh.load_state_dict(dict(state_dict), strict=True, assign=True)
-    for name, p in fresh.named_parameters():
-        p.requires_grad_(requires_grad.get(name, True))
-    old = {name for name, _ in model.named_children()}
-    new = dict(fresh.named_children())
-    for name in old - set(new):
-        delattr(model, name)
-    for name, child in new.items():
-        setattr(model, name, child)
-    # The config follows the weights (their device), everywhere a module keeps a copy.
-    device = str(fresh.embed.W_E.device)
-    if getattr(cfg, "device", device) != device:
-        cfg = cfg.replace(device=device)
-    model._cfg = cfg
-    for module in model.modules():
-        if module is not model and hasattr(module, "cfg"):
-            setattr(module, "cfg", cfg)  # noqa: B010  (nn.Module attribute typing)
-    model.train(model.training)
-    model.setup()
-
-
-class WeightProcessingMixin:
-    """TransformerLens 3.x's weight-processing methods on :class:`circuits.HookedTransformer`,
-    and the export of its weights as TL3 holds them."""
-
-    def _as_model(self) -> HookedTransformer:
-        return cast("HookedTransformer", self)
-
-    def to_tl3_state_dict(self) -> StateDict:
-        """See :func:`circuits.interop.tl3.to_tl3_state_dict`."""
-        from circuits.interop.tl3 import to_tl3_state_dict
-
-        return to_tl3_state_dict(self._as_model())
-
-    def fold_layer_norm(
-        self, state_dict: StateDict, fold_biases: bool = True, center_weights: bool = True
-    ) -> StateDict:
-        """See :func:`circuits.model.processing.fold_layer_norm` (returns a new state dict)."""
-        return fold_layer_norm(state_dict, self._as_model().cfg, fold_biases, center_weights)
-
-    def center_writing_weights(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.center_writing_weights`."""
-        return center_writing_weights(state_dict, self._as_model().cfg)
-
-    def center_unembed(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.center_unembed`."""
-        return center_unembed(state_dict)
-
-    def fold_value_biases(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.fold_value_biases`."""
-        return fold_value_biases(state_dict, self._as_model().cfg)
-
-    def refactor_factored_attn_matrices(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.refactor_factored_attn_matrices`."""
-        return refactor_factored_attn_matrices(state_dict, self._as_model().cfg)
-
-    def process_weights_(
-        self,
-        fold_ln: bool = True,
-        center_writing_weights: bool = True,
-        center_unembed: bool = True,
-        refactor_factored_attn_matrices: bool = False,
-        fold_value_biases: bool = True,
-    ) -> None:
-        """Processes the model's own weights in place (TL3's ``process_weights_``).
-
-        Steps the model cannot take exactly are skipped with a logged warning (as in TL3);
-        after ``fold_ln`` the config says ``normalization_type="LNPre"`` (or "RMSPre"). Hooks
-        must be removed first (the hook points are rebuilt).
-        """
-        model = self._as_model()
-        sd, cfg = process_state_dict(
-            model.state_dict(),
-            model.cfg,
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-        )
-        replace_weights_(model, sd, cfg)

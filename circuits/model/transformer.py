@@ -14,6 +14,7 @@ others fast.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
@@ -23,22 +24,15 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
-from circuits.checkpoint import CheckpointMixin
+from circuits import checkpoint
 from circuits.config import ModelConfig
 from circuits.losses import cross_entropy
-from circuits.model import fast_path
-from circuits.model.components import (
-    MLP,
-    Attention,
-    Embed,
-    GroupedQueryAttention,
-    PosEmbed,
-    Unembed,
-    make_norm,
-)
+from circuits.model import fast_path, processing
+from circuits.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from circuits.model.generation import GenerationMixin
 from circuits.model.hook_aliases import HookAliasMixin
-from circuits.model.processing import WeightProcessingMixin
+from circuits.model.processing import StateDict
+from circuits.model.state_dict import to_tl3_state_dict
 from circuits.model.text import TextMixin, is_text
 from circuits.model.weights import WeightsMixin
 from circuits.validation import check_tokens
@@ -48,79 +42,10 @@ __all__ = ["HookedTransformer", "TransformerBlock", "cross_entropy"]
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-def repeat_along_heads(x: Float[Tensor, "batch pos d_model"], n: int) -> Tensor:
-    """``[batch, pos, n, d_model]``: a copy of ``x`` per head (a copy, so heads patch apart)."""
-    return x.unsqueeze(2).expand(-1, -1, n, -1).clone()
-
-
-class TransformerBlock(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.ln1 = make_norm(cfg)
-        self.attn = (Attention if cfg.n_key_value_heads is None else GroupedQueryAttention)(cfg)
-        if not cfg.attn_only:
-            self.ln2 = make_norm(cfg)
-            self.mlp = MLP(cfg)
-            self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
-        self.hook_attn_in = HookPoint()  # [batch, pos, n_heads, d_model], if use_attn_in
-        self.hook_q_input = HookPoint()  # [batch, pos, n_heads, d_model], if use_split_qkv_input
-        self.hook_k_input = HookPoint()  # [batch, pos, n_kv_heads, d_model]
-        self.hook_v_input = HookPoint()
-        self.hook_mlp_in = HookPoint()  # [batch, pos, d_model], if use_hook_mlp_in
-        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
-        self.hook_attn_out = HookPoint()
-        self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
-
-    def forward(
-        self,
-        resid_pre: Float[Tensor, "batch pos d_model"],
-        shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
-        attention_mask: Int[Tensor, "batch pos"] | None = None,
-    ) -> Float[Tensor, "batch pos d_model"]:
-        cfg = self.cfg
-        resid_pre = self.hook_resid_pre(resid_pre)
-        q_in, k_in, v_in = self.attention_inputs(resid_pre)
-        if q_in is k_in is v_in:
-            q_in = k_in = v_in = self.ln1(q_in)
-        else:
-            q_in, k_in, v_in = self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
-        pos = shortformer_pos_embed
-        if pos is not None:  # shortformer: positions reach queries and keys, never values
-            pos = pos.unsqueeze(2) if q_in.ndim == 4 else pos  # the same for every head
-            q_in, k_in = q_in + pos, k_in + pos
-        attn_out = self.hook_attn_out(self.attn(q_in, k_in, v_in, attention_mask))
-        if cfg.attn_only:
-            return self.hook_resid_post(resid_pre + attn_out)
-        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
-        mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
-        return self.hook_resid_post(resid_mid + mlp_out)
-
-    def attention_inputs(self, resid_pre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Query, key and value inputs: the residual stream itself, or (TransformerLens's
-        ``use_attn_in`` / ``use_split_qkv_input``) one hooked copy per head."""
-        cfg = self.cfg
-        attn_in = resid_pre
-        if cfg.use_attn_in:
-            attn_in = self.hook_attn_in(repeat_along_heads(resid_pre, cfg.n_heads))
-        if not cfg.use_split_qkv_input:
-            return attn_in, attn_in, attn_in
-        kv = cfg.n_key_value_heads or cfg.n_heads
-        return (
-            self.hook_q_input(repeat_along_heads(resid_pre, cfg.n_heads)),
-            self.hook_k_input(repeat_along_heads(resid_pre, kv)),
-            self.hook_v_input(repeat_along_heads(resid_pre, kv)),
-        )
-
-
 class HookedTransformer(
     TextMixin,
     WeightsMixin,
-    WeightProcessingMixin,
     GenerationMixin,
-    CheckpointMixin,
     HookAliasMixin,
     HookedRootModule,
 ):
@@ -366,6 +291,83 @@ class HookedTransformer(
     ) -> Tensor:
         """Cross-entropy; next-token by default, else against ``targets`` where ``loss_mask``."""
         return cross_entropy(logits, tokens, targets, loss_mask, per_token)
+
+    # --- checkpoints (the format is circuits.checkpoint's) ---
+    def save(self, path: str | Path, overwrite: bool = False, **metadata: Any) -> Path:
+        """Saves a checkpoint directory (see :mod:`circuits.checkpoint`); returns its path."""
+        return checkpoint.save(self, path, overwrite=overwrite, metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | Path) -> HookedTransformer:
+        """Loads and validates a checkpoint saved by :meth:`save` (eval mode)."""
+        return cast(HookedTransformer, checkpoint.load(path, cls))
+
+    # --- weight processing (the transforms are circuits.model.processing's) ---
+    def to_tl3_state_dict(self) -> StateDict:
+        """The weights as TL3's ``state_dict()`` holds them (buffers added; a copy)."""
+        return to_tl3_state_dict(self.state_dict(), self.cfg)
+
+    def fold_layer_norm(
+        self,
+        state_dict: StateDict,
+        fold_biases: bool = True,
+        center_weights: bool = True,
+    ) -> StateDict:
+        """See :func:`circuits.model.processing.fold_layer_norm` (returns a new state dict)."""
+        return processing.fold_layer_norm(state_dict, self.cfg, fold_biases, center_weights)
+
+    def center_writing_weights(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.center_writing_weights`."""
+        return processing.center_writing_weights(state_dict, self.cfg)
+
+    def center_unembed(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.center_unembed`."""
+        return processing.center_unembed(state_dict)
+
+    def fold_value_biases(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.fold_value_biases`."""
+        return processing.fold_value_biases(state_dict, self.cfg)
+
+    def refactor_factored_attn_matrices(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.refactor_factored_attn_matrices`."""
+        return processing.refactor_factored_attn_matrices(state_dict, self.cfg)
+
+    def process_weights_(
+        self,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = True,
+        refactor_factored_attn_matrices: bool = False,
+        fold_value_biases: bool = True,
+    ) -> None:
+        """Processes the weights in place (TL3's ``process_weights_``): see
+        :func:`circuits.model.processing.process_state_dict`. Steps the model cannot take
+        exactly are skipped with a logged warning; after ``fold_ln`` the config says
+        ``normalization_type="LNPre"`` (or "RMSPre"). Hooks must be removed first."""
+        if self._hooked_parts():
+            raise ValueError("remove the model's hooks (model.reset_hooks()) before processing")
+        steps = dict(fold_ln=fold_ln, center_writing_weights=center_writing_weights)
+        steps.update(center_unembed=center_unembed, fold_value_biases=fold_value_biases)
+        steps.update(refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        sd, cfg = processing.process_state_dict(self.state_dict(), self.cfg, **steps)
+        self._replace_weights(sd, cfg)
+
+    def _replace_weights(self, state_dict: StateDict, cfg: ModelConfig) -> None:
+        """Rebuilds the layers for ``cfg`` around ``state_dict``'s tensors (their device and
+        dtype), keeping each parameter's ``requires_grad`` and the train/eval mode."""
+        requires_grad = {k: p.requires_grad for k, p in self.named_parameters()}
+        fresh = type(self)(cfg)
+        fresh.load_state_dict(dict(state_dict), strict=True, assign=True)
+        for name, p in fresh.named_parameters():
+            p.requires_grad_(requires_grad.get(name, True))
+        new = dict(fresh.named_children())
+        for name in {name for name, _ in self.named_children()} - set(new):
+            delattr(self, name)
+        for name, child in new.items():
+            setattr(self, name, child)
+        self._set_cfg(cfg, device=str(fresh.embed.W_E.device))  # the config follows the weights
+        self.train(self.training)
+        self.setup()
 
     # --- TransformerLens model-protocol surface ---
     def run_with_cache(

@@ -164,6 +164,7 @@ def test_typed_records_read_like_flat_ones() -> None:
 
 def test_checkpoint_true_keeps_each_trained_model(small_spec: dict, tmp_path: Path) -> None:
     from circuits import checkpoint
+    from circuits.model import HookedTransformer
 
     base = {**small_spec["base"], "train": {**small_spec["base"]["train"], "steps": 10}}
     spec = SweepSpec.from_dict({**small_spec, "base": base, "seeds": 1, "checkpoint": True})
@@ -172,5 +173,5 @@ def test_checkpoint_true_keeps_each_trained_model(small_spec: dict, tmp_path: Pa
     for row in ResultsStore(tmp_path).rows():
         path = Path(row["checkpoint"])
         assert path == (tmp_path / "checkpoints" / row["run_id"]).resolve()
-        model = checkpoint.load(path)
+        model = checkpoint.load(path, HookedTransformer)
         assert model.cfg.d_model == 16 and model.cfg.seed == row["axes"]["seed"]
