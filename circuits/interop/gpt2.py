@@ -3,12 +3,17 @@
 GPT-2 is our full model with LayerNorm, GELU MLPs and standard positional embeddings; the
 differences are layout only. Hugging Face stores ``Conv1D`` weights as ``[in, out]`` and fuses
 Q, K and V into one ``c_attn`` matrix; we store per-head ``W_Q [n_heads, d_model, d_head]``.
-Two things GPT-2 cannot express are refused rather than approximated: an unembedding bias
-(``lm_head`` has none) and models without LayerNorm or MLPs.
+What GPT-2 cannot express is refused rather than approximated: an unembedding bias
+(``lm_head`` has none), models without LayerNorm or MLPs, other activations (``solu_ln``...),
+grouped-query or rotary attention, and an attention scale other than ``sqrt(d_head)`` (GPT-2's
+``scale_attn_weights=True``) or 1 (``False``).
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import einops
@@ -28,6 +33,8 @@ def gpt2_config(cfg: ModelConfig) -> Any:
     from transformers import GPT2Config
 
     problems = []
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg must be a circuits ModelConfig, got {type(cfg).__name__}")
     if cfg.attn_only or cfg.normalization_type != "LN":
         problems.append("GPT-2 needs MLPs and LayerNorm (attn_only=False, normalization_type='LN')")
     if cfg.positional_embedding_type != "standard":
@@ -36,6 +43,16 @@ def gpt2_config(cfg: ModelConfig) -> Any:
         problems.append(f"n_heads * d_head = {cfg.n_heads * cfg.d_head} != d_model={cfg.d_model}")
     if cfg.d_vocab_out != cfg.d_vocab:
         problems.append(f"d_vocab_out={cfg.d_vocab_out} != d_vocab={cfg.d_vocab}")
+    if cfg.act_fn not in ACT_TO_HF:
+        problems.append(f"act_fn={cfg.act_fn!r} (GPT-2 has {', '.join(ACT_TO_HF)})")
+    if cfg.n_key_value_heads is not None:
+        problems.append(f"grouped-query attention (n_key_value_heads={cfg.n_key_value_heads})")
+    scaled = math.isclose(cfg.attn_scale, math.sqrt(cfg.d_head))
+    if not scaled and cfg.attn_scale != 1.0:
+        problems.append(
+            f"attn_scale={cfg.attn_scale} (GPT-2 divides by sqrt(d_head)={math.sqrt(cfg.d_head):g} "
+            "or by 1)"
+        )
     if problems:
         raise ValueError("cannot convert to GPT-2: " + "; ".join(problems))
     return GPT2Config(
@@ -47,6 +64,7 @@ def gpt2_config(cfg: ModelConfig) -> Any:
         n_inner=cfg.d_mlp,
         activation_function=ACT_TO_HF[cfg.act_fn],
         layer_norm_epsilon=cfg.eps,
+        scale_attn_weights=scaled,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
@@ -60,8 +78,9 @@ def to_gpt2(model: HookedTransformer) -> Any:
     """A ``transformers.GPT2LMHeadModel`` (eval mode) with ``model``'s weights.
 
     Raises:
-        ValueError: ``model`` has a non-zero ``b_U``, no LayerNorm or MLPs, shortformer
-            positions, ``n_heads * d_head != d_model`` or ``d_vocab_out != d_vocab``.
+        ValueError: ``model`` has a non-zero ``b_U``, no LayerNorm or MLPs, shortformer or
+            rotary positions, grouped-query attention, an activation or attention scale GPT-2
+            lacks, ``n_heads * d_head != d_model`` or ``d_vocab_out != d_vocab``.
     """
     from transformers import GPT2LMHeadModel
 
@@ -103,48 +122,134 @@ def to_gpt2(model: HookedTransformer) -> Any:
     return hf.eval()
 
 
-def _config_from_gpt2(c: Any) -> ModelConfig:
+# GPT2Config's defaults, for a config.json that leaves a field out.
+GPT2_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 50257,
+    "n_positions": 1024,
+    "n_embd": 768,
+    "n_layer": 12,
+    "n_head": 12,
+    "n_inner": None,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "reorder_and_upcast_attn": False,
+    "add_cross_attention": False,
+}
+
+
+def config_from_gpt2(c: Any) -> ModelConfig:
+    """Our config of a ``GPT2Config`` or of its ``config.json`` as a dict.
+
+    Raises:
+        ValueError: a field our model cannot reproduce (named), or sizes it refuses.
+    """
+
+    def get(name: str) -> Any:
+        value = c.get(name) if isinstance(c, Mapping) else getattr(c, name, None)
+        if value is None and name == "n_positions":  # older configs call it n_ctx
+            value = c.get("n_ctx") if isinstance(c, Mapping) else getattr(c, "n_ctx", None)
+        return GPT2_DEFAULTS[name] if value is None else value
+
     problems = []
-    if c.activation_function not in ACT_FROM_HF:
-        problems.append(f"activation_function={c.activation_function!r}")
+    if get("activation_function") not in ACT_FROM_HF:
+        problems.append(f"activation_function={get('activation_function')!r}")
     for name, supported in (
-        ("scale_attn_weights", True),
         ("scale_attn_by_inverse_layer_idx", False),
         ("reorder_and_upcast_attn", False),
         ("add_cross_attention", False),
     ):
-        if getattr(c, name, supported) != supported:
-            problems.append(f"{name}={getattr(c, name)!r}")
+        if get(name) != supported:
+            problems.append(f"{name}={get(name)!r}")
     if problems:
         raise ValueError("cannot convert this GPT-2: " + "; ".join(problems))
+    n_embd, n_head = get("n_embd"), get("n_head")
+    kw: dict[str, Any] = {}
+    if not get("scale_attn_weights"):
+        kw["attn_scale"] = 1.0
+    try:
+        eps = float(get("layer_norm_epsilon"))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"layer_norm_epsilon={get('layer_norm_epsilon')!r} is not a number"
+        ) from None
     return ModelConfig(
-        n_layers=c.n_layer,
-        d_model=c.n_embd,
-        n_ctx=c.n_positions,
-        d_vocab=c.vocab_size,
-        n_heads=c.n_head,
-        d_mlp=c.n_inner if c.n_inner is not None else 4 * c.n_embd,
-        act_fn=ACT_FROM_HF[c.activation_function],
+        n_layers=get("n_layer"),
+        d_model=n_embd,
+        n_ctx=get("n_positions"),
+        d_vocab=get("vocab_size"),
+        n_heads=n_head,
+        d_mlp=get("n_inner") if get("n_inner") is not None else None,
+        act_fn=ACT_FROM_HF[get("activation_function")],
         normalization_type="LN",
-        eps=float(c.layer_norm_epsilon),
+        eps=eps,
+        **kw,
     )
 
 
-def from_gpt2(hf: Any) -> HookedTransformer:
-    """Our model (eval mode) with the weights of a ``GPT2LMHeadModel``; ``b_U`` is zero."""
-    cfg = _config_from_gpt2(hf.config)
-    sd: dict[str, Tensor] = {k: v.detach() for k, v in hf.state_dict().items()}
-    d, h = cfg.d_model, cfg.n_heads
-    out = {
-        "embed.W_E": sd["transformer.wte.weight"],
-        "pos_embed.W_pos": sd["transformer.wpe.weight"],
-        "ln_final.w": sd["transformer.ln_f.weight"],
-        "ln_final.b": sd["transformer.ln_f.bias"],
-        "unembed.W_U": sd["lm_head.weight"].T,
-        "unembed.b_U": torch.zeros(cfg.d_vocab_out),
+# GPT-2's causal-mask buffers, saved in older files.
+_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
+
+
+def gpt2_names(state_dict_keys: Any) -> dict[str, str]:
+    """``{canonical name: name in the file}``: ``transformer.`` stripped, mask buffers dropped.
+
+    ``GPT2LMHeadModel`` saves ``transformer.h.0...`` and ``lm_head.weight`` (unless tied);
+    the hub's ``gpt2`` files hold ``GPT2Model``'s names (``h.0...``, ``wte.weight``).
+    """
+    out = {}
+    for key in state_dict_keys:
+        name = key.removeprefix("transformer.")
+        if not _BUFFER.fullmatch(name):
+            out[name] = key
+    return out
+
+
+def gpt2_shapes(cfg: ModelConfig, lm_head: bool = False) -> dict[str, tuple[int, ...]]:
+    """The shape of every GPT-2 tensor ``cfg`` implies (canonical names, see :func:`gpt2_names`)."""
+    d, v, m = cfg.d_model, cfg.d_vocab, cfg.d_mlp
+    assert m is not None
+    shapes: dict[str, tuple[int, ...]] = {
+        "wte.weight": (v, d),
+        "wpe.weight": (cfg.n_ctx, d),
+        "ln_f.weight": (d,),
+        "ln_f.bias": (d,),
     }
     for layer in range(cfg.n_layers):
-        b, p = f"blocks.{layer}.", f"transformer.h.{layer}."
+        h = f"h.{layer}."
+        shapes |= {
+            h + "ln_1.weight": (d,),
+            h + "ln_1.bias": (d,),
+            h + "attn.c_attn.weight": (d, 3 * d),
+            h + "attn.c_attn.bias": (3 * d,),
+            h + "attn.c_proj.weight": (d, d),
+            h + "attn.c_proj.bias": (d,),
+            h + "ln_2.weight": (d,),
+            h + "ln_2.bias": (d,),
+            h + "mlp.c_fc.weight": (d, m),
+            h + "mlp.c_fc.bias": (m,),
+            h + "mlp.c_proj.weight": (m, d),
+            h + "mlp.c_proj.bias": (d,),
+        }
+    if lm_head:
+        shapes["lm_head.weight"] = (v, d)
+    return shapes
+
+
+def state_dict_from_gpt2(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+    """A GPT-2 state dict (canonical names) in our layout; ``lm_head`` is ``wte`` when tied."""
+    d, h = cfg.d_model, cfg.n_heads
+    out = {
+        "embed.W_E": sd["wte.weight"],
+        "pos_embed.W_pos": sd["wpe.weight"],
+        "ln_final.w": sd["ln_f.weight"],
+        "ln_final.b": sd["ln_f.bias"],
+        "unembed.W_U": sd.get("lm_head.weight", sd["wte.weight"]).T,
+        "unembed.b_U": torch.zeros(cfg.d_vocab_out, dtype=sd["wte.weight"].dtype),
+    }
+    for layer in range(cfg.n_layers):
+        b, p = f"blocks.{layer}.", f"h.{layer}."
         weights = sd[p + "attn.c_attn.weight"].split(d, dim=1)
         biases = sd[p + "attn.c_attn.bias"].split(d)
         for x, w, bias in zip("QKV", weights, biases, strict=True):
@@ -161,6 +266,32 @@ def from_gpt2(hf: Any) -> HookedTransformer:
         for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
             out[f"{b}{ours}.w"] = sd[f"{p}{theirs}.weight"]
             out[f"{b}{ours}.b"] = sd[f"{p}{theirs}.bias"]
+    return {k: v.clone().contiguous() for k, v in out.items()}
+
+
+def from_gpt2(hf: Any) -> HookedTransformer:
+    """Our model (eval mode) with the weights of a ``GPT2LMHeadModel``; ``b_U`` is zero.
+
+    Raises:
+        TypeError: ``hf`` is not a ``GPT2LMHeadModel`` (a name: use
+            ``circuits.pretrained.from_pretrained``).
+        ValueError: a config field our model cannot reproduce, named.
+    """
+    from transformers import GPT2LMHeadModel
+
+    if not isinstance(hf, GPT2LMHeadModel):
+        hint = (
+            f"; to load {hf!r} by name use circuits.pretrained.from_pretrained({hf!r})"
+            if isinstance(hf, str)
+            else ""
+        )
+        raise TypeError(
+            f"from_gpt2 takes a transformers GPT2LMHeadModel, got {type(hf).__name__}{hint}"
+        )
+    cfg = config_from_gpt2(hf.config)
+    names = gpt2_names(hf.state_dict())
+    full = hf.state_dict()
+    sd: dict[str, Tensor] = {k: full[v].detach() for k, v in names.items()}
     model = HookedTransformer(cfg)
-    model.load_state_dict({k: v.clone().contiguous() for k, v in out.items()}, strict=True)
+    model.load_state_dict(state_dict_from_gpt2(sd, cfg), strict=True)
     return model.eval()

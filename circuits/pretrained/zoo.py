@@ -77,7 +77,8 @@ def config_from_neel(cfg_json: dict[str, Any], source: str = "config.json") -> M
     Raises:
         ValueError: a required key is missing or a value is one our model does not support.
     """
-    missing = [k for k in _REQUIRED if k not in cfg_json]
+    required = _REQUIRED if cfg_json.get("attn_only", True) else (*_REQUIRED, "d_mlp")
+    missing = [k for k in required if k not in cfg_json]
     if missing:
         raise ValueError(f"{source} is not a TransformerLens toy-model config: missing {missing}")
     if "normalization" in cfg_json:
