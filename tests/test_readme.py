@@ -1,15 +1,63 @@
-"""The README's Python examples run as written (they train a model: slow tier)."""
+"""The README's and the docs pages' Python examples run as written.
+
+README.md runs as one script, block after block (it trains a model: slow tier). Each page under
+docs/ runs the same way in a namespace of its own; a page whose examples train is slow, the
+others are unit tests. A block whose first line is ``# illustrative`` is not run.
+"""
+
+from __future__ import annotations
 
 import re
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+ILLUSTRATIVE = "# illustrative"
+# Dated, machine-specific numbers live in bench/RESULTS.md and history in CHANGELOG.md, not here.
+LAB_NOTEBOOK = re.compile(
+    r"\b20\d\d-\d\d-\d\d\b|\bissue \d+|\bwas -> |not re-measured|after the mask fix", re.I
+)
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+def python_blocks(path: Path) -> list[str]:
+    """The page's fenced ``python`` blocks, in order."""
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(), re.S | re.M)
+
+
+def runnable(blocks: list[str]) -> list[str]:
+    return [b for b in blocks if not b.lstrip().startswith(ILLUSTRATIVE)]
+
+
+def doc_pages() -> list[Path]:
+    """Hand-written pages with Python examples (the API reference has none of its own)."""
+    pages = sorted(p for p in DOCS.rglob("*.md") if "reference" not in p.relative_to(DOCS).parts)
+    return [p for p in pages if python_blocks(p)]
+
+
+def trains(path: Path) -> bool:
+    return any(re.search(r"\btrain\(|\brun_sweep\(", b) for b in runnable(python_blocks(path)))
+
+
+def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``from_pretrained("attn-only-2l")`` loads the shipped stand-in: no network here."""
+    import huggingface_hub.constants
+
+    standin = ROOT / "data" / "standin_hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(standin))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def run_page(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    offline_hub(monkeypatch)
+    monkeypatch.chdir(ROOT)  # examples name data/... relative to the repository
+    namespace: dict = {"__name__": "__docs__"}
+    for block in runnable(python_blocks(path)):
+        exec(compile(block, str(path), "exec"), namespace)
+    return namespace
 
 
 def test_readme_opens_with_the_two_setup_commands():
@@ -19,20 +67,32 @@ def test_readme_opens_with_the_two_setup_commands():
     assert commands == ["make demo", "make test"]
 
 
+def test_readme_is_short_and_not_a_lab_notebook():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150
+    assert LAB_NOTEBOOK.findall(text) == []
+    # Every README block runs: illustrations belong on the docs pages.
+    assert all(not b.lstrip().startswith(ILLUSTRATIVE) for b in python_blocks(README))
+
+
+@pytest.mark.parametrize("page", [p.name for p in sorted(DOCS.glob("*.md"))])
+def test_docs_pages_hold_no_dated_numbers_or_history(page: str):
+    # bench/RESULTS.md is included into benchmarks.md when the site is built, not here.
+    assert LAB_NOTEBOOK.findall((DOCS / page).read_text()) == []
+
+
+def test_the_page_finder_sees_the_pages_with_examples():
+    # Negative control for the parametrisation below: it must not silently collect nothing.
+    names = {p.name for p in doc_pages()}
+    assert {"model.md", "analysis.md", "discovery.md", "training.md"} <= names
+    assert trains(DOCS / "training.md") and not trains(DOCS / "analysis.md")
+
+
 @pytest.mark.slow
 def test_readme_python_examples_run_in_order(monkeypatch: pytest.MonkeyPatch):
-    # from_pretrained("attn-only-2l") loads the shipped stand-in: no network here.
-    import huggingface_hub.constants
-
-    standin = README.parent / "data" / "standin_hub"
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(standin))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    blocks = python_blocks()
+    blocks = python_blocks(README)
     assert len(blocks) >= 3
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)
+    namespace = run_page(README, monkeypatch)
     from circuits.analysis import find_heads
 
     # What the README says this model shows.
@@ -44,3 +104,20 @@ def test_readme_python_examples_run_in_order(monkeypatch: pytest.MonkeyPatch):
     icl = namespace["in_context_learning_score"]
     assert icl(model, batch.tokens) < 0
     assert namespace["lm"].tokenizer is not None
+
+
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p.name, marks=[pytest.mark.slow] if trains(p) else []) for p in doc_pages()],
+)
+def test_docs_page_examples_run(page: str, monkeypatch: pytest.MonkeyPatch):
+    namespace = run_page(DOCS / page, monkeypatch)
+    if page == "analysis.md":
+        # The heads the page names for the shipped model.
+        from circuits.analysis import find_heads
+
+        model = namespace["model"]
+        assert find_heads(model, "previous_token") == ["L0H1"]
+        assert find_heads(model, "induction") == ["L1H0", "L1H1"]
+    if page == "training.md":
+        assert namespace["result"].solved_at is not None
