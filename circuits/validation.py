@@ -11,19 +11,32 @@ if TYPE_CHECKING:  # torch is imported where a tensor is checked: configs stay t
     from torch import Tensor
 
 
-def check_tokens(tokens: object, d_vocab: int, n_ctx: int, name: str = "tokens") -> Tensor:
+def check_tokens(
+    tokens: object, d_vocab: int, n_ctx: int, name: str = "tokens", device: Any = None
+) -> Tensor:
     """Validates token ids and returns them as a ``[batch, pos]`` int64 tensor.
+
+    Args:
+        device: The model's device (a ``torch.device`` or its name): ids elsewhere are moved
+            there (as TransformerLens 3 does), except ids on the ``meta`` device, which have
+            no values to move: they are refused for a model with real weights (NaN logits).
 
     Raises:
         TypeError: ``tokens`` is not a tensor.
-        ValueError: Wrong rank, non-integer dtype, empty, longer than ``n_ctx``, or ids
-            outside ``[0, d_vocab)``.
+        ValueError: Wrong rank, non-integer dtype, empty, longer than ``n_ctx``, ids
+            outside ``[0, d_vocab)``, or meta ids for a model that is not on ``meta``.
     """
     import torch
     from torch import Tensor
 
     if not isinstance(tokens, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(tokens).__name__}")
+    want = None if device is None else torch.device(device)
+    if want is not None and tokens.device.type == "meta" and want.type != "meta":
+        raise ValueError(
+            f"{name} are on the meta device (shapes without values) but the model is on "
+            f"{want}: pass real token ids"
+        )
     if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
         raise ValueError(f"{name} must have an integer dtype, got {tokens.dtype}")
     if tokens.ndim == 1:
@@ -41,7 +54,8 @@ def check_tokens(tokens: object, d_vocab: int, n_ctx: int, name: str = "tokens")
     if lo < 0 or hi >= d_vocab:
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name} contains id {bad}, outside [0, d_vocab={d_vocab})")
-    return tokens if tokens.dtype == torch.long else tokens.long()
+    tokens = tokens if tokens.dtype == torch.long else tokens.long()
+    return tokens if want is None or want.type == "meta" else tokens.to(want)
 
 
 def check_layer_head(layer: int, head: int | None, n_layers: int, n_heads: int) -> None:

@@ -75,15 +75,27 @@ class TextMixin:
                 f"the tokenizer has {len(tokenizer)} tokens but the model's d_vocab is "
                 f"{self.cfg.d_vocab}: ids past {self.cfg.d_vocab - 1} would have no embedding"
             )
+        # TransformerLens's defaults: a GPT-style tokenizer may lack pad and BOS tokens. Each
+        # must be a token of the vocabulary; checked before the tokenizer is changed.
+        eos = tokenizer.eos_token if tokenizer.eos_token is not None else "<|endoftext|>"
+        specials = {
+            "eos_token": eos,
+            "pad_token": tokenizer.pad_token if tokenizer.pad_token is not None else eos,
+            "bos_token": tokenizer.bos_token if tokenizer.bos_token is not None else eos,
+        }
+        vocab = tokenizer.get_vocab()
+        for role, token in specials.items():
+            if token not in vocab or not 0 <= vocab[token] < self.cfg.d_vocab:
+                raise ValueError(
+                    f"the tokenizer has no usable {role} ({token!r} is not one of its tokens "
+                    f"below d_vocab={self.cfg.d_vocab}): set tokenizer.{role} to one of its "
+                    "tokens first"
+                )
         if default_padding_side is not None:
             tokenizer.padding_side = default_padding_side
-        # TransformerLens's defaults: a GPT-style tokenizer may lack pad and BOS tokens.
-        if tokenizer.eos_token is None:
-            tokenizer.eos_token = "<|endoftext|>"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.bos_token is None:
-            tokenizer.bos_token = tokenizer.eos_token
+        for role, token in specials.items():
+            if getattr(tokenizer, role) is None:
+                setattr(tokenizer, role, token)
         self.tokenizer = tokenizer
         self.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
         if default_prepend_bos is not None:
@@ -147,6 +159,9 @@ class TextMixin:
         old_side, tokenizer.padding_side = tokenizer.padding_side, side
         try:
             out = tokenizer(texts, return_tensors="pt", padding=True, truncation=False)
+        except Exception as e:  # the Rust backend raises bare Exceptions (unknown words...)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"the tokenizer could not encode the text: {first}") from None
         finally:
             tokenizer.padding_side = old_side
         ids, mask = out["input_ids"], out["attention_mask"]
@@ -164,8 +179,7 @@ class TextMixin:
                 UserWarning,
                 stacklevel=3,
             )
-            keep = slice(-n_ctx, None) if side == "left" else slice(None, n_ctx)
-            ids, mask = ids[:, keep], mask[:, keep]
+            ids, mask = _keep_first(ids, mask, n_ctx, side, tokenizer.pad_token_id)
         return ids, mask
 
     def _ids_to_tokens(self, input: Any, move_to_device: bool) -> Tensor:
@@ -288,6 +302,22 @@ class TextMixin:
             raise ValueError(
                 f"token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}"
             )
+
+
+def _keep_first(
+    ids: Tensor, mask: Tensor, n_ctx: int, side: str, pad_id: int
+) -> tuple[Tensor, Tensor]:
+    """The first ``n_ctx`` real tokens of each row (TransformerLens 3 truncates before it pads,
+    so the BOS and the start of the text stay), padded again on ``side``."""
+    if side == "right":  # real tokens come first in every row
+        return ids[:, :n_ctx], mask[:, :n_ctx]
+    out_ids = torch.full((len(ids), n_ctx), pad_id, dtype=ids.dtype)
+    out_mask = torch.zeros((len(ids), n_ctx), dtype=mask.dtype)
+    for row in range(len(ids)):
+        real = ids[row][mask[row].bool()][:n_ctx]
+        out_ids[row, n_ctx - len(real) :] = real
+        out_mask[row, n_ctx - len(real) :] = 1
+    return out_ids, out_mask
 
 
 def _remove_bos(ids: Tensor, mask: Tensor, side: str) -> tuple[Tensor, Tensor]:

@@ -153,7 +153,7 @@ class HookedTransformer(
             ``(residual [batch, pos, d_model], tokens [batch, pos], shortformer_pos_embed
             [batch, pos, d_model] or None, attention_mask [batch, pos] or None)``.
         """
-        tokens = check_tokens(input, self.cfg.d_vocab, self.cfg.n_ctx)
+        tokens = check_tokens(input, self.cfg.d_vocab, self.cfg.n_ctx, device=self.W_E.device)
         attention_mask = self._check_attention_mask(attention_mask, tokens)
         copy = "" in self._hooked_parts()  # a hook must never see (or edit) our storage
         if self.cfg.use_hook_tokens:

@@ -124,3 +124,60 @@ def test_generate_on_text_returns_text_and_matches_greedy_ids(model: HookedTrans
     sampled = [model.generate(prompt, max_new_tokens=5, seed=3, top_k=5) for _ in range(2)]
     assert sampled[0] == sampled[1]
     # (a list of prompts is TL3's batched generation now: tests/tl3 covers it)
+
+
+def _independent_ids(model: HookedTransformer, text: str) -> list[int]:
+    """BOS then the tokenizer's own ids of ``text``, untruncated and unpadded."""
+    return [model.tokenizer.bos_token_id, *model.tokenizer(text)["input_ids"]]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_long_text_keeps_its_first_n_ctx_tokens_on_either_padding_side(
+    model: HookedTransformer, side: str
+) -> None:
+    """Issue 20 (silent 8): left padding kept the last n_ctx tokens and dropped the BOS."""
+    n_ctx = model.cfg.n_ctx
+    long = " ".join([TEXT] * 12)
+    full = _independent_ids(model, long)
+    assert len(full) > n_ctx
+    with pytest.warns(UserWarning, match="truncated"):
+        ids = model.to_tokens(long, padding_side=side)
+    assert ids[0].tolist() == full[:n_ctx]
+    # In a batch, the short text keeps all of its tokens, padded on its side.
+    with pytest.warns(UserWarning, match="truncated"):
+        both, mask = model.tokenize([long, "Numbers"], padding_side=side)
+    short = _independent_ids(model, "Numbers")
+    assert both.shape == (2, n_ctx) and both[0].tolist() == full[:n_ctx]
+    real = both[1][mask[1].bool()].tolist()
+    assert real == short and int(mask[1].sum()) == len(short)
+    assert bool(mask[1, -1] if side == "left" else mask[1, 0])
+
+
+def test_a_tokenizer_without_special_tokens_is_one_clear_error() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    word = Tokenizer(models.WordLevel({"a": 0, "b": 1, "c": 2}, unk_token=None))
+    word.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=word)
+    small = HookedTransformer(ModelConfig(n_layers=1, d_model=16, n_ctx=8, d_vocab=3, n_heads=2))
+    with pytest.raises(ValueError, match="no usable eos_token"):
+        small.set_tokenizer(tok)
+    assert small.tokenizer is None and tok.eos_token is None  # nothing was changed
+    tok.eos_token = "c"
+    small.set_tokenizer(tok)  # pad and BOS default to the EOS, as in TransformerLens
+    assert tok.pad_token == tok.bos_token == "c" and tok.bos_token_id == 2
+    assert small.to_tokens("a b", prepend_bos=False).tolist() == [[0, 1]]
+    with pytest.raises(ValueError, match="could not encode"):
+        small.to_tokens("a z", prepend_bos=False)  # a word its vocabulary lacks
+
+
+def test_meta_token_ids_on_a_real_model_are_refused() -> None:
+    """Issue 20 (silent 12): meta ids on a CPU model gave NaN logits without a word."""
+    small = HookedTransformer(ModelConfig(n_layers=1, d_model=16, n_ctx=8, d_vocab=10, n_heads=2))
+    with pytest.raises(ValueError, match="meta device"):
+        small(torch.zeros(1, 4, dtype=torch.long, device="meta"))
+    with torch.device("meta"):
+        shapes_only = HookedTransformer(small.cfg)
+    out = shapes_only(torch.zeros(1, 4, dtype=torch.long, device="meta"))
+    assert out.shape == (1, 4, 10) and out.device.type == "meta"
