@@ -49,6 +49,7 @@ __all__ = [
     "load",
     "pack",
     "package_versions",
+    "read_config",
     "read_file",
     "read_metadata",
     "read_model",
@@ -225,6 +226,24 @@ def _to_json(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def read_config(path: str | Path, meta: dict[str, Any] | None = None) -> ModelConfig:
+    """The ``ModelConfig`` of a checkpoint, hash-checked (no weights read).
+
+    Args:
+        meta: Its :func:`read_metadata`, if already read (then it is not read again).
+    """
+    from circuits.config import ModelConfig
+
+    path = Path(path)
+    meta = meta if meta is not None else read_metadata(path)
+    try:
+        return ModelConfig.from_dict(json.loads(read_file(path, CONFIG_FILE, meta)))
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from e
+
+
 def read_model(
     path: str | Path, meta: dict[str, Any] | None = None
 ) -> tuple[ModelConfig, dict[str, Tensor]]:
@@ -236,16 +255,9 @@ def read_model(
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
-    from circuits.config import ModelConfig
-
     path = Path(path)
     meta = meta if meta is not None else read_metadata(path)
-    try:
-        cfg = ModelConfig.from_dict(json.loads(read_file(path, CONFIG_FILE, meta)))
-    except CheckpointError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from e
+    cfg = read_config(path, meta)
     try:
         tensors = load_safetensors(read_file(path, MODEL_FILE, meta))
     except SafetensorError as e:

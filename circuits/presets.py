@@ -93,28 +93,32 @@ def preset(name: str) -> dict[str, dict[str, Any]]:
     return {"model": model, "task": task.to_dict(), "train": dict(GENERIC_TRAIN)}
 
 
-def build(
-    name: str = "induction", seed: int = 0, **overrides: dict[str, Any]
-) -> tuple[Any, Any, Any]:
-    """Builds ``(model, task, train_config)`` of a preset, seeded.
+def run_config(name: str = "induction", seed: int = 0, **overrides: dict[str, Any]) -> Any:
+    """The :class:`~circuits.run.RunConfig` of a preset, seeded (nothing allocated).
 
     Args:
         name: Preset name, or the name of a registered task.
         seed: Seed of the model init, the task's probe and the data stream.
         overrides: Per-part field overrides, e.g. ``model={"n_layers": 1}``.
     """
-    from circuits.config import ModelConfig
-    from circuits.model import HookedTransformer
-    from circuits.tasks import make_task
-    from circuits.training import TrainConfig
+    from circuits.run import PARTS, RunConfig
 
     parts = preset(name)
     for part, values in overrides.items():
-        if part not in parts:
+        if part not in PARTS:
             raise ValueError(f"unknown preset part {part!r}; choose model, task or train")
         parts[part].update(values)
-    model = HookedTransformer(ModelConfig(**parts["model"], seed=seed))
-    task_kwargs = {**parts["task"], "seed": seed}
-    task = make_task(task_kwargs.pop("name"), **task_kwargs)
-    train_cfg = TrainConfig(**parts["train"], seed=seed)
-    return model, task, train_cfg
+    return RunConfig.from_dict(parts, seed=seed)
+
+
+def build(
+    name: str = "induction", seed: int = 0, **overrides: dict[str, Any]
+) -> tuple[Any, Any, Any]:
+    """Builds ``(model, task, train_config)`` of a preset, seeded: ``run_config(...).build()``.
+
+    Args:
+        name: Preset name, or the name of a registered task.
+        seed: Seed of the model init, the task's probe and the data stream.
+        overrides: Per-part field overrides, e.g. ``model={"n_layers": 1}``.
+    """
+    return run_config(name, seed, **overrides).build()

@@ -8,6 +8,7 @@ one name, :meth:`~Registry.lookup` whose error lists what is registered, and
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ class Registry(dict[str, T]):
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
+        self._lock = threading.Lock()  # registration may happen from several threads
 
     def add(self, name: str, entry: T, *, replace: bool = False) -> T:
         """Registers ``entry`` under ``name``; returns it.
@@ -29,9 +31,10 @@ class Registry(dict[str, T]):
         Raises:
             ValueError: ``name`` is taken (and not ``replace``).
         """
-        if name in self and not replace:
-            raise ValueError(f"a {self.kind} named {name!r} is already registered")
-        self[name] = entry
+        with self._lock:
+            if name in self and not replace:
+                raise ValueError(f"a {self.kind} named {name!r} is already registered")
+            self[name] = entry
         return entry
 
     def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]:
@@ -58,9 +61,10 @@ class Registry(dict[str, T]):
         Raises:
             ValueError: nothing is registered under ``name``.
         """
-        if name not in self:
-            raise ValueError(f"no {self.kind} {name!r} is registered")
-        del self[name]
+        with self._lock:
+            if name not in self:
+                raise ValueError(f"no {self.kind} {name!r} is registered")
+            del self[name]
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self)})"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.registry import Registry
 from circuits.validation import check_cache, check_int
 
 Direction = Literal["higher", "lower"]
@@ -197,8 +197,7 @@ class HeadScore:
 # Field names of an evaluation record: no score may take them.
 RESERVED = frozenset({"step", "loss", "accuracy", "train_loss", "seconds", "scores"})
 
-_REGISTRY: dict[str, HeadScore] = {}
-_LOCK = threading.Lock()
+_REGISTRY: Registry[HeadScore] = Registry("head score")
 
 
 def register_score(
@@ -223,19 +222,12 @@ def register_score(
     spec = HeadScore(
         name, fn, label, probe, tuple(hooks), min_layer, direction, bounds, track, description
     )
-    with _LOCK:
-        if name in _REGISTRY and not replace:
-            raise ValueError(f"head score {name!r} is already registered (replace=True)")
-        _REGISTRY[name] = spec
-    return spec
+    return _REGISTRY.add(name, spec, replace=replace)
 
 
 def unregister_score(name: str) -> None:
     """Removes a registered score (tests; built-in scores can be removed too)."""
-    with _LOCK:
-        if name not in _REGISTRY:
-            raise ValueError(f"no head score {name!r} is registered")
-        del _REGISTRY[name]
+    _REGISTRY.remove(name)
 
 
 def get_score(name: str) -> HeadScore:
@@ -244,9 +236,7 @@ def get_score(name: str) -> HeadScore:
     Raises:
         ValueError: No such score (the message lists the registered ones).
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown head score {name!r}; registered: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 
 def registered_scores() -> tuple[HeadScore, ...]:

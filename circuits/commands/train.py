@@ -27,12 +27,23 @@ def add_parser(sub: Any) -> None:
         "installed packages add tasks through the 'circuits.tasks' entry-point group)",
     )
     p.add_argument("--seed", type=int, help="seed of init, data and probe (default: 0)")
-    p.add_argument("--layers", type=int, help="number of layers (transformer blocks)")
-    p.add_argument("--d-model", type=int, help="width of the residual stream")
-    p.add_argument("--heads", type=int, help="attention heads per layer (must divide --d-model)")
-    p.add_argument("--steps", type=int, help="maximum training steps (--resume: train up to here)")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--batch-size", type=int, help="sequences per step")
+    p.add_argument(
+        "--layers", type=int, help=f"number of layers (transformer blocks){_d('--layers')}"
+    )
+    p.add_argument("--d-model", type=int, help=f"width of the residual stream{_d('--d-model')}")
+    p.add_argument(
+        "--heads",
+        type=int,
+        help=f"attention heads per layer (must divide --d-model){_d('--heads')}",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="maximum training steps; a run with targets stops once they are met, usually far "
+        f"earlier (--resume: train up to here){_d('--steps')}",
+    )
+    p.add_argument("--lr", type=float, help=f"peak learning rate{_d('--lr')}")
+    p.add_argument("--batch-size", type=int, help=f"sequences per step{_d('--batch-size')}")
     p.add_argument(
         "--threads",
         type=int,
@@ -70,6 +81,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--report", metavar="PATH", help="also write an HTML report of the model here")
     p.set_defaults(run=run)
+
+
+def _d(flag: str) -> str:
+    """`` (default: V)``: the induction preset's value of a flag's field (``circuits train``
+    without --task), or TrainConfig's default; other tasks' presets may differ."""
+    from circuits.presets import PRESETS
+
+    _, part, field = FLAGS[flag]
+    value = PRESETS["induction"][part].get(field)
+    return "" if value is None else f" (default: {value:g})"
 
 
 # Flag -> (attribute, field of the preset part it overrides).
@@ -159,40 +180,15 @@ def _fresh_parts(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def check_size(parts: dict[str, dict[str, Any]]) -> None:
     """Refuses, before allocating, a model and batch whose training cannot fit in memory
-    (:meth:`~circuits.config.ModelConfig.memory_estimate`, against the memory available now)."""
+    (:meth:`~circuits.config.ModelConfig.check_fits`), naming the flags that shrink it."""
     from circuits.cli import CliError
     from circuits.config import ModelConfig
 
     cfg = ModelConfig(**parts["model"])
-    batch = parts["train"].get("batch_size", 32)
-    need, have = cfg.memory_estimate(batch, training=True), available_memory()
-    if need > have:
-        raise CliError(
-            f"this model would need about {_gib(need)} to train ({cfg.n_params_estimate():,} "
-            f"parameters, batch {batch}), more than the {_gib(have)} of memory available; "
-            "choose a smaller --d-model, --layers, --heads or --batch-size"
-        )
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**30:.3g} GiB"
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable, else physical memory)."""
-    import os
-
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (OSError, ValueError, AttributeError):
-        return 2**63
+        cfg.check_fits(batch_size=parts["train"].get("batch_size", 32), training=True)
+    except ValueError as e:
+        raise CliError(f"{e}; choose a smaller --d-model, --layers, --heads or --batch-size") from e
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -280,8 +276,7 @@ def _train_fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def summarize(model: Any, result: Any) -> dict[str, Any]:
     """The heads a run formed, as plain data."""
-    from circuits.analysis.scores import get_score
-    from circuits.names import head_name
+    from circuits.analysis.summary import top_head
 
     final = result.final
     out: dict[str, Any] = {
@@ -292,46 +287,27 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
         "probe_loss": round(final["loss"], 4),
     }
     for kind, scores in final.scores.items():  # every score recorded, from the registry
-        top = get_score(kind).top_head(scores)  # among the layers that count (induction: >= 1)
-        out[f"top_{kind}_head"] = top and {
-            "head": head_name(*top),
-            "score": round(float(scores[top]), 4),
-        }
+        top = top_head(kind, scores)  # among the layers that count (induction: >= 1)
+        out[f"top_{kind}_head"] = top and {**top, "score": round(top["score"], 4)}
     return out
 
 
-def circuit_summary(model: Any, task: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    """The induction circuit's mechanism: K-composition into the top induction head from its
-    strongest source, and what zero-ablating that source does to the probe accuracy."""
-    from circuits.analysis import all_composition_scores, evaluate, run_with_ablation
-    from circuits.analysis.head_scores import probe_accuracy
-    from circuits.names import head_name, parse_head_name
+def circuit_summary(model: Any, task: Any, result: Any) -> dict[str, Any]:
+    """The induction circuit's mechanism (:func:`circuits.analysis.summary.induction_circuit`):
+    K-composition into the top induction head from its strongest source, and what
+    zero-ablating that source does to the probe accuracy."""
+    from circuits.analysis.summary import induction_circuit
 
-    top = summary.get("top_induction_head")
-    if model.cfg.n_layers < 2 or top is None:
+    circuit = induction_circuit(model, result.final.scores, probe=task.probe(64))
+    k = circuit["k_composition"]
+    if k is None:
         return {}
-    layer, head = parse_head_name(top["head"])
-    comp = all_composition_scores(model)
-    excess = comp.excess("K")[:layer, :, layer, head]  # earlier heads -> the induction head
-    src_layer, src_head = divmod(int(excess.argmax()), excess.shape[1])
-    source = head_name(src_layer, src_head)
-    probe = task.probe(64)
-    ablated = probe_accuracy(run_with_ablation(model, probe.tokens, [source]), probe)
+    # Unrounded: the text prints them once at 3 decimals, as the figures do (rounding twice
+    # printed 0.179 for a baseline the figures show as 0.178).
+    keys = ("source", "target", "score", "baseline", "baseline_std")
     return {
-        "k_composition": {
-            "source": source,
-            "target": top["head"],
-            # Unrounded: the text prints them once at 3 decimals, as the figures do (rounding
-            # twice printed 0.179 here for a baseline the figures show as 0.178).
-            "score": float(comp.k[src_layer, src_head, layer, head]),
-            "baseline": float(comp.baseline),
-            "baseline_std": float(comp.baseline_std),
-        },
-        "ablate_source": {
-            "head": source,
-            "accuracy_before": round(evaluate(model, probe)["accuracy"], 4),
-            "accuracy_after": round(ablated, 4),
-        },
+        "k_composition": {key: k[key] for key in keys},
+        "ablate_source": circuit["ablate_source"],
     }
 
 
@@ -358,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
         page = build_report(model, task, result.history, result.losses, title="circuits train")
         print(f"wrote {write_report(page, args.report, force=args.force)}", file=sys.stderr)
     summary = {"task": task.name, "model": repr_config(model), **summarize(model, result)}
-    summary.update(circuit_summary(model, task, summary))
+    summary.update(circuit_summary(model, task, result))
     if args.json:
         print(json.dumps(rounded(summary), indent=2))
         return 0

@@ -54,8 +54,9 @@ class TrainConfig:
         device: Move the model here before training ("cpu", "cuda", "mps", ...); None trains
             where the model already is. Batches are drawn on the CPU (the same data stream
             on every device) and moved to the model's device.
-        target_induction: Deprecated: ``targets={"induction": ...}`` (not stored).
-        target_previous_token: Deprecated: ``targets={"previous_token": ...}`` (not stored).
+        target_induction: Deprecated: ``targets={"induction": ...}``. Write-only (an init
+            argument, not a field: read ``targets``), so it stays out of ``to_dict``.
+        target_previous_token: Deprecated: ``targets={"previous_token": ...}``, likewise.
     """
 
     steps: int = 2000
@@ -155,7 +156,7 @@ class TrainConfig:
         return names + tuple(n for n in self.targets if n not in names)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); ``dataclasses.replace`` works too."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,12 +184,6 @@ class TrainConfig:
         if data.get("scores") is not None:
             data["scores"] = tuple(data["scores"])
         return cls(**data)
-
-
-# InitVars leave their default as a class attribute: reading ``cfg.target_induction`` would
-# silently say None, so the names go (an AttributeError instead).
-for _alias in TARGET_ALIASES:
-    delattr(TrainConfig, _alias)
 
 
 def targets_met(record: EvalRecord | Mapping[str, Any], cfg: TrainConfig) -> bool:

@@ -20,7 +20,7 @@ from circuits import checkpoint
 from circuits.checkpoint import METADATA_FILE, TRAIN_STATE_FILE, CheckpointError
 from circuits.model import HookedTransformer
 from circuits.records import EvalRecord, history_from_json
-from circuits.tasks import Task, make_task
+from circuits.tasks import Task, task_from_dict
 from circuits.training.config import TARGET_ALIASES, TrainConfig
 
 __all__ = [
@@ -147,10 +147,8 @@ def _run_from_metadata(
     path: Path, meta: dict[str, Any], **changes: Any
 ) -> tuple[Task, TrainConfig]:
     source = path / METADATA_FILE
-    task_kwargs = dict(meta["task"])
-    name = task_kwargs.pop("name")
     try:
-        task = make_task(name, **task_kwargs)
+        task = task_from_dict(meta["task"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: bad task {meta['task']!r}: {e}") from e
     try:
@@ -160,17 +158,22 @@ def _run_from_metadata(
     return task, cfg
 
 
-def training_run(path: str | Path, **changes: Any) -> tuple[Task, TrainConfig]:
-    """The task and :class:`~circuits.training.TrainConfig` recorded in a training checkpoint.
+def training_run(
+    path: str | Path, meta: dict[str, Any] | None = None, **changes: Any
+) -> tuple[Task, TrainConfig]:
+    """The task and :class:`~circuits.training.TrainConfig` recorded in a training checkpoint
+    (:meth:`circuits.run.RunConfig.from_checkpoint` adds the model config).
 
     Args:
+        meta: Its :func:`read_training_metadata`, if already read.
         changes: Train-config fields to set on top of the recorded ones.
 
     Raises:
         CheckpointError: the metadata names an unknown task or field, or a value of the
             wrong type or range.
     """
-    return _run_from_metadata(Path(path), read_training_metadata(path), **changes)
+    meta = meta if meta is not None else read_training_metadata(path)
+    return _run_from_metadata(Path(path), meta, **changes)
 
 
 @dataclass
