@@ -150,3 +150,41 @@ def test_unsupported_bridges_are_refused_by_name() -> None:
 def test_to_bridge_rejects_other_objects() -> None:
     with pytest.raises(TypeError, match="HookedTransformer"):
         to_bridge(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scale", [2.0, 5.5])
+def test_a_non_default_attn_scale_is_carried_over(scale: float) -> None:
+    """Issue 20 (silent 9): the bridge divided by sqrt(d_head) whatever the model's scale."""
+    ours = perturbed_model(attn_scale=scale)
+    bridge = to_bridge(ours)
+    tokens = tokens_for(ours)
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(tokens), ours(tokens), atol=ATOL, rtol=0)
+    back = from_bridge(bridge)
+    assert back.cfg.attn_scale == scale
+    # The independent check: our own model with the default scale computes something else.
+    default = perturbed_model()
+    assert not torch.allclose(default(tokens), ours(tokens), atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (dict(positional_embedding_type="rotary"), "rotary"),
+        (dict(positional_embedding_type="shortformer"), "shortformer"),
+        (dict(n_key_value_heads=2), "grouped-query"),
+        (dict(act_fn="solu_ln"), "solu_ln"),
+        (dict(normalization_type="RMS"), "RMS"),
+        (dict(attn_scale=1.0), "unscaled"),
+    ],
+)
+def test_what_the_bridge_lacks_is_refused_by_name(overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        to_bridge(perturbed_model(**overrides))
+
+
+def test_from_bridge_takes_only_a_bridge() -> None:
+    with pytest.raises(TypeError, match="already a circuits model"):
+        from_bridge(perturbed_model())
+    with pytest.raises(TypeError, match="got str"):
+        from_bridge("gpt2")

@@ -116,6 +116,10 @@ def test_round_trips_are_exact() -> None:
         (dict(positional_embedding_type="shortformer"), "shortformer"),
         (dict(d_head=4), r"n_heads \* d_head = 16 != d_model=32"),
         (dict(d_vocab_out=30), "d_vocab_out=30 != d_vocab=20"),
+        (dict(act_fn="solu_ln"), "act_fn='solu_ln'"),
+        (dict(n_key_value_heads=2), "grouped-query"),
+        (dict(positional_embedding_type="rotary"), "rotary"),
+        (dict(attn_scale=2.0), "attn_scale=2.0"),
     ],
 )
 def test_what_gpt2_cannot_express_is_refused(overrides: dict, match: str) -> None:
@@ -135,3 +139,21 @@ def test_unsupported_gpt2_variants_are_refused() -> None:
         from_gpt2(hf)
     with pytest.raises(ValueError, match="activation_function='silu'"):
         from_gpt2(random_gpt2("silu"))
+
+
+def test_an_unscaled_model_converts_with_scale_attn_weights_off() -> None:
+    """Issue 20 (silent 9): attn_scale was dropped; GPT-2 can say "divide by 1"."""
+    ours = gpt2_ready(attn_scale=1.0)
+    hf = to_gpt2(ours)
+    assert hf.config.scale_attn_weights is False
+    assert_same_outputs(ours, hf)  # Hugging Face's own forward, unscaled
+    back = from_gpt2(hf)
+    assert back.cfg.attn_scale == 1.0
+    torch.testing.assert_close(back(random_ids(ours)), ours(random_ids(ours)), atol=ATOL, rtol=0)
+
+
+def test_from_gpt2_takes_only_a_gpt2_model() -> None:
+    with pytest.raises(TypeError, match=r"from_pretrained\('gpt2'\)"):
+        from_gpt2("gpt2")
+    with pytest.raises(TypeError, match="got HookedTransformer"):
+        from_gpt2(gpt2_ready())

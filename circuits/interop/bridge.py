@@ -23,17 +23,32 @@ from circuits.model import HookedTransformer
 
 # Hooks whose meaning differs between the two models (see the module docstring).
 DIFFERENT_HOOKS = ("hook_attn_scores",)
+# Activations the native bridge computes as we do (checked by tests/test_interop_bridge.py).
+_BRIDGE_ACTS = ("gelu", "gelu_new", "relu")
 
 
 def bridge_config(cfg: ModelConfig) -> Any:
     """The ``TransformerBridgeConfig`` of a native bridge with the architecture of ``cfg``."""
     from transformer_lens import TransformerBridgeConfig
 
-    if cfg.positional_embedding_type == "shortformer":
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg must be a circuits ModelConfig, got {type(cfg).__name__}")
+    if cfg.positional_embedding_type != "standard":
         raise ValueError(
-            "TransformerBridge's native model has no shortformer positional embeddings "
-            "(positional_embedding_type='shortformer'); only 'standard' models convert"
+            "TransformerBridge's native model has only standard positional embeddings "
+            f"(this model's positional_embedding_type is {cfg.positional_embedding_type!r})"
         )
+    problems = []
+    if cfg.n_key_value_heads is not None:
+        problems.append(f"grouped-query attention (n_key_value_heads={cfg.n_key_value_heads})")
+    if cfg.act_fn not in _BRIDGE_ACTS:
+        problems.append(f"act_fn={cfg.act_fn!r}")
+    if cfg.normalization_type not in (None, "LN"):
+        problems.append(f"normalization_type={cfg.normalization_type!r}")
+    if cfg.d_head > 1 and math.isclose(cfg.attn_scale, 1.0):
+        problems.append("attn_scale=1 (the native bridge refuses unscaled attention)")
+    if problems:
+        raise ValueError("cannot convert to a TransformerBridge: " + "; ".join(problems))
     return TransformerBridgeConfig(
         d_model=cfg.d_model,
         d_head=cfg.d_head,
@@ -48,6 +63,8 @@ def bridge_config(cfg: ModelConfig) -> Any:
         normalization_type=cfg.normalization_type,
         positional_embedding_type="standard",
         eps=cfg.eps,
+        use_attn_scale=True,
+        attn_scale=cfg.attn_scale,  # carried over: a default bridge divides by sqrt(d_head)
         seed=cfg.seed,
         device="cpu",
         default_prepend_bos=False,
@@ -55,10 +72,14 @@ def bridge_config(cfg: ModelConfig) -> Any:
 
 
 def to_bridge(model: HookedTransformer) -> Any:
-    """A TransformerLens 4 ``TransformerBridge`` (native) computing what ``model`` computes.
+    """A TransformerLens 4 ``TransformerBridge`` (native) computing what ``model`` computes
+    (its ``attn_scale`` included).
 
     Raises:
-        ValueError: ``model`` uses shortformer positional embeddings, which the bridge lacks.
+        TypeError: ``model`` is not our ``HookedTransformer``.
+        ValueError: ``model`` uses what the native bridge lacks: shortformer or rotary
+            positions, grouped-query attention, ``solu_ln`` or other activations, RMSNorm or
+            folded (``LNPre``) norms; named.
     """
     from transformer_lens import TransformerBridge
     from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
@@ -89,11 +110,11 @@ def _config_from_bridge(bcfg: Any) -> ModelConfig:
     for name in ("attn_scores_soft_cap", "output_logits_soft_cap"):
         if getattr(bcfg, name, -1.0) > 0:
             raise ValueError(f"cannot convert a bridge with {name}={getattr(bcfg, name)}")
+    # The native attention divides by attn_scale when it is set and use_attn_scale is on,
+    # else by sqrt(d_head) (use_attn_scale=False does not mean "unscaled" there).
     scale = getattr(bcfg, "attn_scale", -1.0)
-    if not getattr(bcfg, "use_attn_scale", True) or (
-        scale > 0 and not math.isclose(scale, math.sqrt(bcfg.d_head))
-    ):
-        raise ValueError(f"cannot convert a bridge with attn_scale={scale} != sqrt(d_head)")
+    if not (getattr(bcfg, "use_attn_scale", True) and scale > 0):
+        scale = math.sqrt(bcfg.d_head)
     if bcfg.normalization_type not in (None, "LN"):
         raise ValueError(
             f"cannot convert a bridge with normalization_type={bcfg.normalization_type!r} "
@@ -113,6 +134,7 @@ def _config_from_bridge(bcfg: Any) -> ModelConfig:
         eps=float(bcfg.eps),
         seed=bcfg.seed if isinstance(bcfg.seed, int) else 0,
         d_vocab_out=bcfg.d_vocab_out if bcfg.d_vocab_out > 0 else bcfg.d_vocab,
+        attn_scale=float(scale),
     )
 
 
@@ -162,6 +184,12 @@ def from_bridge(bridge: Any) -> HookedTransformer:
         ValueError: The bridge uses something our model lacks (rotary, RMSNorm, gated MLPs,
             grouped-query attention, soft caps, a non-standard attention scale, ...), named.
     """
+    from transformer_lens import TransformerBridge
+
+    if isinstance(bridge, HookedTransformer):
+        raise TypeError("from_bridge takes a TransformerBridge; this is already a circuits model")
+    if not isinstance(bridge, TransformerBridge):
+        raise TypeError(f"from_bridge takes a TransformerBridge, got {type(bridge).__name__}")
     cfg = _config_from_bridge(bridge.cfg)
     model = HookedTransformer(cfg)
     state = bridge_to_tl3_state_dict(dict(bridge.state_dict()), cfg)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from circuits.model import HookedTransformer
@@ -27,13 +26,40 @@ def from_tl3(state_dict: dict[str, Tensor] | str | Path, **fields: Any) -> Hooke
 
     Example:
         >>> model = from_tl3("attn_only_2l.pt", positional_embedding_type="shortformer")
+
+    Raises:
+        TypeError: ``state_dict`` is neither a dict nor a path.
+        ValueError: the file is missing, truncated, not a state dict or refused as unsafe (a
+            pickle holding more than tensors: nothing in it runs); tensors are missing,
+            unexpected, misshapen or not finite; ``fields`` contradict the weights.
     """
+    from circuits.pretrained.tensors import check_finite, load_torch
+
+    source = "state_dict"
     if isinstance(state_dict, str | Path):
-        state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+        source = str(state_dict)
+        if not Path(state_dict).is_file():
+            raise ValueError(f"from_tl3: no file {source}")
+        state_dict = load_torch(Path(state_dict), source)
     if not isinstance(state_dict, dict):
         raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
-    model = HookedTransformer(config_from_state_dict(state_dict, **fields))
-    model.load_state_dict(dict(state_dict), strict=True)
+    bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"{source} is not a state dict of tensors: {bad[0]!r} is not a tensor")
+    try:
+        cfg = config_from_state_dict(state_dict, **fields)
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{source} is not a complete TransformerLens 3.x state dict: {e}"
+        ) from None
+    # TL3's IGNORE buffer is -inf by design; the weights themselves must be finite.
+    check_finite({k: v for k, v in state_dict.items() if not k.endswith("IGNORE")}, source)
+    model = HookedTransformer(cfg)
+    try:
+        model.load_state_dict(dict(state_dict), strict=True)
+    except (RuntimeError, ValueError) as e:
+        detail = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip())
+        raise ValueError(f"{source} does not fit the config it implies: {detail or e}") from None
     return model.eval()
 
 
