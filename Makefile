@@ -33,7 +33,7 @@ lint: $(STAMP)
 ## docs: build the documentation site into site/; any warning (a broken link or reference, a
 ## docstring mkdocstrings cannot parse) fails the build
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict  # not --quiet: it hides warnings from --strict
 
 # The browser tests (tests/test_report_browser.py) need Chromium: install it where we can (root
 # with apt-get, as .ci/run does), otherwise stop here and say so rather than fail later.
