@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from circuits.files import FORMAT, METADATA_FILE, recover, write_files
+from circuits.validation import is_int
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -103,7 +104,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not circuits checkpoint metadata")
     fmt = meta.get("format_version")
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+    if not is_int(fmt, 1):
         raise CheckpointError(f"{meta_path}: invalid format_version {fmt!r}")
     if fmt > FORMAT_VERSION:
         raise CheckpointError(

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from circuits.validation import check_fields, is_int, is_number
+
 ActFn = Literal["gelu", "gelu_new", "relu", "solu_ln"]
 NormType = Literal["LN", "LNPre", "RMS", "RMSPre"] | None
 PosEmbedType = Literal["standard", "shortformer", "rotary"]
@@ -36,15 +38,14 @@ _RUNTIME = ("device",)
 
 
 def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
 def _positive_float(name: str, value: Any) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value > 0):
+    if not (is_number(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -96,6 +97,8 @@ class ModelConfig:
         rotary_base: Base of the rotary frequencies.
         rotary_adjacent_pairs: Rotate adjacent feature pairs (GPT-J) instead of ``(i, i + r/2)``
             (GPT-NeoX, TransformerLens's default).
+        attention_dir: "causal" (each position sees itself and earlier ones) or
+            "bidirectional" (every position sees every other; TL3's ``attention_dir``).
         device: Where the model's weights are; kept up to date by the model (not saved).
     """
 
@@ -124,6 +127,7 @@ class ModelConfig:
     rotary_dim: int | None = None
     rotary_base: float = 10000
     rotary_adjacent_pairs: bool = False
+    attention_dir: Literal["causal", "bidirectional"] = "causal"
     # Fields TransformerLens utilities read from ``model.cfg``; fixed for our models.
     model_name: str = field(default="circuits", compare=False)
     device: str = field(default="cpu", compare=False)
@@ -178,7 +182,7 @@ class ModelConfig:
         if self.init_range == -1.0:
             object.__setattr__(self, "init_range", 0.8 / math.sqrt(self.d_model))
         _positive_float("init_range", self.init_range)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not is_int(self.seed):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         if self.n_key_value_heads is not None:
             _positive_int("n_key_value_heads", self.n_key_value_heads)
@@ -204,6 +208,10 @@ class ModelConfig:
                     f"rotary_dim={self.rotary_dim} must be even and at most d_head={self.d_head}"
                 )
         _positive_float("rotary_base", self.rotary_base)
+        if self.attention_dir not in ("causal", "bidirectional"):
+            raise ValueError(
+                f"attention_dir must be 'causal' or 'bidirectional', got {self.attention_dir!r}"
+            )
         if not isinstance(self.device, str):
             object.__setattr__(self, "device", str(self.device))
 
@@ -329,13 +337,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Builds a config from a dict, rejecting unknown fields by name."""
-        if not isinstance(data, dict):
-            raise ValueError(f"model config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**check_fields(cls, data, "model config"))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -16,13 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from circuits.validation import is_int, is_number
+
 FIELDS = ("step", "loss", "accuracy", "train_loss", "seconds")
 
 
 def _number(name: str, value: Any, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise TypeError(f"record {name} must be a number, got {value!r}")
     return float(value)
 
@@ -52,7 +54,7 @@ class EvalRecord:
     seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 0:
+        if not is_int(self.step, 0):
             raise TypeError(f"record step must be a non-negative int, got {self.step!r}")
         object.__setattr__(self, "loss", _number("loss", self.loss))
         object.__setattr__(self, "accuracy", _number("accuracy", self.accuracy))

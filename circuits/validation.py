@@ -60,11 +60,9 @@ def check_tokens(
 
 def check_layer_head(layer: int, head: int | None, n_layers: int, n_heads: int) -> None:
     """Raises ValueError naming ``layer`` or ``head`` when out of range."""
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+    if not is_int(layer) or not 0 <= layer < n_layers:
         raise ValueError(f"layer={layer!r} out of range [0, {n_layers})")
-    if head is not None and (
-        isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < n_heads
-    ):
+    if head is not None and (not is_int(head) or not 0 <= head < n_heads):
         raise ValueError(f"head={head!r} out of range [0, {n_heads})")
 
 
@@ -84,6 +82,19 @@ def check_mask(mask: object, shape: tuple[int, ...], name: str = "mask") -> Tens
     return mask.bool()
 
 
+def is_int(value: object, low: int | None = None) -> bool:
+    """Whether ``value`` is an int (a bool is not) and at least ``low``: for callers whose
+    error must say more than :func:`check_int`'s (or be a ``ValueError`` in a config)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return low is None or value >= low
+
+
+def is_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float (a bool is not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_int(value: object, name: str, low: int | None = None, high: int | None = None) -> int:
     """Returns ``value`` if it is an int (not a bool) in ``[low, high]`` (bounds inclusive).
 
@@ -91,7 +102,7 @@ def check_int(value: object, name: str, low: int | None = None, high: int | None
         TypeError: ``value`` is not an int (a float such as ``24.0`` included).
         ValueError: It is out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else low

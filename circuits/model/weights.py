@@ -15,6 +15,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
+from circuits.validation import is_int
+
 if TYPE_CHECKING:
     from circuits.config import ModelConfig
 
@@ -134,7 +136,7 @@ class WeightsMixin:
         """Sum of the output biases (``b_O``, ``b_out``) written before layer ``layer``'s input
         (``0 <= layer <= n_layers``), plus layer ``layer``'s ``b_O`` if ``mlp_input``."""
         n = self.cfg.n_layers
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= n:
+        if not is_int(layer) or not 0 <= layer <= n:
             raise ValueError(f"layer={layer!r} out of range [0, {n}]")
         if mlp_input and layer == n:
             raise ValueError("mlp_input=True needs a layer below n_layers")

@@ -15,7 +15,7 @@ from typing import Any
 
 from circuits.analysis.scores import applicable, get_score, score_names
 from circuits.records import EvalRecord
-from circuits.validation import check_fields, check_int
+from circuits.validation import check_fields, check_int, is_number
 
 __all__ = ["TARGET_ALIASES", "TrainConfig", "targets_met"]
 
@@ -87,9 +87,9 @@ class TrainConfig:
             check_int(getattr(self, name), name, 1)
         check_int(self.warmup_steps, "warmup_steps", 0)
         check_int(self.seed, "seed")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+        if not (is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive float, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+        if not (is_number(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two floats in [0, 1), got {self.betas!r}")
@@ -97,7 +97,7 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         acc = self.target_accuracy
-        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, int | float)):
+        if acc is not None and not is_number(acc):
             raise TypeError(f"target_accuracy must be a number or None, got {acc!r}")
         if acc is not None and not 0 <= acc <= 1:
             raise ValueError(f"target_accuracy must be in [0, 1] or None, got {acc!r}")

@@ -22,6 +22,7 @@ from circuits.model import HookedTransformer
 from circuits.records import EvalRecord, history_from_json
 from circuits.tasks import Task, task_from_dict
 from circuits.training.config import TARGET_ALIASES, TrainConfig
+from circuits.validation import is_int
 
 __all__ = [
     "RESUMABLE_CHANGES",
@@ -112,10 +113,6 @@ def save_training(
     return checkpoint.save(model, path, overwrite=overwrite, metadata=metadata, extra_files=extra)
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def read_training_metadata(path: str | Path) -> dict[str, Any]:
     """:func:`~circuits.checkpoint.read_metadata` of a training checkpoint, with the fields a
     resume needs checked (``metadata.json`` is not covered by the hashes, so it is validated
@@ -129,8 +126,8 @@ def read_training_metadata(path: str | Path) -> dict[str, Any]:
     if meta.get("kind") != "training" or TRAIN_STATE_FILE not in meta["sha256"]:
         raise CheckpointError(f"{path} holds a model but no training state; it cannot be resumed")
     for key, ok, want in (
-        ("step", _is_count(meta.get("step")), "a non-negative int"),
-        ("solved_at", meta.get("solved_at") is None or _is_count(meta.get("solved_at")),
+        ("step", is_int(meta.get("step"), 0), "a non-negative int"),
+        ("solved_at", meta.get("solved_at") is None or is_int(meta.get("solved_at"), 0),
          "a non-negative int or null"),
         ("task", isinstance(meta.get("task"), dict)
          and isinstance(meta["task"].get("name"), str), "an object with a string 'name'"),
