@@ -18,22 +18,22 @@ from typing import Any
 
 import torch
 
-from circuits.plots.style import MAX_WIDTH, head_label
+from circuits.plots.style import FIGURE_CONFIG, MAX_WIDTH, head_label
 from circuits.records import EvalRecord, history_from_json
 from circuits.tasks import Batch, next_token_targets
 
 # Token-by-token and position-by-position figures show at most this many rows and columns: a
 # pretrained model's 48k x 48k circuit would not fit a page (eigenvalues use every token).
 MAX_CIRCUIT_SIDE = 64
+# A model without a task is probed with the default repeated-random-tokens probe: this many
+# sequences for a small vocabulary, fewer for a large one (the scores' spread is already small
+# and loss and accuracy read ~1k positions).
+PROBE_BATCH, LARGE_VOCAB_PROBE_BATCH, LARGE_VOCAB = 64, 8, 4096
 
 
-def _leading(circuit: Any, n: int = MAX_CIRCUIT_SIDE) -> Any:
-    """The top-left ``n x n`` block of a ``FactoredMatrix`` circuit (all of it if smaller)."""
-    from transformer_lens.FactoredMatrix import FactoredMatrix
-
-    if circuit.A.shape[-2] <= n and circuit.B.shape[-1] <= n:
-        return circuit
-    return FactoredMatrix(circuit.A[..., :n, :], circuit.B[..., :, :n])
+def _leading(n: int) -> range:
+    """The first ``min(n, MAX_CIRCUIT_SIDE)`` rows or columns of a circuit."""
+    return range(min(n, MAX_CIRCUIT_SIDE))
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,16 @@ def probes_for(model: Any, task: Any = None) -> tuple[Batch, Batch]:
 
     The probe is the task's own (``task.probe(64)``, what training evaluates), or, for a model
     without a task, the default repeated-random-tokens probe of
-    :func:`circuits.analysis.head_scores.default_probe`.
+    :func:`circuits.analysis.head_scores.default_probe` (64 sequences; 8 for a vocabulary
+    above 4096 tokens).
     """
     from circuits.analysis.head_scores import default_probe
 
-    probe = task.probe(64) if task is not None else default_probe(model, batch_size=64)
+    if task is not None:
+        probe = task.probe(64)
+    else:
+        large = model.cfg.d_vocab > LARGE_VOCAB
+        probe = default_probe(model, batch_size=LARGE_VOCAB_PROBE_BATCH if large else PROBE_BATCH)
     return probe, short_example(probe)
 
 
@@ -92,6 +97,7 @@ def sections_for(
     from circuits.analysis.head_scores import evaluate
     from circuits.analysis.logit_lens import logit_lens
     from circuits.analysis.scores import applicable, get_score, score_names
+    from circuits.plots.tokens import token_strings
 
     history = history_from_json(history) if history else None  # any version's records
     out: list[Section] = []
@@ -100,7 +106,10 @@ def sections_for(
         add(
             "Training dynamics",
             "Loss and every head's scores on the probe over training. The dashed orange line "
-            "marks the phase change: the steepest fall of the probe loss.",
+            "marks the phase change (circuits.analysis.phase, after Olsson et al. 2022): the "
+            "steepest fall of the in-context-learning score, read as the probe loss on the "
+            "repeated part, after the loss's first plateau; it lies between the two "
+            "evaluations its label names.",
             plots.training_dynamics({"history": history or [], "losses": losses or []}),
         )
     probe, example = probes_for(model, task)
@@ -134,8 +143,8 @@ def sections_for(
             "becoming predictable only after the induction layer.",
             plots.lens_heatmap(
                 lens.target_prob(example.targets)[:, 0],
-                example.tokens[0],
-                lens.top_k(1)[1][:, 0, :, 0],
+                token_strings(model, example.tokens[0]),  # strings if the model has a tokenizer
+                token_strings(model, lens.top_k(1)[1][:, 0, :, 0]),
                 "probability",
                 lens.labels,
                 title=f"{name}: probability of the next token",
@@ -149,43 +158,52 @@ def sections_for(
             "induction circuit shows as K-composition from a previous-token head.",
             plots.composition_scores(all_composition_scores(model)),
         )
-    ov = circ.full_ov_circuit(model)
+    vocab, ctx = _leading(model.cfg.d_vocab), _leading(model.cfg.n_ctx)
     add(
         "OV circuits",
         "For each head, how attending to a token (row) changes each output logit (column). A "
         "red diagonal means the head copies the token it attends to.",
         plots.circuit_grid(
-            _leading(ov), "Full OV circuits W_E W_OV W_U", "output token", "input token"
+            circ.full_ov_circuit(model, rows=vocab, cols=_leading(model.W_U.shape[-1])),
+            "Full OV circuits W_E W_OV W_U",
+            "output token",
+            "input token",
+            scale="layer",  # layer 0's OV is far smaller: on a shared scale it looks blank
+            value="logit contribution",
         ),
     )
+    # The eigenvalues of W_E W_OV W_U are those of the d_model-sized W_OV W_U W_E (plus zeros).
+    spectrum = circ.full_ov_spectrum(model)
     add(
         "Copying: eigenvalues of the OV circuits",
         "Positive real eigenvalues mean copying; the legend gives each head's copying score "
         "sum(eig) / sum(|eig|), in [-1, 1].",
-        plots.eigenvalues(ov),
+        plots.eigenvalues(spectrum, circ.copying_score(spectrum)),
     )
     add(
         "Positional QK circuits",
         "How much each query position (row) prefers each earlier key position (column) from "
         "positions alone. A previous-token head is bright just below the diagonal.",
         plots.circuit_grid(
-            _leading(circ.positional_qk_circuit(model)),
+            circ.positional_qk_circuit(model, rows=ctx, cols=ctx),
             "Positional QK circuits W_pos W_QK W_pos^T",
             "key position",
             "query position",
             causal=True,
             scale="layer",
+            value="attention score (pre-softmax)",
         ),
     )
     add(
         "Token QK circuits",
         "How much a query token (row) attends to a key token (column) from token identity alone.",
         plots.circuit_grid(
-            _leading(circ.full_qk_circuit(model)),
+            circ.full_qk_circuit(model, rows=vocab, cols=vocab),
             "Full QK circuits W_E W_QK W_E^T",
             "key token",
             "query token",
             scale="layer",
+            value="attention score (pre-softmax)",
         ),
     )
     return out
@@ -230,7 +248,9 @@ def render(sections: list[Section], title: str, summary: dict[str, Any] | None =
     for i, s in enumerate(sections):
         anchor = f"s{i}"
         toc.append(f'<li><a href="#{anchor}">{html.escape(s.title)}</a></li>')
-        div = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{anchor}")
+        div = s.figure.to_html(
+            full_html=False, include_plotlyjs=False, div_id=f"fig-{anchor}", config=FIGURE_CONFIG
+        )
         body.append(
             f'<section id="{anchor}"><h2>{html.escape(s.title)}</h2>'
             f'<p class="caption">{html.escape(s.caption)}</p>'
@@ -281,8 +301,15 @@ def build_report(
     losses: list[float] | None = None,
     title: str = "circuits report",
     tuned_lens: Any = None,
+    threads: int | None = 1,
 ) -> str:
     """The report page for ``model`` as an HTML string.
+
+    Memory: the model, a forward pass of the probe (no ``[batch, pos, d_vocab]`` output: loss
+    and accuracy unembed the probe's masked positions in chunks), the attention patterns of the
+    probe, and per circuit figure a 64 x 64 corner of each head's circuit; eigenvalues come from
+    ``d_model``-sized factors. Nothing vocabulary-squared: an attn-only-2l-shaped model (48k
+    tokens, n_ctx 2048) stays within a few hundred MB above its weights.
 
     Args:
         model: A :class:`circuits.HookedTransformer` (or any TransformerLens-style model).
@@ -291,9 +318,18 @@ def build_report(
         losses: ``TrainResult.losses`` (training loss per step); optional.
         title: Page title.
         tuned_lens: A fitted :class:`~circuits.analysis.tuned_lens.TunedLens`; optional.
+        threads: Torch threads while it computes (restored after; None: torch's setting).
+
+    Raises:
+        ValueError: The model's weights hold a NaN or an infinity (named).
     """
+    from circuits.analysis.resources import torch_threads
+    from circuits.analysis.weights import check_finite_weights
+
+    check_finite_weights(model)
     model.eval()
-    sections = sections_for(model, task, history, losses, tuned_lens)
+    with torch_threads(threads), torch.no_grad():
+        sections = sections_for(model, task, history, losses, tuned_lens)
     return render(sections, title, summary_of(model, task, history))
 
 
@@ -330,7 +366,9 @@ def task_from_metadata(meta: dict[str, Any]) -> Any:
     return task_from_dict(task)
 
 
-def report_from_checkpoint(path: str | Path, title: str | None = None) -> str:
+def report_from_checkpoint(
+    path: str | Path, title: str | None = None, threads: int | None = 1
+) -> str:
     """The report page of a checkpoint directory, with its task and history if recorded."""
     from circuits import checkpoint
     from circuits.model import HookedTransformer
@@ -352,4 +390,5 @@ def report_from_checkpoint(path: str | Path, title: str | None = None) -> str:
         losses,
         title=title or f"circuits report: {Path(path).name}",
         tuned_lens=TunedLens.load(path, model) if saved_lens else None,
+        threads=threads,
     )

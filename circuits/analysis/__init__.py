@@ -19,6 +19,7 @@ the same name (``logit_lens``, ``head_scores``) once those are imported.
 from __future__ import annotations
 
 from circuits.analysis.ablation import (
+    AblationRun,
     ablation_effects,
     ablation_hooks,
     masked_loss,
@@ -37,7 +38,9 @@ from circuits.analysis.circuits import (
     copying_score,
     diagonal_accuracy,
     full_ov_circuit,
+    full_ov_spectrum,
     full_qk_circuit,
+    full_qk_spectrum,
     k_composition_circuit,
     ov_circuit,
     positional_attention,
@@ -67,6 +70,7 @@ from circuits.analysis.in_context import in_context_learning_score, loss_by_posi
 from circuits.analysis.logit_lens import LensResult, accumulated_resid, logit_lens
 from circuits.analysis.names import parse_head_name
 from circuits.analysis.protocol import HookedModel
+from circuits.analysis.resources import torch_threads
 from circuits.analysis.scores import (
     HeadScore,
     ScoreContext,
@@ -80,6 +84,7 @@ from circuits.analysis.tuned_lens import TunedLens
 from circuits.analysis.weights import get_weights, head_name
 
 __all__ = [
+    "AblationRun",
     "CircuitStats",
     "CompositionScores",
     "Decomposition",
@@ -109,7 +114,9 @@ __all__ = [
     "first_token_score",
     "full_final_ln",
     "full_ov_circuit",
+    "full_ov_spectrum",
     "full_qk_circuit",
+    "full_qk_spectrum",
     "get_score",
     "get_weights",
     "head_name",
@@ -132,5 +139,6 @@ __all__ = [
     "registered_scores",
     "run_with_ablation",
     "score_names",
+    "torch_threads",
     "unregister_score",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -161,6 +162,30 @@ def ablation_hooks(
     return hooks
 
 
+@dataclass(frozen=True)
+class AblationRun:
+    """The output of :func:`run_with_ablation`, named, with what was ablated.
+
+    Attributes:
+        logits: The ablated run's output ``[batch, pos, d_vocab_out]``.
+        heads: Names of the ablated heads (``"L1H0"``), in the order given.
+        method: ``"zero"`` or ``"mean"``.
+        freeze_patterns: Whether every attention pattern was pinned to the clean run's.
+    """
+
+    logits: Float[Tensor, "batch pos d_vocab"]
+    heads: tuple[str, ...]
+    method: str
+    freeze_patterns: bool
+
+    def __repr__(self) -> str:
+        return (
+            f"AblationRun(logits=[{', '.join(map(str, self.logits.shape))}], "
+            f"heads={list(self.heads)}, method={self.method!r}, "
+            f"freeze_patterns={self.freeze_patterns})"
+        )
+
+
 def run_with_ablation(
     model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
@@ -168,12 +193,18 @@ def run_with_ablation(
     method: Literal["zero", "mean"] = "zero",
     mean_tokens: Int[Tensor, "batch pos"] | None = None,
     freeze_patterns: bool = False,
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits of ``model`` on ``tokens`` with ``heads`` ablated (see :func:`ablation_hooks`)."""
+) -> AblationRun:
+    """``model`` on ``tokens`` with ``heads`` ablated (see :func:`ablation_hooks`).
+
+    Returns an :class:`AblationRun`: ``.logits`` is the output, named with the heads and the
+    method. Memory: one forward pass and its output, O(batch pos d_vocab_out).
+    """
     check_model(model)
     hooks = ablation_hooks(model, tokens, heads, method, mean_tokens, freeze_patterns)
+    names = tuple(head_name(layer, head) for layer, head in parse_heads(model, heads))
     with torch.no_grad():
-        return model.run_with_hooks(tokens, fwd_hooks=hooks)
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return AblationRun(logits, names, method, freeze_patterns)
 
 
 def ablation_effects(
@@ -195,7 +226,7 @@ def ablation_effects(
         for head in range(model.cfg.n_heads):
             logits = run_with_ablation(
                 model, tokens, [(layer, head)], method, mean_tokens, freeze_patterns
-            )
+            ).logits
             out[layer, head] = _scalar(metric(logits), f"ablating {head_name(layer, head)}") - clean
     return out
 

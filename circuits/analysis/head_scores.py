@@ -20,9 +20,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.analysis.final_ln import apply_final_ln
+from circuits.analysis.final_ln import CENTRED, WITH_GAIN, final_ln_param, norm_type
 from circuits.analysis.names import head_name
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.analysis.readout import final_normed, final_resid_name, token_losses
+from circuits.analysis.resources import (
+    CHUNK_BYTES,
+    DEFAULT_THREADS,
+    check_chunk_bytes,
+    row_chunks,
+    torch_threads,
+)
 from circuits.analysis.scores import (
     PATTERN_HOOK,
     ScoreContext,
@@ -145,11 +153,27 @@ def probe_accuracy(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> 
     return correct.sum().item() / max(int(batch.mask.sum()), 1)
 
 
-def _run(model: HookedModel, probe: Batch, names: Iterable[str]) -> tuple[Tensor, Any, tuple]:
+def _full_logits_fit(model: HookedModel, tokens: Tensor, chunk_bytes: int) -> bool:
+    """Whether the run's whole output ``[batch, pos, d_vocab_out]`` fits one chunk."""
+    return tokens.numel() * model.W_U.shape[-1] * 4 <= chunk_bytes
+
+
+def _run(
+    model: HookedModel, probe: Batch, names: Iterable[str], logits: bool, extra: Iterable[str] = ()
+) -> tuple[Tensor | None, Any, tuple]:
+    """One forward pass caching what the scores ``names`` need (and the hooks ``extra``).
+
+    With ``logits=False`` the model stops before the unembedding (``return_type=None``).
+    """
     specs = applicable(names, probe)
+    keep, wanted = hooks_filter(specs), set(extra)
     with torch.no_grad():
-        logits, cache = model.run_with_cache(probe.tokens, names_filter=hooks_filter(specs))
-    return logits, cache, tuple(s.name for s in specs)
+        out, cache = model.run_with_cache(
+            probe.tokens,
+            names_filter=lambda n: keep(n) or n in wanted,
+            return_type="logits" if logits else None,
+        )
+    return out, cache, tuple(s.name for s in specs)
 
 
 def evaluate(
@@ -158,6 +182,8 @@ def evaluate(
     scores: Iterable[str] | None = None,
     *,
     step: int = 0,
+    threads: int | None = DEFAULT_THREADS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> EvalRecord:
     """Probe loss, accuracy and head scores of ``model`` in one forward pass.
 
@@ -168,12 +194,20 @@ def evaluate(
             only when ``probe.repeat_length`` is set). Named scores the probe cannot support
             are an error.
         step: Recorded in the result (training passes its step).
+        threads: Torch threads while it runs (restored after; None: torch's setting).
+        chunk_bytes: Working-set budget of the vocabulary-sized loops.
+
+    Memory: the forward pass's activations plus the scores' caches (attention patterns,
+    O(n_layers batch n_heads pos^2)); the output ``[batch, pos, d_vocab_out]`` only when it
+    fits ``chunk_bytes``; otherwise loss and accuracy unembed the masked positions in chunks
+    (O(chunk_bytes)).
 
     Returns:
         An :class:`~circuits.records.EvalRecord`; ``record["induction"]`` etc. still reads a
         score as the dicts of earlier versions did.
     """
     check_model(model)
+    check_chunk_bytes(chunk_bytes)
     probe = _check_probe(model, probe)
     if scores is None:
         names = score_names(tracked=True)
@@ -186,11 +220,26 @@ def evaluate(
             raise ValueError(
                 f"score(s) {sorted(skipped)} need a repeated-tokens probe (repeat_length set)"
             )
-    logits, cache, names = _run(model, probe, names)
-    with torch.no_grad():
-        loss = cross_entropy(logits, probe.tokens, probe.targets, probe.mask)
-    values = compute_scores(model, probe, names, cache=cache, logits=logits)
-    return EvalRecord(step, float(loss), probe_accuracy(logits, probe), values)
+    with torch_threads(threads):
+        full = _full_logits_fit(model, probe.tokens, chunk_bytes)
+        resid = final_resid_name(model)
+        logits, cache, names = _run(model, probe, names, logits=full, extra=() if full else [resid])
+        with torch.no_grad():
+            if logits is not None:
+                loss = float(cross_entropy(logits, probe.tokens, probe.targets, probe.mask))
+                accuracy = probe_accuracy(logits, probe)
+            else:
+                normed = final_normed(model, probe.tokens, cache)
+                per_token, correct = token_losses(
+                    model, normed, probe.targets, probe.mask, chunk_bytes
+                )
+                n = max(int(probe.mask.sum()), 1)
+                loss = float(per_token.sum() / n)
+                accuracy = int(correct.sum()) / n
+        values = compute_scores(
+            model, probe, names, cache=cache, logits=logits, chunk_bytes=chunk_bytes
+        )
+    return EvalRecord(step, loss, accuracy, values)
 
 
 def __getattr__(name: str) -> Any:
@@ -200,12 +249,25 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# The default probe's repeat length at most: head scores read the patterns, whose cache grows as
+# the square of the length (64 x 2 positions is what the papers' head detectors use).
+MAX_PROBE_REPEAT = 64
+
+
 def default_probe(model: HookedModel, batch_size: int = 32, seed: int = 0) -> Batch:
-    """A random sequence of ``n_ctx // 2`` tokens repeated once: what the head scores read."""
+    """A random sequence of ``min(n_ctx // 2, 64)`` tokens repeated once: what head scores read.
+
+    Tokens are drawn from ids the model both reads and predicts (``min(d_vocab,
+    d_vocab_out)``), so the probe's next-token targets are valid outputs.
+    """
     check_model(model)
+    check_int(batch_size, "batch_size", 1)
     from circuits.tasks import repeated_tokens
 
-    return repeated_tokens(batch_size, model.cfg.n_ctx // 2, model.cfg.d_vocab, seed=seed)
+    cfg = model.cfg
+    n_ids = min(cfg.d_vocab, model.W_U.shape[-1])
+    length = min(cfg.n_ctx // 2, MAX_PROBE_REPEAT)
+    return repeated_tokens(batch_size, length, n_ids, seed=seed)
 
 
 def copying_score_activations(
@@ -214,6 +276,9 @@ def copying_score_activations(
     cache: Any = None,
     query_mask: Tensor | None = None,
     statistic: str = "share",
+    *,
+    threads: int | None = DEFAULT_THREADS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Olsson et al.'s copying score, measured on activations.
 
@@ -221,30 +286,55 @@ def copying_score_activations(
     final LayerNorm, with the clean run's scale, and ``W_U``), minus their mean over the
     vocabulary, ReLU'd; the score is the share of that positive mass on the token at the key the
     head attends to most. A perfect copying head scores 1. Queries at position 0 are skipped
-    (they can only attend to themselves).
+    (they can only attend to themselves), and so are queries whose attended token is not an
+    output of the model (``d_vocab_out < d_vocab``: such a token cannot be copied).
 
     The share is strict: with a small vocabulary, a head that ranks the attended token first can
     still spread most positive mass over near-misses (trained induction heads score ~0.25).
     ``statistic="top1"`` asks the coarser question, the fraction of queries where the attended
     token gets the head's largest direct-path logit (the same heads score ~0.95).
 
+    Memory: one head at a time, its ``[d_head, d_vocab_out]`` read-out and the counted queries'
+    logits ``chunk_bytes`` at a time: O(d_head d_vocab_out + chunk_bytes) beyond the cache;
+    never ``[batch, pos, n_heads, d_vocab]``. Time: O(n_layers n_heads (d_head d_model +
+    queries d_head) d_vocab_out).
+
     Args:
         query_mask: Bool ``[batch, pos]``: average only over these query positions (e.g. a
             probe's mask, where induction heads do their work); default: every position >= 1.
         statistic: ``"share"`` (of positive logit mass) or ``"top1"`` (attended token ranked
             first).
+        threads: Torch threads while it runs (restored after; None: torch's setting).
+        chunk_bytes: Working-set budget of the loop over queries.
     """
     check_model(model)
     if statistic not in ("share", "top1"):
         raise ValueError(f"statistic={statistic!r} must be 'share' or 'top1'")
-    return _copying_stats(model, tokens, cache, query_mask)[statistic]
+    check_chunk_bytes(chunk_bytes)
+    with torch_threads(threads):
+        return _copying_stats(model, tokens, cache, query_mask, chunk_bytes)[statistic]
 
 
 COPYING_HOOKS = ("attn.hook_z", PATTERN_HOOK, "ln_final.hook_scale")
 
 
+def _head_readout(model: HookedModel, W_O: Tensor, W_U: Tensor) -> Tensor:
+    """``[d_head, d_vocab_out]``: a head's ``z`` to its direct-path logits, before the scale.
+
+    ``W_O`` is the head's ``[d_head, d_model]``. The final LayerNorm's linear part with the
+    per-token scale left out (applied per row): centre (LN/LNPre), gain (LN/RMS), then
+    ``W_U``; no biases (they belong to no head).
+    """
+    if norm_type(model) in CENTRED:
+        W_O = W_O - W_O.mean(-1, keepdim=True)
+    w = final_ln_param(model, "w")
+    if w is not None and norm_type(model) in WITH_GAIN:
+        W_O = W_O * w
+    return W_O @ W_U
+
+
 def _copying_stats(
-    model: HookedModel, tokens: Tensor, cache: Any, query_mask: Tensor | None
+    model: HookedModel, tokens: Tensor, cache: Any, query_mask: Tensor | None, chunk_bytes: int
 ) -> dict[str, Tensor]:
     """Both statistics of :func:`copying_score_activations` from one pass over the heads."""
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
@@ -257,38 +347,72 @@ def _copying_stats(
     weights[:, 0] = 0.0
     if weights.sum() == 0:
         raise ValueError("query_mask selects no query position after position 0")
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    d_vocab_out = model.W_U.shape[-1]
+    names = [
+        f"blocks.{layer}.attn.{hook}"
+        for layer in range(n_layers)
+        for hook in ("hook_z", "hook_pattern")
+    ]
+    if norm_type(model) is not None:
+        names.append("ln_final.hook_scale")
     with torch.no_grad():
         if cache is None:
-            _, cache = model.run_with_cache(tokens)
+            _, cache = model.run_with_cache(
+                tokens, names_filter=lambda n: n in names, return_type=None
+            )
         else:
-            names = [
-                f"blocks.{layer}.attn.{hook}"
-                for layer in range(model.cfg.n_layers)
-                for hook in ("hook_z", "hook_pattern")
-            ]
-            if getattr(model.cfg, "normalization_type", None) is not None:
-                names.append("ln_final.hook_scale")
             check_cache(model, tokens, cache, names)
+        scale = cache["ln_final.hook_scale"] if norm_type(model) is not None else None
+        share = torch.zeros(n_layers, n_heads)
+        top = torch.zeros(n_layers, n_heads)
         W_O, W_U = model.W_O.detach(), model.W_U.detach()
-        shares, tops = [], []
-        for layer in range(model.cfg.n_layers):
-            z = cache[f"blocks.{layer}.attn.hook_z"]
-            result = torch.einsum("bphe,hed->hbpd", z, W_O[layer])
-            logits = apply_final_ln(model, result, cache) @ W_U  # [h, b, p, V]
-            gain = (logits - logits.mean(-1, keepdim=True)).relu()
+        for layer in range(n_layers):
+            z = cache[f"blocks.{layer}.attn.hook_z"]  # [b, p, h, e]
             attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)  # [b, h, q]
-            attended_token = tokens.gather(1, attended.flatten(1)).view(attended.shape)
-            attended_token = attended_token.transpose(0, 1)  # [h, b, q]
-            on_token = gain.gather(-1, attended_token.unsqueeze(-1)).squeeze(-1)
-            share = on_token / gain.sum(-1).clamp_min(1e-12)  # [h, b, q]
-            top = (logits.argmax(-1) == attended_token).float()
-            shares.append((share * weights).sum(dim=(1, 2)) / weights.sum())
-            tops.append((top * weights).sum(dim=(1, 2)) / weights.sum())
-    return {"share": torch.stack(shares), "top1": torch.stack(tops)}
+            for head in range(n_heads):
+                attended_token = tokens.gather(1, attended[:, head])  # [b, q]
+                # A token the model cannot output cannot be copied: such queries do not count.
+                w = weights * (attended_token < d_vocab_out)
+                rows = w.flatten().nonzero().flatten()
+                if len(rows) == 0:
+                    raise ValueError(
+                        "no counted query attends to a token in the model's output vocabulary "
+                        f"(d_vocab_out={d_vocab_out})"
+                    )
+                readout = _head_readout(model, W_O[layer, head], W_U)  # [e, V]
+                mean_readout = readout.mean(-1)  # the vocabulary mean, without a pass over V
+                zs = z[:, :, head].reshape(-1, z.shape[-1])
+                if scale is not None:
+                    zs = zs / scale.reshape(-1, 1)
+                targets = attended_token.flatten()
+                row_w = w.flatten()
+                s_sum = t_sum = 0.0
+                for part in row_chunks(len(rows), d_vocab_out, chunk_bytes):
+                    index = rows[part]
+                    z_rows = zs[index]
+                    target = targets[index]
+                    # In place: one [n, V] buffer. Subtracting a per-row constant and a ReLU
+                    # keep the argmax (the maximum is above the mean).
+                    gain = (z_rows @ readout).sub_((z_rows @ mean_readout)[:, None])
+                    hit = (gain.argmax(-1) == target).float()
+                    on_token = gain.gather(-1, target[:, None]).squeeze(-1).clamp_min(0)
+                    ratio = on_token / gain.relu_().sum(-1).clamp_min(1e-12)
+                    s_sum += float((ratio * row_w[index]).sum())
+                    t_sum += float((hit * row_w[index]).sum())
+                total = float(w.sum())
+                share[layer, head] = s_sum / total
+                top[layer, head] = t_sum / total
+    return {"share": share, "top1": top}
 
 
 def head_scores(
-    model: HookedModel, probe: Batch | None = None, scores: Iterable[str] | None = None
+    model: HookedModel,
+    probe: Batch | None = None,
+    scores: Iterable[str] | None = None,
+    *,
+    threads: int | None = DEFAULT_THREADS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict[str, Tensor]:
     """Registered head scores as ``[n_layers, n_heads]``, from one forward pass.
 
@@ -296,14 +420,23 @@ def head_scores(
         probe: A repeated-random-tokens batch (``repeat_length`` set); defaults to
             :func:`default_probe`.
         scores: Names to compute; default: every registered score (:data:`KINDS`).
+        threads: Torch threads while it runs (restored after; None: torch's setting).
+        chunk_bytes: Working-set budget of the vocabulary-sized loops (copying scores).
+
+    Memory: the forward pass without its output (``return_type=None``), the attention
+    patterns O(n_layers batch n_heads pos^2), and for the copying scores one head's
+    O(d_head d_vocab_out) read-out plus ``chunk_bytes``. Never ``[batch, pos, d_vocab]``
+    (unless a registered score reads :attr:`ScoreContext.logits`).
     """
     check_model(model)
+    check_chunk_bytes(chunk_bytes)
     probe = default_probe(model) if probe is None else _check_probe(model, probe)
     if probe.repeat_length is None:
         raise ValueError("probe.repeat_length is None: head scores need a repeated sequence")
     names = score_names() if scores is None else tuple(get_score(n).name for n in scores)
-    logits, cache, names = _run(model, probe, names)
-    return compute_scores(model, probe, names, cache=cache, logits=logits)
+    with torch_threads(threads):
+        _, cache, names = _run(model, probe, names, logits=False)
+        return compute_scores(model, probe, names, cache=cache, chunk_bytes=chunk_bytes)
 
 
 def find_heads(
@@ -348,7 +481,9 @@ def find_heads(
 def _copying_from(ctx: ScoreContext, statistic: str) -> Tensor:
     # Both statistics come from one pass; the context keeps it for the other one.
     if "copying" not in ctx.memo:
-        ctx.memo["copying"] = _copying_stats(ctx.model, ctx.tokens, ctx.cache, ctx.probe.mask)
+        ctx.memo["copying"] = _copying_stats(
+            ctx.model, ctx.tokens, ctx.cache, ctx.probe.mask, ctx.chunk_bytes
+        )
     return ctx.memo["copying"][statistic]
 
 

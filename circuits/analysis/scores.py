@@ -36,6 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.analysis.resources import CHUNK_BYTES
 from circuits.registry import Registry
 from circuits.validation import check_cache, check_int
 
@@ -54,7 +55,11 @@ class ScoreContext:
         probe: The probe batch (``tokens``, ``targets``, ``mask``, ``repeat_length``).
         cache: The run's activations (an ``ActivationCache``), holding at least the hooks the
             scores being computed declared.
-        logits: The run's output ``[batch, pos, d_vocab]``.
+        given_logits: The run's output ``[batch, pos, d_vocab_out]`` if the caller has it;
+            else :attr:`logits` computes it on first use (the built-in scores never do: a
+            large vocabulary's full output is what they avoid).
+        chunk_bytes: Working-set budget of chunked loops over the vocabulary
+            (:mod:`circuits.analysis.resources`).
         memo: Scratch space shared by the scores of one run (two scores computed from one
             intermediate keep it here).
     """
@@ -62,8 +67,18 @@ class ScoreContext:
     model: HookedModel
     probe: Any
     cache: Any
-    logits: Tensor
+    given_logits: Tensor | None = field(default=None, repr=False)
+    chunk_bytes: int = CHUNK_BYTES
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def logits(self) -> Float[Tensor, "batch pos d_vocab_out"]:
+        """The run's output: given, or one more forward pass (``O(batch pos d_vocab_out)``)."""
+        if self.given_logits is not None:
+            return self.given_logits
+        with torch.no_grad():
+            out: Tensor = self.model(self.probe.tokens)
+        return out
 
     @functools.cached_property
     def patterns(self) -> Float[Tensor, "n_layers batch n_heads query_pos key_pos"]:
@@ -264,17 +279,24 @@ def hooks_filter(specs: Iterable[HeadScore]) -> Callable[[str], bool]:
 
 
 def compute_scores(
-    model: HookedModel, probe: Any, names: Iterable[str], *, cache: Any, logits: Tensor
+    model: HookedModel,
+    probe: Any,
+    names: Iterable[str],
+    *,
+    cache: Any,
+    logits: Tensor | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict[str, Tensor]:
     """Runs the score functions ``names`` on one cached run of ``model`` on ``probe``.
 
-    Each result is checked: ``[n_layers, n_heads]``, finite.
+    Each result is checked: ``[n_layers, n_heads]``, finite. ``logits`` (the run's output) is
+    optional: a score that reads it gets it computed once (:attr:`ScoreContext.logits`).
 
     Raises:
         ValueError: A score returned the wrong shape or a non-finite value.
     """
     check_model(model)
-    ctx = ScoreContext(model, probe, cache, logits)
+    ctx = ScoreContext(model, probe, cache, logits, chunk_bytes)
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     out: dict[str, Tensor] = {}
     for name in names:

@@ -94,7 +94,7 @@ def text_logit_lens(model: Any, text: str, sublayers: bool = False) -> TextLens:
     (prompt,) = _prompts(model, text)
     tokens = model.to_tokens(prompt)
     result = logit_lens(model, tokens, sublayers=sublayers)
-    top = result.logits.argmax(-1)[:, 0]  # [point, pos]
+    top = result.top_k(1)[1][:, 0, :, 0]  # [point, pos], from logits formed in chunks
     top_strings = [model.to_str_tokens(row) for row in top]
     targets = tokens.clone()
     targets[:, :-1] = tokens[:, 1:]

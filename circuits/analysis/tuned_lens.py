@@ -21,6 +21,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from circuits.analysis.final_ln import full_final_ln
 from circuits.analysis.logit_lens import LensResult, accumulated_resid, resid_names, unembed
 from circuits.analysis.protocol import HookedModel, check_model
 from circuits.losses import kl_divergence
@@ -77,16 +78,26 @@ class TunedLens(nn.Module):
     def lens(
         self, model: HookedModel, tokens: Int[Tensor, "batch pos"], cache: Any = None
     ) -> LensResult:
-        """Tuned-lens logits at ``"{l}_pre"`` for every layer, plus the model's output."""
+        """Tuned-lens logits at ``"{l}_pre"`` for every layer, plus the model's output.
+
+        The result forms logits only where read, in chunks (:class:`LensResult`); memory
+        O(point batch pos d_model) beyond the forward pass.
+        """
         check_model(model)
         self._check_model(model)
         tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
         with torch.no_grad():
-            final, cache = _resid_cache(model, tokens, cache)
+            if cache is None:
+                names = set(resid_names(model))
+                _, cache = model.run_with_cache(
+                    tokens, names_filter=lambda n: n in names, return_type=None
+                )
+            else:
+                check_cache(model, tokens, cache, resid_names(model))
             resid, labels = accumulated_resid(model, cache)
-            logits = unembed(model, self.translate(resid[:-1]))
-            logits = torch.cat([logits, final[None]], dim=0)
-        return LensResult(logits, labels, final)
+            normed = full_final_ln(model, torch.cat([self.translate(resid[:-1]), resid[-1:]]))
+        unembedding = (model.W_U.detach(), model.b_U.detach())
+        return LensResult(None, labels, normed=normed, final_normed=normed[-1], unembed=unembedding)
 
     def fit(
         self,

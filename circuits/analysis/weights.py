@@ -95,10 +95,36 @@ def get_weights(model: HookedModel, fold_ln: bool = False) -> Weights:
 
 _NAMES = ("W_Q", "W_K", "W_V", "W_O", "W_E", "W_pos", "W_U")
 
-__all__ = ["Weights", "check_head", "get_weights", "head_name"]  # head_name: from .names
+__all__ = [
+    "Weights",
+    "check_finite_weights",
+    "check_head",
+    "get_weights",
+    "head_name",
+]  # head_name: from .names
 
 
 def check_head(model: HookedModel, layer: int, head: int | None) -> None:
     """Raises ValueError naming ``layer`` or ``head`` if out of range for ``model``."""
     check_model(model)
     check_layer_head(layer, head, model.cfg.n_layers, model.cfg.n_heads)
+
+
+def check_finite_weights(model: HookedModel) -> None:
+    """Raises ValueError naming the first parameter of ``model`` with a NaN or an infinity.
+
+    Analysis of such weights gives NaN everywhere (or an eigen-solver's error): refuse first.
+    One pass over the parameters, no copies.
+    """
+    check_model(model)
+    named = getattr(model, "named_parameters", None)
+    if named is None:
+        return
+    with torch.no_grad():
+        for name, p in named():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                bad = int((~torch.isfinite(p)).sum())
+                raise ValueError(
+                    f"the model's weights are not all finite: {name} has {bad} NaN or infinite "
+                    "value(s)"
+                )

@@ -15,7 +15,9 @@ import torch
 from circuits.benchmarks import cases as c
 from circuits.benchmarks.measure import machine
 
-CASES = ("train", "cache", "composition", "induction")
+CASES = ("train", "cache", "composition", "induction", "scale")
+# Cases compared side by side in results.json / RESULTS.md; "scale" writes scale_results.*.
+SIDE_BY_SIDE = ("train", "cache", "composition", "induction")
 
 
 def fmt(x: float) -> str:
@@ -102,7 +104,14 @@ def run(
         "composition": lambda: c.case_composition(quick),
         "induction": lambda: c.case_induction(quick, seeds),
     }
-    for case in cases:
+    scale = None
+    if "scale" in cases:
+        from circuits.benchmarks.scale import case_scale
+
+        start = time.perf_counter()
+        scale = case_scale(quick, threads or torch.get_num_threads(), log)
+        log(f"  [scale: {time.perf_counter() - start:.1f}s]")
+    for case in (name for name in cases if name != "scale"):
         start = time.perf_counter()
         for name, r in runners[case]().items():
             results["cases"][name] = r
@@ -111,12 +120,21 @@ def run(
     # Other processes on the machine slow both sides alike (interleaving), but say how busy it was.
     load_after = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     results["machine"]["load_average"] = {"before": load_before, "after": load_after}
+    if scale is not None:
+        results["scale"] = scale
     if out is not None:
         from circuits.files import write_file
 
         out.mkdir(parents=True, exist_ok=True)
-        write_file(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-        write_file(out / "RESULTS.md", markdown(results).encode())
+        if results["cases"]:
+            write_file(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+            write_file(out / "RESULTS.md", markdown(results).encode())
+        if scale is not None:
+            from circuits.benchmarks.scale import markdown as scale_markdown
+
+            payload = {"machine": results["machine"], **scale}
+            write_file(out / "scale_results.json", (json.dumps(payload, indent=2) + "\n").encode())
+            write_file(out / "scale_results.md", scale_markdown(scale, results["machine"]).encode())
     return results
 
 

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CASES = ("train", "cache", "composition", "induction")
+CASES = ("train", "cache", "composition", "induction", "scale")
+DEFAULT_CASES = ("train", "cache", "composition", "induction")
 
 
 def add_parser(sub: Any) -> None:
@@ -29,7 +30,10 @@ def add_parser(sub: Any) -> None:
         "--quick", action="store_true", help="a seconds-long smoke run (written to a temp folder)"
     )
     p.add_argument(
-        "--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}"
+        "--cases",
+        default=",".join(DEFAULT_CASES),
+        help=f"comma-separated subset of {','.join(CASES)} (default: all but scale; scale, the "
+        "zoo and GPT-2 shapes, writes scale_results.json/.md and takes minutes)",
     )
     p.add_argument(
         "--out",
@@ -62,11 +66,12 @@ def results_folder(out: str | None, quick: bool, force: bool) -> Path:
     if folder.exists() and not folder.is_dir():
         raise CliError(f"--out {folder} is a file, not a folder")
     check_creatable(folder)
-    for name in ("results.json", "RESULTS.md"):
+    for name in ("results.json", "RESULTS.md", "scale_results.json", "scale_results.md"):
         if (folder / name).is_dir():
             raise CliError(f"{folder / name} is a directory; not replacing it")
-    previous = folder / "results.json"
-    if quick and not force and previous.is_file():
+    for previous in (folder / "results.json", folder / "scale_results.json"):
+        if not (quick and not force and previous.is_file()):
+            continue
         try:
             full = json.loads(previous.read_text()).get("quick") is False
         except (OSError, ValueError, AttributeError):
@@ -101,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
     from circuits.benchmarks import run as run_bench
 
     results = run_bench(cases, quick=args.quick, out=folder, seeds=args.seeds, threads=args.threads)
-    print(markdown(results))
-    print(f"wrote {folder / 'results.json'} and {folder / 'RESULTS.md'}")
+    if results["cases"]:
+        print(markdown(results))
+        print(f"wrote {folder / 'results.json'} and {folder / 'RESULTS.md'}")
+    if "scale" in results:
+        from circuits.benchmarks.scale import markdown as scale_markdown
+
+        print(scale_markdown(results["scale"], results["machine"]))
+        print(f"wrote {folder / 'scale_results.json'} and {folder / 'scale_results.md'}")
     return 0

@@ -136,9 +136,19 @@ def test_mean_ablation_on_single_sequence_is_identity(induction_model):
     tokens = probe.tokens[:1]
     clean = induction_model(tokens)
     ablated = run_with_ablation(induction_model, tokens, ["L1H0", (0, 0)], method="mean")
-    assert torch.allclose(clean, ablated, atol=1e-5)
+    assert torch.allclose(clean, ablated.logits, atol=1e-5)
     zeroed = run_with_ablation(induction_model, tokens, ["L1H0"], method="zero")
-    assert not torch.allclose(clean, zeroed, atol=1e-3)
+    assert not torch.allclose(clean, zeroed.logits, atol=1e-3)
+
+
+def test_run_with_ablation_names_its_output(induction_model):
+    # Issue 20: it returned bare logits, with nothing saying what they were or what was ablated.
+    tokens = _probe().tokens[:2]
+    run = run_with_ablation(induction_model, tokens, ["L1H0", (0, 1)], method="zero")
+    assert run.heads == ("L1H0", "L0H1") and run.method == "zero" and not run.freeze_patterns
+    assert run.logits.shape == (*tokens.shape, induction_model.cfg.d_vocab_out)
+    text = repr(run)
+    assert "L1H0" in text and "tensor(" not in text and len(text) < 200
 
 
 def test_parse_heads_and_bad_input(induction_model):

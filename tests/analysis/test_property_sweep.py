@@ -209,6 +209,11 @@ class _Task:
 Case = Callable[[st.DataObject], Any]
 
 
+def _in_threads(threads: Any) -> int:
+    with A.torch_threads(threads):
+        return torch.get_num_threads()
+
+
 def _model_tokens(data: st.DataObject) -> tuple[Any, Any]:
     return data.draw(model_st()), data.draw(tokens_st())
 
@@ -263,6 +268,10 @@ CASES: dict[str, Case] = {
     ),
     "full_ov_circuit": lambda d: _circuit_call(d, A.full_ov_circuit),
     "full_qk_circuit": lambda d: _circuit_call(d, A.full_qk_circuit),
+    "full_ov_spectrum": lambda d: _circuit_call(d, A.full_ov_spectrum),
+    "full_qk_spectrum": lambda d: _circuit_call(d, A.full_qk_spectrum),
+    "AblationRun": lambda d: A.run_with_ablation(*_model_tokens(d), d.draw(HEADS)).logits,
+    "torch_threads": lambda d: _in_threads(d.draw(pick([None, 1, 2], [0, -1, 1.5, "2", True]))),
     "ov_circuit": lambda d: _circuit_call(d, A.ov_circuit),
     "qk_circuit": lambda d: _circuit_call(d, A.qk_circuit),
     "positional_qk_circuit": lambda d: _circuit_call(d, A.positional_qk_circuit),
