@@ -338,13 +338,21 @@ def _from_neel_files(
     cfg_json = read_json(config_path)
     try:
         cfg = config_from_neel(cfg_json, source=f"{source}/config.json")
-        cfg.check_fits()
     except ValueError as e:
-        raise PretrainedError(str(e) if "config.json" in str(e) else f"{source}: {e}") from None
+        raise PretrainedError(str(e)) from None
     where = f"{source}/{weights_path.name}"
     state = load_torch(weights_path, where)
-    buffers = {k: v for k, v in state.items() if k.endswith(_ZOO_BUFFERS)}
-    state = {k: v for k, v in state.items() if k not in buffers}
+    state = {k: v for k, v in state.items() if not k.endswith(_ZOO_BUFFERS)}
+    layers = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    if len(layers) != cfg.n_layers:  # before a model of n_layers blocks is built, even on meta
+        raise PretrainedError(
+            f"{source}: config.json says n_layers={cfg.n_layers} but the weights have "
+            f"{len(layers)} layers"
+        )
+    try:
+        cfg.check_fits()
+    except ValueError as e:
+        raise PretrainedError(f"{source}: {e}") from None
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in HookedTransformer(cfg).state_dict().items()}
     check_shapes({k: tuple(v.shape) for k, v in state.items()}, expected, source)

@@ -165,14 +165,46 @@ def build(
     return cache
 
 
+# A toy GPT-2 (the real gpt2 is 12 layers of 768; distilgpt2 6).
+GPT2_SIZES = {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64}
+
+
+def build_gpt2(cache_dir: str | Path, repo: str = "gpt2", *, seed: int = 0) -> Path:
+    """Writes a toy ``GPT2LMHeadModel`` saved by ``transformers`` (``save_pretrained``: its
+    ``config.json``, ``model.safetensors`` with the tied ``lm_head`` left out, as the hub's
+    ``gpt2`` holds them) and a GPT-2-style tokenizer as the hub repository ``repo`` in the
+    cache ``cache_dir``. Returns the snapshot directory.
+    """
+    import tempfile
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok_files = tokenizer_files()
+    d_vocab = len(json.loads(tok_files["tokenizer.json"])["model"]["vocab"])
+    # The hub's gpt2 tokenizer_config.json names no class: config.json's model_type decides.
+    tok_files["tokenizer_config.json"] = json.dumps(
+        {"model_max_length": GPT2_SIZES["n_positions"]}, indent=2
+    ).encode()
+    del tok_files["special_tokens_map.json"]
+    torch.manual_seed(seed)
+    bos = json.loads(tok_files["tokenizer.json"])["model"]["vocab"][BOS]
+    config = GPT2Config(vocab_size=d_vocab, bos_token_id=bos, eos_token_id=bos, **GPT2_SIZES)
+    hf = GPT2LMHeadModel(config).eval()
+    _randomise_biases(hf, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+    return _snapshot(Path(cache_dir), repo, {**files, **tok_files})
+
+
 def _randomise_biases(model: Any, seed: int) -> None:
     """Non-zero biases and LayerNorm weights, so parity tests see every parameter at work."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith((".b", "b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_U")):
+            if name.endswith((".b", "b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_U", ".bias")):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            elif name.endswith(".w"):
+            elif name.endswith(".w") or (name.endswith(".weight") and p.ndim == 1):
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
 
 

@@ -24,3 +24,12 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return standin.build(tmp_path_factory.mktemp("hf_cache"), STANDINS)
+
+
+@pytest.fixture(scope="session")
+def gpt2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hub cache holding toy GPT2LMHeadModels saved by transformers as gpt2 and distilgpt2."""
+    cache = tmp_path_factory.mktemp("hf_gpt2")
+    standin.build_gpt2(cache, "gpt2", seed=0)
+    standin.build_gpt2(cache, "distilgpt2", seed=1)
+    return cache
