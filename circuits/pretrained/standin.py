@@ -166,7 +166,7 @@ def build(
 
 
 # A toy GPT-2 (the real gpt2 is 12 layers of 768; distilgpt2 6).
-GPT2_SIZES = {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64}
+GPT2_SIZES: dict[str, Any] = {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64}
 
 
 def build_gpt2(cache_dir: str | Path, repo: str = "gpt2", *, seed: int = 0) -> Path:
