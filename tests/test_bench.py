@@ -223,3 +223,66 @@ def test_quick_run_writes_results_and_table(tmp_path) -> None:
     assert results["cases"]["composition (Q, K, V)"]["max_abs_diff_vs_peer"] < 1e-4
     memory = results["cases"]["run_with_cache (one hook)"]["memory"]
     assert memory["ours"]["entries"] == memory["peer"]["entries"] == 1
+
+
+def test_scale_case_writes_its_own_files_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--cases scale`` writes scale_results.json/.md and leaves results.json/RESULTS.md alone."""
+    from circuits.benchmarks import scale
+
+    (tmp_path / "RESULTS.md").write_text("the side-by-side table")
+    row = scale.Row("head_scores", "gpt2-small", 8, 32)
+    fake = {
+        "threads": 2,
+        "quick": False,
+        "overrides": {},
+        "cores": 2,
+        "rows": [
+            {
+                **scale.asdict(row),
+                "label": row.label,
+                "seconds": 1.5,
+                "peak_mb": 900.0,
+                "above_mb": 80.0,
+            },
+            {
+                **scale.asdict(scale.Row("acdc", "attn-only-2l", 4, 32)),
+                "label": "acdc",
+                "error": "NotImplementedError: not yet",
+            },
+        ],
+    }
+    monkeypatch.setattr(scale, "case_scale", lambda quick, threads, log: fake)
+    assert main(["bench", "--cases", "scale", "--out", str(tmp_path), "--threads", "1"]) == 0
+    assert (tmp_path / "RESULTS.md").read_text() == "the side-by-side table"
+    assert not (tmp_path / "results.json").exists()
+    saved = json.loads((tmp_path / "scale_results.json").read_text())
+    assert saved["rows"] == fake["rows"] and "cpu" in saved["machine"]
+    table = (tmp_path / "scale_results.md").read_text()
+    assert "| head_scores | gpt2-small | 8 x 2x32 | 1.50 s, peak 900 MB (+80) |" in table
+    assert "error: NotImplementedError: not yet" in table
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_scale_rows_cover_the_issue_targets() -> None:
+    from circuits.benchmarks.scale import rows
+
+    full = {(r.what, r.shape, r.side) for r in rows(quick=False)}
+    for shape in ("attn-only-2l", "gelu-4l", "gpt2-small"):
+        for what in ("head_scores", "all_composition_scores", "logit_lens", "report"):
+            assert (what, shape, "ours") in full
+    for what in ("Problem.build", "exact_patching", "naive loop", "edge_attribution", "acdc"):
+        assert (what, "attn-only-2l", "ours") in full
+    assert ("edge_attribution", "gpt2-small", "ours") in full
+    assert ("head_scores", "gpt2-small", "peer") in full
+    assert len(rows(quick=True)) < len(rows(quick=False))
+
+
+@pytest.mark.slow
+def test_a_scale_row_runs_in_a_child_process() -> None:
+    from circuits.benchmarks.scale import Row, measure
+
+    result = measure(Row("all_composition_scores", "attn-only-2l", 0, 0), threads=1, quick=True)
+    assert "error" not in result, result
+    assert result["seconds"] > 0 and result["peak_mb"] >= result["rss_before_mb"] > 0
