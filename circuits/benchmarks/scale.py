@@ -183,12 +183,18 @@ def _setup(row: Row, model: Any, threads: int, workdir: Path, info: dict) -> Cal
 
 
 def _peer_setup(row: Row, bridge: Any, model: Any, threads: int) -> Callable[[], Any]:
+    if row.what == "all_composition_scores":
+
+        def composition() -> Any:
+            with torch.no_grad():
+                return [bridge.all_composition_scores(mode).scores for mode in "QKV"]
+
+        return composition
     probe = _probe(model, row)
-    tokens = probe.tokens
 
     def run() -> Any:
         with torch.no_grad():
-            return bridge.run_with_cache(tokens)
+            return bridge.run_with_cache(probe.tokens)
 
     if row.what == "head_scores":
         from circuits.analysis.head_scores import induction_score, previous_token_score
@@ -212,13 +218,6 @@ def _peer_setup(row: Row, bridge: Any, model: Any, threads: int) -> Callable[[],
                 return log_probs.gather(-1, index).exp(), log_probs.topk(1, dim=-1)
 
         return lens
-    if row.what == "all_composition_scores":
-
-        def composition() -> Any:
-            with torch.no_grad():
-                return [bridge.all_composition_scores(mode).scores for mode in "QKV"]
-
-        return composition
     raise ValueError(f"row {row.what!r} has no peer")
 
 
