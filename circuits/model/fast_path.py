@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from circuits.model import capabilities
 from circuits.model.components import ACTIVATIONS
 
 if TYPE_CHECKING:
@@ -45,15 +46,10 @@ def supports(cfg: ModelConfig) -> bool:
 
     It steps aside for split or per-head attention inputs, ``hook_mlp_in``, rotary embeddings,
     grouped-query attention, RMS or weightless norms and SoLU (and, per call, for an attention
-    mask): those run on the hooked path only, which is always correct.
+    mask): those run on the hooked path only, which is always correct. The list is
+    :data:`circuits.model.capabilities.CAPABILITIES`'s ``"fast_path"``.
     """
-    return (
-        cfg.normalization_type in (None, "LN")
-        and cfg.positional_embedding_type in ("standard", "shortformer")
-        and cfg.act_fn in ("gelu", "gelu_new", "relu")
-        and cfg.n_key_value_heads is None
-        and not (cfg.use_split_qkv_input or cfg.use_attn_in or cfg.use_hook_mlp_in)
-    )
+    return capabilities.supports(cfg, "fast_path")
 
 
 def embedding_tables(cfg: ModelConfig, tokens: Tensor, W_E: Tensor, W_pos: Tensor) -> Tables | None:

@@ -39,6 +39,8 @@ import einops
 import torch
 from torch import Tensor
 
+from circuits.model.capabilities import missing, supports
+
 if TYPE_CHECKING:
     from circuits.config import ModelConfig
 
@@ -268,20 +270,17 @@ def process_state_dict(
     """
     sd = _copy(state_dict)
     if fold_ln:
-        if cfg.normalization_type not in ("LN", "RMS"):
-            logger.warning("fold_ln skipped: normalization_type is %r", cfg.normalization_type)
-        elif cfg.positional_embedding_type == "shortformer":
-            logger.warning("fold_ln skipped: not exact for shortformer positions")
-        else:
+        if supports(cfg, "fold_ln"):
             sd = _fold_layer_norm(sd, cfg)
             cfg = cfg.replace(normalization_type=folded_normalization_type(cfg))
+        else:
+            logger.warning("fold_ln skipped: %s", "; ".join(missing(cfg, "fold_ln")))
     if center_writing_weights:
-        if cfg.normalization_type in ("LN", "LNPre"):
+        if supports(cfg, "center_writing_weights"):
             sd = _center_writing_weights(sd, cfg)
         else:
-            logger.warning(
-                "center_writing_weights skipped: needs LN or LNPre, not %r", cfg.normalization_type
-            )
+            reason = "; ".join(missing(cfg, "center_writing_weights"))
+            logger.warning("center_writing_weights skipped: %s", reason)
     if center_unembed:
         sd = _center_unembed(sd)
     if fold_value_biases:
