@@ -67,4 +67,6 @@ def to_tl3_state_dict(model: HookedTransformer) -> dict[str, Tensor]:
     """Our model's weights as a TL3 ``HookedTransformer.state_dict()`` (a detached copy, with
     the buffers TL3 holds: see :func:`circuits.model.state_dict.to_tl3_state_dict`). Build the
     TL3 model from the same config (``HookedTransformerConfig`` with our field values)."""
+    if not isinstance(model, HookedTransformer):
+        raise TypeError(f"model must be a circuits HookedTransformer, got {type(model).__name__}")
     return model.to_tl3_state_dict()

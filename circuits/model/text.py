@@ -195,15 +195,14 @@ class TextMixin:
                 f"to_tokens cannot read {type(input).__name__} as token ids ({e}); pass a string, "
                 "a list of strings, an integer tensor or nested lists of ints"
             ) from None
-        tokens = check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx)
-        return tokens.to(self._model_device()) if move_to_device else tokens
+        # Moved to the model's device by the check (meta ids on a real model refused).
+        device = self._model_device() if move_to_device else None
+        return check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx, device=device)
 
     def to_string(self, tokens: Any) -> str | list[str]:
         """Token ids to text: a string for ``[pos]``, a list of strings for ``[batch, pos]``."""
         tokenizer = self._require_tokenizer("to_string")
-        tokens = torch.as_tensor(tokens)
-        if tokens.is_floating_point() or tokens.dtype == torch.bool:
-            raise ValueError(f"token ids must be integers, got {tokens.dtype}")
+        tokens = _read_ids(tokens, "to_string")
         if tokens.ndim > 2:
             raise ValueError(
                 f"to_string takes [pos] or [batch, pos] ids, got {tuple(tokens.shape)}"
@@ -232,9 +231,7 @@ class TextMixin:
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)[0]
         else:
-            ids = torch.as_tensor(input)
-            if ids.is_floating_point() or ids.dtype == torch.bool:
-                raise ValueError(f"token ids must be integers, got {ids.dtype}")
+            ids = _read_ids(input, "to_str_tokens")
             ids = ids.squeeze(0) if ids.ndim == 2 and ids.shape[0] == 1 else ids
             ids = ids.reshape(1) if ids.ndim == 0 else ids
             if ids.ndim != 1:
@@ -281,7 +278,7 @@ class TextMixin:
         if isinstance(input, str):
             tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)
         else:
-            tokens = torch.as_tensor(input)
+            tokens = _read_ids(input, "get_token_position")
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
                 raise ValueError(f"rank-2 ids must be [1, pos], got {tuple(tokens.shape)}")
@@ -302,6 +299,22 @@ class TextMixin:
             raise ValueError(
                 f"token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}"
             )
+
+
+def _read_ids(input: Any, what: str) -> Tensor:
+    """Token ids as an integer CPU-or-device tensor with values; ValueError otherwise."""
+    try:
+        ids = torch.as_tensor(input)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{what} takes token ids (an integer tensor or nested lists of ints), got "
+            f"{type(input).__name__}"
+        ) from None
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"token ids must be integers, got {ids.dtype}")
+    if ids.device.type == "meta":
+        raise ValueError(f"{what}: ids on the meta device have no values")
+    return ids
 
 
 def _keep_first(
