@@ -215,7 +215,11 @@ def ablation_effects(
     mean_tokens: Int[Tensor, "batch pos"] | None = None,
     freeze_patterns: bool = False,
 ) -> Float[Tensor, "n_layers n_heads"]:
-    """``metric(ablated) - metric(clean)`` for each head ablated on its own."""
+    """``metric(ablated) - metric(clean)`` for each head ablated on its own.
+
+    Memory: one forward pass at a time and its output O(batch pos d_vocab_out), which the
+    metric reads; time ``n_layers n_heads + 1`` forward passes.
+    """
     check_model(model)
     _check_metric(metric)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
@@ -244,6 +248,9 @@ def patch_heads(
     returns ``metric(patched) - metric(clean)`` (how much that head's clean output matters).
     "denoising": run on ``corrupted_tokens`` with one head's clean ``z``; returns
     ``metric(patched) - metric(corrupted)`` (how much that head alone restores).
+
+    Memory: every layer's ``hook_z`` of the source run O(n_layers batch pos n_heads d_head),
+    and one forward pass with its output at a time (the metric reads the logits).
     """
     check_model(model)
     _check_metric(metric)

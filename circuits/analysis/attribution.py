@@ -71,7 +71,11 @@ class Decomposition:
 def decompose_resid(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], cache: Any = None
 ) -> Decomposition:
-    """Splits the final residual stream into embedding, positions, heads, biases and MLPs."""
+    """Splits the final residual stream into embedding, positions, heads, biases and MLPs.
+
+    Memory: the object returned, O((n_layers (n_heads + 1) + 3) batch pos d_model), and a cache
+    when none is given; nothing vocabulary-sized.
+    """
     check_model(model)
     tokens, cache = _run(model, tokens, cache)
     cfg = model.cfg
@@ -145,6 +149,9 @@ def direct_logit_attribution(
         targets: Token whose logit to explain at each position ``[batch, pos]``.
         baseline_targets: Explain the logit difference ``targets - baseline_targets`` instead.
         cache: A cache of ``tokens`` from ``run_with_cache`` (computed if None).
+
+    Memory: :func:`decompose_resid`'s components and the target directions
+    ``[batch, pos, d_model]`` (rows of ``W_U``); never ``[batch, pos, d_vocab]``.
     """
     check_model(model)
     tokens, cache = _run(model, tokens, cache, final_ln=True)

@@ -69,7 +69,10 @@ def _weights(model: HookedModel, fold_ln: bool) -> Weights:
 def ov_circuit(
     model: HookedModel, layer: int | None = None, head: int | None = None, fold_ln: bool = False
 ) -> FactoredMatrix:
-    """``W_V W_O`` per head: ``[n_layers, n_heads, d_model, d_model]``, fewer dims when indexed."""
+    """``W_V W_O`` per head: ``[n_layers, n_heads, d_model, d_model]``, fewer dims when indexed.
+
+    Memory: the factors, O(n_layers n_heads d_model d_head).
+    """
     check_model(model)
     w = _weights(model, fold_ln)
     idx = _select(w, model, layer, head)
@@ -79,7 +82,10 @@ def ov_circuit(
 def qk_circuit(
     model: HookedModel, layer: int | None = None, head: int | None = None, fold_ln: bool = False
 ) -> FactoredMatrix:
-    """``W_Q W_K^T`` per head (rows: query residual, columns: key residual)."""
+    """``W_Q W_K^T`` per head (rows: query residual, columns: key residual).
+
+    Memory: the factors, O(n_layers n_heads d_model d_head).
+    """
     check_model(model)
     w = _weights(model, fold_ln)
     idx = _select(w, model, layer, head)
@@ -154,6 +160,7 @@ def positional_attention(
     """The positional QK circuit read as attention: scaled by ``1/sqrt(d_head)``, causal, softmax.
 
     The attention a head would pay from position to position if only positions mattered.
+    Memory O(n_ctx^2) (the object returned; 16 MB at n_ctx 2048).
     """
     check_model(model)
     scores = positional_qk_circuit(model, layer, head, fold_ln).AB / model.cfg.d_head**0.5
@@ -170,6 +177,7 @@ def k_composition_circuit(
     ``W_E W_Q^{h2} (W_E W_OV^{h1} W_K^{h2})^T``, ``[d_vocab, d_vocab]``: the score head 2 gives
     from query token (row) to a key position whose ``h1`` output came from attending to token
     (column). For an induction head fed by a previous-token head this is close to diagonal.
+    Memory O(d_vocab d_head): two factors, never ``V x V``.
     """
     check_model(model)
     check_head(model, layer1, head1)
@@ -178,7 +186,8 @@ def k_composition_circuit(
         raise ValueError(f"layer1={layer1} must be earlier than layer2={layer2}")
     w = _weights(model, fold_ln)
     left = w.W_E @ w.W_Q[layer2, head2]  # [V, d_head]
-    keys = w.W_E @ w.W_V[layer1, head1] @ w.W_O[layer1, head1] @ w.W_K[layer2, head2]
+    # Small factors first: never a [V, d_model] intermediate beyond W_E itself.
+    keys = w.W_E @ (w.W_V[layer1, head1] @ w.W_O[layer1, head1] @ w.W_K[layer2, head2])
     return FactoredMatrix(left, keys.T)
 
 
@@ -223,6 +232,7 @@ def copying_score(circuit: FactoredMatrix) -> Float[Tensor, "..."]:
 
     Positive eigenvalues mean the circuit maps a token to (a boost of) itself. Uses the
     eigenvalues of ``B A`` (``d_head x d_head``), which are those of ``A B`` minus zeros.
+    Memory O(... mdim^2) beyond the factors.
     """
     _check_square(circuit)
     eig = eigenvalues(circuit)

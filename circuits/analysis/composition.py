@@ -112,6 +112,9 @@ def composition_scores(model: HookedModel, mode: Mode, fold_ln: bool = False) ->
     Entry ``[l1, h1, l2, h2]`` is how much head ``(l1, h1)`` writes into what ``(l2, h2)``
     reads with its queries (Q), keys (K) or values (V). Zero unless ``l1 < l2``. Matches
     ``TransformerBridge.all_composition_scores(mode)``.
+
+    Memory O(n_layers n_heads d_model d_head) collapsed factors plus one layer's pair products
+    O(n_layers n_heads^2 d_head^2); nothing ``d_model x d_model`` per pair.
     """
     check_model(model)
     if mode not in MODES:
@@ -212,6 +215,9 @@ def all_composition_scores(
         n_samples: Random matrix pairs for the baseline (cached per shape and seed).
         seed: Seed of the baseline.
         fold_ln: Fold ``ln1`` centring and gains into the reading weights (see module doc).
+
+    Memory: as :func:`composition_scores`, three times over; the baseline O(n_samples d_model
+    d_head).
     """
     check_model(model)
     with torch.no_grad():

@@ -16,7 +16,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
-from circuits.losses import cross_entropy
+from circuits.analysis.readout import final_normed, token_losses
+from circuits.analysis.resources import (
+    CHUNK_BYTES,
+    DEFAULT_THREADS,
+    check_chunk_bytes,
+    torch_threads,
+)
 from circuits.validation import check_mask, check_tokens
 
 
@@ -25,8 +31,14 @@ def loss_by_position(
     tokens: Tensor,
     targets: Tensor | None = None,
     mask: Tensor | None = None,
+    *,
+    threads: int | None = DEFAULT_THREADS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Float[Tensor, " pos"]:
     """Mean cross-entropy over the batch at each position.
+
+    Memory: a forward pass without its output; the counted positions are unembedded
+    ``chunk_bytes`` at a time (never ``[batch, pos, d_vocab]``).
 
     Args:
         model: Any model mapping ``[batch, pos]`` token ids to ``[batch, pos, d_vocab]`` logits.
@@ -45,11 +57,21 @@ def loss_by_position(
         raise ValueError("tokens must have at least 2 positions to predict a next token")
     if targets is not None:
         targets = check_tokens(targets, model.cfg.d_vocab_out, model.cfg.n_ctx, name="targets")
+        if targets.shape != tokens.shape:
+            raise ValueError(
+                f"targets shape {tuple(targets.shape)} != tokens {tuple(tokens.shape)}"
+            )
     if mask is not None:
         mask = check_mask(mask, tokens.shape)
-    with torch.no_grad():
-        logits = model(tokens)
-        per_token = cross_entropy(logits, tokens, targets, mask, per_token=True)
+    chunk_bytes = check_chunk_bytes(chunk_bytes)
+    with torch_threads(threads):
+        normed = final_normed(model, tokens)
+        if targets is None:  # position t predicts token t + 1; the last predicts nothing
+            normed, goal = normed[:, :-1], tokens[:, 1:]
+            counted_mask = None if mask is None else mask[:, :-1]
+        else:
+            goal, counted_mask = targets, mask
+        per_token, _ = token_losses(model, normed, goal, counted_mask, chunk_bytes)
     if mask is None:
         return per_token.mean(0)
     counted = mask[:, :-1] if targets is None else mask

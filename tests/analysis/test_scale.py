@@ -221,3 +221,21 @@ def test_peak_memory_at_the_attn_only_2l_shape(what, batch, length, budget_mb) -
     # The report's budget is the process's peak; the others' what the call adds to the model.
     used = result["peak_mb"] if what == "report" else result["above_mb"]
     assert used is not None and used < budget_mb, result
+
+
+def test_loss_by_position_chunked_equals_full_logits() -> None:
+    model = small("gelu-4l")
+    tokens = repeated_tokens(3, 10, model.cfg.d_vocab, seed=4).tokens
+    mask = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(1)) > 0.3
+    with torch.no_grad():
+        logits = model(tokens)
+    from circuits.analysis import loss_by_position
+
+    for targets in (None, torch.roll(tokens, 1, 1)):
+        per = cross_entropy(logits, tokens, targets, mask, per_token=True)
+        counted = mask[:, :-1] if targets is None else mask
+        expected = torch.where(
+            counted.sum(0) > 0, per.sum(0) / counted.sum(0).clamp(min=1), torch.nan
+        )
+        got = loss_by_position(model, tokens, targets, mask, chunk_bytes=TINY)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, equal_nan=True)
