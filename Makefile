@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check circuits tests bench scripts
 	$(BIN)/ruff format --check circuits tests bench scripts
 	$(BIN)/mypy circuits
+	$(BIN)/lint-imports
 
 ## docs: build the documentation site into site/; any warning (a broken link or reference, a
 ## docstring mkdocstrings cannot parse) fails the build

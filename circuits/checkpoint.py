@@ -34,10 +34,9 @@ from circuits.files import FORMAT, METADATA_FILE, recover, write_files
 from circuits.validation import is_int
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
 
     from circuits.config import ModelConfig
-    from circuits.model import HookedTransformer
 
 __all__ = [
     "CONFIG_FILE",
@@ -170,7 +169,7 @@ def check_state_dict(
 
 # --- the model ---
 def save(
-    model: HookedTransformer,
+    model: nn.Module,
     path: str | Path,
     *,
     overwrite: bool = False,
@@ -316,7 +315,7 @@ def unpack(data: bytes, source: str = TRAIN_STATE_FILE) -> dict[str, Any]:
     return state
 
 
-def all_finite(model: HookedTransformer) -> bool:
+def all_finite(model: nn.Module) -> bool:
     """Whether every parameter of ``model`` is finite (no NaN, no inf)."""
     import torch
 
