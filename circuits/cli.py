@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="circuits",
         description="Train small transformers on synthetic tasks and read their circuits.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version="circuits 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(sub)
+    # No prefixes of long options (`--step 10` is not `--steps 10`): a typo is an error, and
+    # adding an option later never changes what an old command line means. Set here for every
+    # subcommand, so a new command cannot forget it.
+    for command in sub.choices.values():
+        command.allow_abbrev = False
     return parser
 
 

@@ -200,11 +200,77 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Never follow a symbolic link where we create a file: a link planted at a name we write would
+# send our bytes to a file elsewhere (0 where the platform has no O_NOFOLLOW).
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    """Creates ``path`` (which must not exist, not even as a link) holding ``data``, fsynced."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o644)
+    with open(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def own_dir(path: str | Path) -> Path:
+    """``path`` as a directory we may write in: created if missing, refused if it is a link.
+
+    Raises:
+        FileExistsError: ``path`` is a symbolic link (we never write through one) or a file.
+    """
+    path = Path(path)
+    if not path.is_symlink() and not path.exists():
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(parents=True)
+    if path.is_symlink():
+        raise FileExistsError(
+            f"{path} is a symbolic link; circuits never writes through a link (remove it)"
+        )
+    if not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory; not writing into it")
+    return path
+
+
+def check_not_link(path: str | Path) -> Path:
+    """Raises FileExistsError if ``path`` is a symbolic link (we never write through one)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise FileExistsError(
+            f"{path} is a symbolic link; circuits never writes through a link (remove it)"
+        )
+    return path
+
+
+def append_synced(
+    path: str | Path, data: bytes, before: Callable[[int], None] | None = None
+) -> None:
+    """Appends ``data`` to the file at ``path`` in one write, fsynced; never through a link.
+
+    ``before(fd)`` runs on the open file first (e.g. to cut a torn last line).
+
+    Raises:
+        FileExistsError: ``path`` is a symbolic link.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o644)
+    except OSError as e:
+        if path.is_symlink():
+            raise FileExistsError(
+                f"{path} is a symbolic link; circuits never writes through a link (remove it)"
+            ) from None
+        raise e
+    try:
+        if before is not None:
+            before(fd)
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_writable(path: str | Path, overwrite: bool) -> None:
@@ -302,9 +368,15 @@ def write_files(path: str | Path, files: dict[str, bytes], overwrite: bool = Fal
 
 
 def write_file(path: str | Path, data: bytes) -> Path:
-    """Atomically writes one file (temporary sibling, fsync, rename): old or new, never half."""
+    """Atomically writes one file (temporary sibling, fsync, rename): old or new, never half.
+
+    Never writes through a symbolic link: the temporary file is created with ``O_NOFOLLOW`` and
+    ``O_EXCL``, and the rename replaces a link at ``path`` instead of following it.
+    """
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    if tmp.is_symlink() or tmp.is_file():  # planted, or left by a killed writer of this pid
+        tmp.unlink()
     try:
         _write_synced(tmp, data)
         os.replace(tmp, path)

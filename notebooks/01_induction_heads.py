@@ -70,9 +70,24 @@ else:
 # ## The phase change
 #
 # The loss falls slowly, then abruptly, at the same time as the layer-1 heads' induction scores
-# jump: the induction heads form. The orange line marks the steepest drop of the probe loss.
+# jump: the induction heads form. The orange line marks the phase change as the toolkit defines
+# it everywhere (`circuits.analysis.phase`, after Olsson et al. 2022): the steepest fall of the
+# in-context-learning score, read as the probe loss on the repeated half, searched after the
+# loss's first plateau. Evaluations are `eval_every` steps apart, so the label names the two
+# evaluations it lies between; the first evaluation with an induction score >= 0.4 is the
+# cross-check. See docs/phase-change.md.
 
 # %%
+from circuits.analysis.phase import phase_change
+
+phase = phase_change(history)
+if phase is None:
+    print("no phase change in this history")
+else:
+    print(
+        f"phase change between steps {phase.start} and {phase.step}; "
+        f"first induction score >= 0.4 at step {phase.prefix_matching_step}"
+    )
 plots.training_dynamics({"history": history, "losses": losses})
 
 # %% [markdown]

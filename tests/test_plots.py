@@ -206,8 +206,11 @@ def test_phase_change_step_finds_the_steepest_drop() -> None:
     flat = [{"step": s, "loss": 1.0} for s in (1, 2, 3)]
     assert phase_change_step(flat) is None
     # Uneven evaluation intervals: the drop per step counts, not the drop per record.
-    uneven = [{"step": 0, "loss": 2.0}, {"step": 10, "loss": 1.5}, {"step": 1000, "loss": 0.5}]
-    assert phase_change_step(uneven) == 10
+    uneven = [(0, 2.0), (10, 1.99), (20, 1.5), (1000, 0.5)]
+    assert phase_change_step([{"step": s, "loss": v} for s, v in uneven]) == 20
+    # A run's initial descent (each interval falling less steeply) is not a phase change.
+    descent = [(0, 2.0), (10, 1.5), (1000, 0.5)]
+    assert phase_change_step([{"step": s, "loss": v} for s, v in descent]) is None
 
 
 def test_training_dynamics_plots_every_head_and_marks_the_phase_change() -> None:
@@ -220,7 +223,7 @@ def test_training_dynamics_plots_every_head_and_marks_the_phase_change() -> None
     ind = fig.data[names.index("L1H0 induction")]
     np.testing.assert_allclose(ind.y, [r["induction"][1][0] for r in history])
     assert {s.x0 for s in fig.layout.shapes} == {350}  # one line through both panels
-    assert any(a.text == "phase change (step 350)" for a in fig.layout.annotations)
+    assert any(a.text == "phase change (steps 300-350)" for a in fig.layout.annotations)
     unmarked = plots.training_dynamics(history, mark_phase_change=False)
     assert len(unmarked.layout.shapes) == 0
     with pytest.raises(ValueError, match="no training history"):

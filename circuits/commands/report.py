@@ -22,7 +22,10 @@ def add_parser(sub: Any) -> None:
         "...) or a directory in the zoo's or Hugging Face GPT-2's layout",
     )
     p.add_argument(
-        "-o", "--output", default="report.html", help="HTML file to write (not in a checkpoint)"
+        "-o",
+        "--output",
+        help="HTML file to write, not in a checkpoint (default: report.html in the current "
+        "folder; the path written is printed)",
     )
     p.add_argument("--title", help="page title (default: from the checkpoint name)")
     p.add_argument(
@@ -34,17 +37,19 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from circuits.commands.sweep import wrote_line
     from circuits.report import check_report_path, report_from_checkpoint, write_report
 
     # Before the work: never inside a checkpoint directory, never over a file we did not
     # write (without --force), only where a file can be written.
-    check_report_path(args.output, force=args.force)
+    output = args.output or "report.html"
+    check_report_path(output, force=args.force)
     if _is_checkpoint(args.checkpoint):
         page = report_from_checkpoint(args.checkpoint, args.title)
     else:
         page = _pretrained_report(args.checkpoint, args.title)
-    path = write_report(page, args.output, force=args.force)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    path = write_report(page, output, force=args.force)
+    print(wrote_line(path, default=args.output is None))
     return 0
 
 

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# circuits.sweep.spec.MAX_RUNS, written out so that --help imports nothing heavy (a test checks
+# that the two agree).
+MAX_RUNS = 10_000
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -38,7 +42,19 @@ def add_parser(sub: Any) -> None:
         "--resume", action="store_true", help="continue the sweep in --out, skipping finished runs"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps/NAME)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="sweep directory (default: sweeps/NAME); must be new, empty or a sweep of ours",
+    )
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"allow a spec of up to N runs (default limit {MAX_RUNS:,}; counted before any "
+        "run is built)",
+    )
     p.set_defaults(run=run)
 
     r = sub.add_parser(
@@ -51,7 +67,9 @@ def add_parser(sub: Any) -> None:
         ),
     )
     r.add_argument("results", help="sweep directory or its results.jsonl")
-    r.add_argument("-o", "--output", default="sweep.html", help="HTML file to write")
+    r.add_argument(
+        "-o", "--output", help="HTML file to write (default: sweep.html in the current folder)"
+    )
     r.add_argument("--title", help="page title (default: the sweep's name)")
     r.add_argument(
         "--force", action="store_true", help="replace an existing file that is not a report"
@@ -67,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise CliError(f"--workers must be >= 0, got {args.workers}")
+    if args.max_runs is not None and args.max_runs < 1:
+        raise CliError(f"--max-runs must be >= 1, got {args.max_runs}")
     check_scheduler(args.scheduler)
-    spec = SweepSpec.load(args.spec)
+    spec = SweepSpec.load(args.spec, max_runs=args.max_runs or MAX_RUNS)
     out = Path(args.out) if args.out else Path("sweeps") / spec.name
     summary = run_sweep(
         spec,
@@ -78,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
     )
-    print(summary.line(), file=sys.stderr)
+    print(summary.line(out), file=sys.stderr)
     print(f"results: {out / 'results.jsonl'}")
     if summary.lost:
         print(
@@ -93,7 +113,14 @@ def run_report(args: argparse.Namespace) -> int:
     from circuits.report import check_report_path, write_report
     from circuits.sweep.report import sweep_report
 
-    check_report_path(args.output, force=args.force)  # before reading the results
-    path = write_report(sweep_report(args.results, args.title), args.output, force=args.force)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    output = args.output or "sweep.html"
+    check_report_path(output, force=args.force)  # before reading the results
+    path = write_report(sweep_report(args.results, args.title), output, force=args.force)
+    print(wrote_line(path, default=args.output is None))
     return 0
+
+
+def wrote_line(path: Path, default: bool) -> str:
+    """``wrote /abs/path (1.2 MB)``: where a page went, said in full when ``-o`` was not given."""
+    line = f"wrote {path.absolute()} ({path.stat().st_size / 1e6:.1f} MB)"
+    return line + (" (no -o given: the default name in the current folder)" if default else "")

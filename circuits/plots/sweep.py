@@ -86,10 +86,20 @@ def formed_step(row: Row, score: str) -> int | None:
     return None if formed is None else formed.get("step")
 
 
+def eval_interval(rows: Sequence[Row]) -> list[int]:
+    """The distinct ``train.eval_every`` of ``rows``: the resolution of their formation steps."""
+    found = {axis_value(r, "train.eval_every") for r in rows}
+    return sorted(v for v in found if isinstance(v, int) and not isinstance(v, bool))
+
+
 def formation_steps(
     rows: Sequence[Row], by: Sequence[str] | None = None, score: str = "induction"
 ) -> go.Figure:
-    """Box plots (every run drawn as a point) of the step at which ``score`` formed.
+    """The distribution of the step at which ``score`` formed: one ECDF per setting.
+
+    Formation steps are evaluation steps (``eval_every`` apart), so many runs share a value;
+    an empirical cumulative distribution shows how many formed by each step, ties included,
+    where a strip of points would pile up on two or three values.
 
     Args:
         rows: Result rows.
@@ -97,31 +107,56 @@ def formation_steps(
         score: A thresholded score of the rows' ``formed`` field.
 
     Returns:
-        One box per setting; runs where ``score`` never formed are left out and counted in
-        the setting's name (``formed k/n``).
+        One step curve per setting, from step 0 to the setting's last step: at step ``x``, the
+        share of the setting's runs (all of them, so a curve ends at ``formed/n``) whose
+        ``score`` had formed by ``x``; a marker per distinct formation step, its hover listing
+        the runs. The title states the resolution.
     """
     rows = _check_rows(rows)
     labels, groups = _groups(rows, by)
     fig = go.Figure()
     for label in labels:
         group = groups[label]
-        steps = [s for s in (formed_step(r, score) for r in group) if s is not None]
+        formed = sorted((s, r["run_id"]) for r in group if (s := formed_step(r, score)) is not None)
+        xs: list[int] = []
+        ys: list[float] = []
+        texts: list[str] = []
+        for i, (step, rid) in enumerate(formed):
+            if xs and xs[-1] == step:  # a tie: one point, the runs listed together
+                ys[-1] = (i + 1) / len(group)
+                texts[-1] += f", {rid}"
+            else:
+                xs.append(step)
+                ys.append((i + 1) / len(group))
+                texts.append(rid)
+        # From (0, 0) to the setting's last step, so that a plateau below 100% (runs that
+        # never formed) and a setting where none formed both show.
+        end = max([*(r.get("steps") or 0 for r in group), *xs])
+        share = ys[-1] if ys else 0.0
         fig.add_trace(
-            go.Box(
-                y=steps,
-                name=f"{label} (formed {len(steps)}/{len(group)})",
-                boxpoints="all",
-                jitter=0.4,
-                pointpos=0,
-                text=[r["run_id"] for r in group if formed_step(r, score) is not None],
-                hovertemplate="%{text}: step %{y}<extra></extra>",
+            go.Scatter(
+                x=[0, *xs, end],
+                y=[0.0, *ys, share],
+                mode="lines+markers",
+                marker=dict(size=[0] + [8] * len(xs) + [0]),  # markers at formation steps only
+                line_shape="hv",
+                name=f"{label} (formed {len(formed)}/{len(group)})",
+                text=["", *texts, ""],
+                hovertemplate="step %{x}: %{y:.0%} formed<br>%{text}<extra></extra>",
             )
         )
+    every = eval_interval(rows)
+    resolution = (
+        f"resolution: evaluated every {', '.join(map(str, every))} steps"
+        if every
+        else "resolution: the evaluation interval"
+    )
     fig.update_layout(
-        title=f"Step at which the {score.replace('_', '-')} score formed, per setting",
-        yaxis_title="formation step",
-        showlegend=False,
-        height=420,
+        title=f"Share of runs whose {score.replace('_', '-')} score had formed, by step "
+        f"({resolution})",
+        xaxis_title="training step (first evaluation at the threshold)",
+        yaxis=dict(title="share of the setting's runs", range=[0, 1.05], tickformat=".0%"),
+        height=460,
     )
     return fig
 

@@ -42,24 +42,16 @@ def _history_of(result: Any) -> tuple[list[dict[str, Any]], list[float]]:
 
 
 def phase_change_step(history: Sequence[Any], key: str = "loss") -> int | None:
-    """The step where the probe loss fell fastest: the phase change, if there was one.
+    """The evaluation ending the phase change, by the toolkit's one definition.
 
-    Args:
-        history: Evaluation records with ``step`` and ``key`` (``TrainResult.history``).
-        key: The metric whose steepest per-step drop marks the change.
-
-    Returns:
-        The step ending the evaluation interval with the largest drop in ``key`` per step, or
-        None when there are fewer than two records or ``key`` never decreases.
+    See :func:`circuits.analysis.phase.phase_change` (the steepest fall of the probe loss, the
+    in-context-learning score up to a constant, after the first plateau); ``key`` reads another
+    recorded quantity. None when there is no phase change in ``history``.
     """
-    points = [(int(r["step"]), float(r[key])) for r in history if key in r and "step" in r]
-    if len(points) < 2:
-        return None
-    steps, values = np.array(points, dtype=float).T
-    drop = -np.diff(values) / np.maximum(np.diff(steps), 1.0)
-    if not (drop > 0).any():
-        return None
-    return int(steps[1:][int(np.argmax(drop))])
+    from circuits.analysis.phase import phase_change
+
+    found = phase_change(history, key=key)
+    return None if found is None else found.step
 
 
 def training_dynamics(
@@ -142,8 +134,11 @@ def training_dynamics(
                     row=2,
                     col=1,
                 )
-    step = phase_change_step(records) if mark_phase_change else None
-    if step is not None:
+    from circuits.analysis.phase import phase_change
+
+    phase = phase_change(records) if mark_phase_change else None
+    if phase is not None:
+        step = phase.step
         fig.add_vline(
             x=step,
             line=dict(color="orange", width=2, dash="dash"),
@@ -160,7 +155,7 @@ def training_dynamics(
             y=1.0,
             xref="x",
             yref="y domain",
-            text=f"phase change (step {step})",
+            text=f"phase change (steps {phase.start}-{step})",  # resolved to that interval
             showarrow=False,
             xanchor="right" if right else "left",
             yanchor="top",

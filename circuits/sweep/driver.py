@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from circuits.sweep.executors import engine
+from circuits.sweep.executors import check_reachable, engine
 from circuits.sweep.progress import SweepProgress
 from circuits.sweep.runner import execute
 from circuits.sweep.spec import RunSpec, SweepSpec
@@ -47,7 +47,12 @@ class SweepSummary:
     seconds: float
     executor: str
 
-    def line(self) -> str:
+    def line(self, where: str | Path | None = None) -> str:
+        """One line for the log (``where``: the sweep directory, named when nothing ran)."""
+        if self.ran == 0 and self.skipped == self.total:
+            return f"sweep: nothing to do: all {self.total} runs already have results" + (
+                f" in {where}" if where is not None else ""
+            )
         return (
             f"sweep: {self.total} runs, {self.skipped} already done, {self.ran} run now "
             f"({self.ok} ok, {self.failed} failed, {self.lost} lost) in {self.seconds:.1f}s "
@@ -76,20 +81,30 @@ def run_sweep(
         executor: Use this executor instead (``workers`` in flight; it is not shut down).
         resume: Continue a sweep in ``out``, skipping runs that have a row.
         quiet: No progress bar.
+
+    Raises:
+        FileExistsError: ``out`` holds files that are not a sweep of ours, results without
+            ``resume``, or a symbolic link where we would write (see
+            :mod:`circuits.sweep.store`). Checked before anything is written.
+        ValueError: An unreachable scheduler (in seconds, before anything is written).
     """
-    runs = spec.runs()
+    runs = spec.runs()  # counted and built when the spec was: within its max_runs
     store = ResultsStore(out)
-    store.start(spec.to_dict(), resume)
+    store.check(resume)  # refuses someone's directory, or a link, before any work
     done = store.done()
     todo = [r for r in runs if r.run_id not in done]
     start = time.perf_counter()
     if executor is not None:
+        store.start(spec.to_dict(), resume)
         counts = _run_all(executor, max(workers, 1), todo, store, quiet)
         description = type(executor).__name__
     elif not todo:
+        store.start(spec.to_dict(), resume)
         counts, description = (0, 0, 0), "nothing to run"
     else:
+        check_reachable(scheduler)  # seconds, not Dask's 20 s timeout; nothing written yet
         with engine(workers, scheduler) as eng:
+            store.start(spec.to_dict(), resume)
             counts = _run_all(eng.executor, eng.slots, todo, store, quiet)
             description = eng.description
     ok, failed, lost = counts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -23,13 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def _one_thread() -> None:
+def prepare_worker() -> None:
+    """A worker's initializer: one torch thread, and every module a run needs imported now.
+
+    Runs once per worker process (the pool's ``initializer``, Dask's ``client.run``), so its
+    seconds of imports are paid before the first run's clock starts, not inside it.
+    """
     # Before torch is imported in the worker: BLAS pools read these at load.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     import torch
 
     torch.set_num_threads(1)
+    from circuits.sweep.runner import import_run_modules
+
+    import_run_modules()
 
 
 class InlineExecutor(Executor):
@@ -70,6 +79,28 @@ def check_scheduler(scheduler: str | None) -> None:
         )
 
 
+def check_reachable(scheduler: str | None, timeout: float = 3.0) -> None:
+    """Raises ValueError within ``timeout`` seconds unless the scheduler's port answers.
+
+    Called before a sweep writes anything, so an unreachable scheduler leaves no trace (Dask's
+    own connection attempt would take its 20 s timeout, after the directory was prepared).
+    """
+    if scheduler is None or scheduler == "local":
+        return
+    check_scheduler(scheduler)
+    _, _, where = scheduler.partition("://")
+    host, sep, port = where.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--scheduler {scheduler!r} needs a host and a port: tcp://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, OverflowError) as e:
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise ValueError(
+            f"cannot reach the Dask scheduler at {scheduler} ({reason}); nothing was written"
+        ) from None
+
+
 @contextmanager
 def engine(workers: int = 2, scheduler: str | None = None) -> Iterator[Engine]:
     """An :class:`Engine`, shut down on exit.
@@ -90,7 +121,7 @@ def engine(workers: int = 2, scheduler: str | None = None) -> Iterator[Engine]:
         pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_one_thread,
+            initializer=prepare_worker,
         )
         try:
             yield Engine(pool, workers, f"process pool, {workers} worker(s)")
@@ -127,7 +158,7 @@ def _dask(workers: int, scheduler: str) -> Iterator[Engine]:
             raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from e
         where = f"Dask scheduler {scheduler}"
     try:
-        client.run(_one_thread)
+        client.run(prepare_worker)
         threads = sum(client.nthreads().values())
         if threads == 0:
             raise ValueError(f"the Dask scheduler at {scheduler} has no workers")

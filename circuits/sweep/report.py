@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from circuits.sweep.phase import PHASE_RULE
+from circuits.analysis.phase import PHASE_RULE
 from circuits.sweep.store import RESULTS, SPEC, ResultsStore, read_rows
 
 
@@ -77,9 +77,12 @@ def sweep_report(path: str | Path, title: str | None = None) -> str:
     add = lambda t, c, f: sections.append(Section(t, c, f))
     add(
         "Formation steps",
-        f"For each setting, the step at which the {score} score first reached its threshold "
-        "(evaluated every eval_every steps); one point per run, runs where it never formed "
-        "are left out and counted in the setting's name.",
+        f"For each setting, the share of its runs whose {score} score had reached its "
+        "threshold by each training step (an empirical cumulative distribution: a steep rise "
+        "is many runs forming together). A run's step is its first evaluation at the "
+        "threshold, so it formed in the eval_every steps before it (the resolution, in the "
+        "title); runs where it never formed keep the curve below 100% (the setting's name "
+        "counts them). Quantiles are in the summary above.",
         sp.formation_steps(rows, score=score),
     )
     add(
@@ -119,6 +122,12 @@ def sweep_report(path: str | Path, title: str | None = None) -> str:
         summary[f"{score} formation step"] = (
             f"median {stats['median']:g}, quartiles {stats['q1']:g}-{stats['q3']:g}, "
             f"range {stats['min']}-{stats['max']}"
+        )
+    every = sp.eval_interval(rows)
+    if every:
+        summary["resolution"] = (
+            f"evaluated every {', '.join(map(str, every))} steps (set train.eval_every in the "
+            "spec to resolve formation and the phase change more finely)"
         )
     for r in [r for r in rows if r.get("status") != "ok"][:5]:
         summary[f"failed {r['run_id']}"] = r.get("error")

@@ -10,7 +10,8 @@ The row of a finished run (JSON, one line of ``results.jsonl``)::
     run_id, status ("ok" | "failed"), error, preset, axes, settings
     steps, seconds, success (every target met), solved_at (step)
     formed: {score: {threshold, step, seconds}}      when each target was first met
-    phase: {score, step, rate}                       see circuits.sweep.phase
+    phase: {score, step, start, resolution, rate, prefix_matching_step}
+                                                     see circuits.analysis.phase
     final: {accuracy, loss, train_loss, previous_token, induction}   best head per score
     circuit: {previous_token_head, induction_heads, k_composition}
     checkpoint: path or null, history: path of the run's history file
@@ -23,8 +24,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from circuits.analysis.phase import formation, phase_change
 from circuits.names import head_name
-from circuits.sweep.phase import formation, phase_change
 from circuits.sweep.spec import RunSpec
 from circuits.sweep.store import CHECKPOINTS, HISTORIES
 
@@ -32,8 +33,31 @@ TOP_INDUCTION_HEADS = 2
 DEFAULT_THRESHOLD = 0.4  # ARENA's threshold for previous-token and induction heads
 
 
+def import_run_modules() -> None:
+    """Imports everything a run needs (torch, the model, tasks, training, analysis).
+
+    Called by each worker's initializer (:func:`circuits.sweep.executors.prepare_worker`) and
+    by :func:`execute` before its clock starts, so a run's ``seconds`` never include imports:
+    a worker's first run would otherwise pay seconds of imports against sub-second runs.
+    """
+    # torch imports torch._dynamo (and sympy, inductor) lazily at the first optimizer step:
+    # seconds that would land inside the first run's clock.
+    import torch._dynamo  # noqa: F401
+
+    import circuits.analysis.composition
+    import circuits.analysis.head_scores
+    import circuits.config
+    import circuits.model
+    import circuits.presets
+    import circuits.tasks
+    import circuits.training  # noqa: F401
+
+
 def execute(run: RunSpec, root: str | None = None) -> dict[str, Any]:
     """Trains one run; returns ``{"row": row, "history": history or None}``.
+
+    The row's ``seconds`` run from after the imports (see :func:`import_run_modules`) to the
+    end of the run's analysis.
 
     Args:
         run: The run.
@@ -42,6 +66,7 @@ def execute(run: RunSpec, root: str | None = None) -> dict[str, Any]:
     """
     import torch
 
+    import_run_modules()  # a no-op in a prepared worker; otherwise paid before the clock
     # One thread per worker: runs are tiny, and two workers on two cores must not fight. The
     # analysis after training runs on one thread too, so every executor gets the same numbers.
     threads = torch.get_num_threads()
@@ -247,6 +272,7 @@ def record_of(
     thresholds = thresholds_of(cfg)
     lower = [n for n in thresholds if n != "accuracy" and _rule(n)[1] == "lower"]
     formed = formation(series, thresholds, seconds_at, lower=lower)
+    phase = phase_change(result.history)
     row = base_row(run)
     row.update(
         steps=result.steps,
@@ -255,7 +281,7 @@ def record_of(
         if not cfg.has_targets
         else result.solved_at is not None,
         formed=formed,
-        phase=phase_change(series),
+        phase=None if phase is None else phase.to_dict(),
         final={
             "train_loss": final.get("train_loss"),
             **{k: v[-1][1] for k, v in series.items()},

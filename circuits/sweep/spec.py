@@ -21,6 +21,11 @@ such as ``model.seed`` then varies one of them alone.
 :meth:`SweepSpec.runs` expands a spec into :class:`RunSpec`\\ s whose id is a hash of the run's
 resolved settings, so the same run has the same id in any spec, in any order, on any machine:
 that is what ``--resume`` matches on.
+
+The number of runs is counted arithmetically (points x seeds) before anything is built: a spec
+of more than :data:`MAX_RUNS` runs is refused in one line unless the caller raises the limit
+(``max_runs=``, ``circuits sweep --max-runs N``), so ``seeds: 1000000000`` or a 40^5 grid costs
+nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ DISTRIBUTIONS = ("choice", "uniform", "log_uniform", "int")
 # Fields that change how a run is watched or stored, not its numbers: left out of the run id,
 # and fixed by the runner (no progress bar, one thread).
 NOT_HASHED = ("progress", "threads", "checkpoint_dir", "checkpoint_every")
+# The most runs a spec may expand to without the caller confirming a larger number: 10,000 runs
+# of the default preset are hours on a laptop and ~100 MB of rows and histories.
+MAX_RUNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,8 @@ class SweepSpec:
         sample_seed: Seed of the random search's draws.
         seeds: Seeds every point runs with: a count (``0..n-1``) or a list.
         checkpoint: Keep every run's trained model.
+        max_runs: Refuse (ValueError) a spec of more runs than this, counted before any run is
+            built (default :data:`MAX_RUNS`; not a spec-file key: the caller confirms it).
     """
 
     name: str
@@ -167,6 +177,7 @@ class SweepSpec:
     sample_seed: int = 0
     seeds: tuple[int, ...] = (0,)
     checkpoint: bool = False
+    max_runs: int = field(default=MAX_RUNS, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         from circuits.presets import PRESETS
@@ -212,19 +223,47 @@ class SweepSpec:
                 raise ValueError("search: random needs at least one axis under random")
         if isinstance(self.sample_seed, bool) or not isinstance(self.sample_seed, int):
             raise ValueError(f"sample_seed must be an int, got {self.sample_seed!r}")
+        self._check_count()  # before any list of runs or seeds is built
         object.__setattr__(self, "seeds", _seeds(self.seeds))
         if "seed" in self.grid or "seed" in self.random:
             raise ValueError("give seeds with the seeds field, not as a grid or random axis")
         if not isinstance(self.checkpoint, bool):
             raise ValueError(f"checkpoint must be true or false, got {self.checkpoint!r}")
-        self.runs()  # every run's configs are built once here: a bad value fails now
+        # Every run's configs are built once here (and kept): a bad value fails now.
+        object.__setattr__(self, "_runs", self._build_runs())
+
+    def count(self) -> int:
+        """Runs in the spec (points x seeds), counted without building any."""
+        return self._points_count() * self._seeds_count()
+
+    def _points_count(self) -> int:
+        if self.search == "random":
+            return int(self.samples)
+        return math.prod(len(axis) for axis in self.grid.values())
+
+    def _seeds_count(self) -> int:
+        return self.seeds if isinstance(self.seeds, int) else len(self.seeds)
+
+    def _check_count(self) -> None:
+        limit = self.max_runs
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"max_runs must be an int >= 1, got {limit!r}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int | list | tuple):
+            _seeds(self.seeds)  # raises its one-line error
+        points, seeds = self._points_count(), self._seeds_count()
+        if points * seeds > limit:
+            n = points * seeds
+            raise ValueError(
+                f"the sweep has {n:,} runs ({points:,} points x {seeds:,} seeds), more than "
+                f"the limit of {limit:,}; pass --max-runs {n} (max_runs={n}) if you mean it"
+            )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SweepSpec:
-        """A spec from a mapping, rejecting unknown keys by name."""
+    def from_dict(cls, data: Mapping[str, Any], max_runs: int = MAX_RUNS) -> SweepSpec:
+        """A spec from a mapping, rejecting unknown keys by name (``max_runs``: see the class)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a sweep spec must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"max_runs"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
@@ -233,16 +272,17 @@ class SweepSpec:
             )
         if "name" not in data:
             raise ValueError("a sweep spec needs a name")
-        return cls(**dict(data))
+        return cls(**dict(data), max_runs=max_runs)
 
     @classmethod
-    def load(cls, path: str | Path) -> SweepSpec:
+    def load(cls, path: str | Path, max_runs: int = MAX_RUNS) -> SweepSpec:
         """A spec from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file."""
-        return cls.from_dict(read_spec_file(path))
+        return cls.from_dict(read_spec_file(path), max_runs=max_runs)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["seeds"] = list(self.seeds)
+        del out["max_runs"]
         return out
 
     def points(self) -> list[dict[str, Any]]:
@@ -260,7 +300,11 @@ class SweepSpec:
         ]
 
     def runs(self) -> list[RunSpec]:
-        """Every run: each point with each seed. Raises ValueError on a bad field or value."""
+        """Every run: each point with each seed (built and checked once, when the spec is)."""
+        return list(self._runs)  # type: ignore[attr-defined]
+
+    def _build_runs(self) -> list[RunSpec]:
+        """Every run. Raises ValueError on a bad field or value."""
         out: list[RunSpec] = []
         seen: dict[str, dict[str, Any]] = {}
         for point in self.points():

@@ -2,6 +2,7 @@
 
 Layout of a sweep directory::
 
+    .circuits-sweep     the marker: this directory is a circuits sweep (see below)
     spec.json           the spec the sweep was started with
     results.jsonl       one row per finished run (ok or failed), in the order runs ended
     results.jsonl.lock  taken (flock) by every append
@@ -14,6 +15,12 @@ lock: a reader sees whole rows, and a kill can at worst leave a torn last line w
 writing, so the run it belonged to counts as not done and ``--resume`` runs it again. A row's
 history file is in place (renamed into place, fsynced) before the row is written, so a row never
 points at a missing history.
+
+Only our own directories are written: a new one, an empty one, or one holding the marker (or,
+from before the marker, only the names above with a readable spec). A directory of other files
+is refused before anything is written, and so is any of the names above that is a symbolic link:
+nothing is ever written through a link (``O_NOFOLLOW``, and :func:`circuits.files.write_file`'s
+rename replaces a link rather than following it).
 """
 
 from __future__ import annotations
@@ -26,10 +33,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from circuits.files import NOFOLLOW, append_synced, check_not_link, own_dir, write_file
+
+MARKER = ".circuits-sweep"
+MARKER_FORMAT = "circuits-sweep"
 RESULTS = "results.jsonl"
+LOCK = RESULTS + ".lock"
 SPEC = "spec.json"
 HISTORIES = "histories"
 CHECKPOINTS = "checkpoints"
+OUR_NAMES = (MARKER, RESULTS, LOCK, SPEC, HISTORIES, CHECKPOINTS)
 # Row fields that differ between two runs of the same settings: left out of comparisons.
 TIMING_FIELDS = ("seconds",)
 
@@ -76,23 +89,29 @@ def canonical(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((strip(r) for r in rows), key=lambda r: r["run_id"])
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes ``data`` as JSON to ``path`` through a fsynced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"), allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Writes ``data`` as JSON to ``path`` atomically (:func:`circuits.files.write_file`)."""
+    write_file(path, json.dumps(data, separators=(",", ":"), allow_nan=False).encode())
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a sweep directory we wrote: it holds our marker, or (a sweep from
+    before the marker) nothing but our names and a spec.json that reads as a spec."""
+    path = Path(path)
+    if not path.is_dir():  # is_dir follows a link: a linked --out directory is the user's choice
+        return False
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        return isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT
+    except (OSError, ValueError):
+        pass
+    try:
+        names = {p.name for p in path.iterdir()}
+        spec = json.loads((path / SPEC).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    legacy = names <= set(OUR_NAMES) and RESULTS in names
+    return legacy and isinstance(spec, dict) and {"name", "preset", "seeds"} <= set(spec)
 
 
 class ResultsStore:
@@ -117,19 +136,41 @@ class ResultsStore:
         self.results = self.root / RESULTS
         self.histories = self.root / HISTORIES
 
+    def check(self, resume: bool) -> None:
+        """Raises unless a sweep may write here; writes nothing (call it before any work).
+
+        Raises:
+            FileExistsError: The directory holds other files (not a sweep of ours), results
+                without ``resume``, or one of our names is a symbolic link.
+            NotADirectoryError: The path is a file.
+        """
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"{root} exists and is not a directory")
+        for name in OUR_NAMES:
+            check_not_link(root / name)
+        if root.is_dir() and any(root.iterdir()) and not is_sweep_dir(root):
+            raise FileExistsError(
+                f"{root} holds files that are not a circuits sweep (no {MARKER} marker); "
+                "not writing into it: choose a new or empty --out"
+            )
+        has_results = self.results.exists() and self.results.stat().st_size > 0
+        if has_results and not resume:
+            raise FileExistsError(
+                f"{root} already holds sweep results; pass --resume to continue that "
+                "sweep, or choose another --out"
+            )
+
     def start(self, spec: dict[str, Any], resume: bool) -> None:
-        """Prepares the directory for a sweep of ``spec``.
+        """Prepares the directory for a sweep of ``spec`` (after :meth:`check`).
 
         A directory that already holds results is only continued with ``resume``; a fresh
         start there raises FileExistsError rather than mixing two sweeps' rows.
         """
-        has_results = self.results.exists() and self.results.stat().st_size > 0
-        if has_results and not resume:
-            raise FileExistsError(
-                f"{self.root} already holds sweep results; pass --resume to continue that "
-                "sweep, or choose another --out"
-            )
-        self.histories.mkdir(parents=True, exist_ok=True)
+        self.check(resume)
+        own_dir(self.root)
+        write_json_atomic(self.root / MARKER, {"format": MARKER_FORMAT, "format_version": 1})
+        own_dir(self.histories)
         write_json_atomic(self.root / SPEC, spec)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -142,13 +183,20 @@ class ResultsStore:
 
     @contextmanager
     def _locked(self) -> Any:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / (RESULTS + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        own_dir(self.root)
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+        except OSError:
+            check_not_link(self.root / LOCK)  # the one-line reason, if it is a link
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def append(self, row: dict[str, Any], history: dict[str, Any] | None = None) -> None:
         """Writes a run's history (if given) and then its row, each atomically."""
@@ -157,18 +205,10 @@ class ResultsStore:
         # Insertion order kept: the axes stay in the order of the spec (the report reads it).
         line = json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n"
         if history is not None:
-            self.histories.mkdir(parents=True, exist_ok=True)
+            own_dir(self.histories)
             write_json_atomic(self.histories / f"{row['run_id']}.json", history)
         with self._locked():
-            fd = os.open(self.results, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                _cut_torn_tail(fd)
-                data = line.encode()
-                if os.write(fd, data) != len(data):
-                    raise OSError(f"short write to {self.results}")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_synced(self.results, line.encode(), before=_cut_torn_tail)
 
     def history(self, run_id: str) -> dict[str, Any]:
         """The stored history of a run."""

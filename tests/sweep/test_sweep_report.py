@@ -58,22 +58,38 @@ def rows_of(path: Path) -> list[dict]:
     return ResultsStore(path).rows()
 
 
-def test_formation_steps_one_box_per_setting(sweep_dir: Path) -> None:
+def ecdf(fig) -> dict[str, list[tuple[float, float]]]:
+    return {t.name: list(zip(t.x, t.y, strict=True)) for t in fig.data}
+
+
+def test_formation_steps_one_distribution_per_setting(sweep_dir: Path) -> None:
     rows = rows_of(sweep_dir)
     assert sp.swept_axes(rows) == ["train.lr", "model.d_model"]
     fig = sp.formation_steps(rows)
-    boxes = {t.name: list(t.y) for t in fig.data}
-    assert boxes == {
-        "lr=0.01, d_model=16 (formed 2/2)": [200, 300],
-        "lr=0.01, d_model=32 (formed 1/2)": [150],
-        "lr=0.02, d_model=16 (formed 2/2)": [100, 120],
-        "lr=0.02, d_model=32 (formed 2/3)": [80, 90],  # the failed run counts, never formed
-    }
-    by_lr = {t.name: list(t.y) for t in sp.formation_steps(rows, by=["train.lr"]).data}
-    assert by_lr == {
-        "lr=0.01 (formed 3/4)": [200, 300, 150],
-        "lr=0.02 (formed 4/5)": [100, 120, 80, 90],
-    }
+    # Independent computation: for each setting, (step, share of its runs formed by then).
+    expected = {}
+    for (lr, d), steps in STEPS.items():
+        n = len(steps) + (1 if (lr, d) == (0.02, 32) else 0)  # the failed run counts
+        formed = sorted(s for s in steps if s is not None)
+        name = f"lr={lr}, d_model={d} (formed {len(formed)}/{n})"
+        end = formed[-1]  # the hand-made rows have no "steps": the curve ends at its last
+        points = [(s, (i + 1) / n) for i, s in enumerate(formed)]
+        expected[name] = [(0, 0.0), *points, (end, points[-1][1])]
+    assert ecdf(fig) == expected
+    assert all(t.line.shape == "hv" for t in fig.data)  # a step function: ties are jumps
+    by_lr = ecdf(sp.formation_steps(rows, by=["train.lr"]))
+    assert by_lr["lr=0.01 (formed 3/4)"][-1] == (300, 0.75)
+    assert by_lr["lr=0.02 (formed 4/5)"][-1] == (120, 0.8)
+    # Tied steps are one point whose hover lists every run; the curve runs to the last step.
+    tied = [{**make_row(0.01, 16, seed, 100), "steps": 250} for seed in range(3)]
+    ((name, points),) = ecdf(sp.formation_steps(tied)).items()
+    assert points == [(0, 0.0), (100, 1.0), (250, 1.0)]
+    never = [{**make_row(0.01, 16, 0, None), "steps": 250}]
+    assert ecdf(sp.formation_steps(never)) == {"all runs (formed 0/1)": [(0, 0.0), (250, 0.0)]}
+    assert sp.formation_steps(tied).data[0].text[1].count(", ") == 2
+    # The resolution is stated.
+    spaced = [{**r, "settings": {**r["settings"], "train": {"eval_every": 25}}} for r in tied]
+    assert "evaluated every 25 steps" in sp.formation_steps(spaced).layout.title.text
 
 
 def test_success_rate_and_phase_diagram(sweep_dir: Path) -> None:

@@ -65,7 +65,13 @@ def test_a_run_records_formation_phase_and_circuit(small_spec: dict) -> None:
     for name, formed in row["formed"].items():
         crossed = [s for s, v in series[name] if v >= formed["threshold"]]
         assert formed["step"] == (crossed[0] if crossed else None)
-    assert row["phase"]["score"] == "induction"
+    # The phase change by the toolkit's one definition, read from the same history.
+    from circuits.analysis.phase import phase_change
+
+    expected = phase_change(history["history"])
+    assert row["phase"] == (None if expected is None else expected.to_dict())
+    if row["phase"] is not None:
+        assert row["phase"]["score"] == "loss" and row["phase"]["resolution"] == 10
     assert row["final"]["induction"] == series["induction"][-1][1]
     assert row["circuit"]["k_composition"]["target"] == row["circuit"]["induction_heads"][0]["head"]
     assert row["success"] == (row["solved_at"] is not None)
@@ -175,3 +181,30 @@ def test_checkpoint_true_keeps_each_trained_model(small_spec: dict, tmp_path: Pa
         assert path == (tmp_path / "checkpoints" / row["run_id"]).resolve()
         model = checkpoint.load(path, HookedTransformer)
         assert model.cfg.d_model == 16 and model.cfg.seed == row["axes"]["seed"]
+
+
+def test_a_runs_seconds_start_after_the_imports(small_spec: dict, monkeypatch) -> None:
+    """A worker's first run used to pay the worker's imports inside its clock (issue 20)."""
+    from circuits.sweep import runner
+
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+
+    def slow_imports() -> None:  # imports that take 100 "seconds" on the fake clock
+        clock[0] += 100.0
+
+    monkeypatch.setattr(runner, "import_run_modules", slow_imports)
+    spec = SweepSpec.from_dict({**small_spec, "grid": {"train.lr": [0.03]}, "seeds": [1]})
+    row = execute(spec.runs()[0])["row"]
+    assert row["status"] == "ok"
+    assert row["seconds"] < 100.0  # the clock stood still during training: 0 s, imports excluded
+
+
+def test_each_worker_imports_the_run_modules_before_its_first_run() -> None:
+    from worker_probe import RUN_MODULES, modules_loaded
+
+    from circuits.sweep.executors import engine
+
+    with engine(workers=1) as eng:  # the first task a fresh worker runs
+        loaded = eng.executor.submit(modules_loaded).result(timeout=300)
+    assert loaded == dict.fromkeys(RUN_MODULES, True)

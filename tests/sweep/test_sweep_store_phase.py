@@ -1,4 +1,5 @@
-"""The results file (atomic rows, torn tails, canonical comparison) and the phase-change rule."""
+"""The results file (atomic rows, torn tails, canonical comparison, no writing through links or
+into someone's directory) and formation steps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from circuits.sweep.phase import first_crossing, formation, phase_change, steepest
+from circuits.sweep.phase import first_crossing, formation
 from circuits.sweep.store import ResultsStore, canonical, read_rows
 
 
@@ -95,34 +96,7 @@ def test_canonical_drops_timings_only_and_sorts() -> None:
     assert canonical(c) != canonical(a)  # a step is not a timing
 
 
-# --- phase change and formation ---
-
-
-def test_steepest_rise_and_drop_per_step() -> None:
-    series = [(10, 0.0), (20, 0.1), (30, 0.6), (40, 0.7), (60, 0.9)]
-    assert steepest(series, +1) == (30, pytest.approx(0.05))
-    assert steepest([(0, 1.0), (10, 0.5), (30, 0.0)], -1) == (10, pytest.approx(0.05))
-    # Rates are per step: a larger rise over a longer interval can be slower.
-    assert steepest([(0, 0.0), (10, 0.2), (50, 0.6)], +1) == (10, pytest.approx(0.02))
-    assert steepest([(0, 0.0), (10, 0.2), (20, 0.4)], +1) == (10, pytest.approx(0.02))  # tie
-    assert steepest([(0, 0.5), (10, 0.4)], +1) is None
-    assert steepest([(0, 0.5)], +1) is None
-    with pytest.raises(ValueError, match="steps must increase"):
-        steepest([(10, 0.0), (10, 1.0)], +1)
-    with pytest.raises(ValueError, match="direction"):
-        steepest(series, 0)
-
-
-def test_phase_change_reads_induction_else_loss() -> None:
-    induction = [(25, 0.05), (50, 0.08), (75, 0.5), (100, 0.6)]
-    loss = [(25, 3.0), (50, 1.0), (75, 0.9), (100, 0.8)]
-    assert phase_change({"induction": induction, "loss": loss}) == {
-        "score": "induction", "step": 75, "rate": pytest.approx(0.42 / 25)
-    }  # fmt: skip
-    assert phase_change({"loss": loss})["step"] == 50
-    assert phase_change({"loss": loss})["score"] == "loss"
-    assert phase_change({"induction": [(25, 0.5), (50, 0.4)]}) is None
-    assert phase_change({}) is None
+# --- formation (the phase change: tests/analysis/test_phase.py) ---
 
 
 def test_formation_is_the_first_evaluation_at_the_threshold() -> None:
