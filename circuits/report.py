@@ -168,7 +168,9 @@ def sections_for(
             "Full OV circuits W_E W_OV W_U",
             "output token",
             "input token",
-            scale="layer",  # layer 0's OV is far smaller: on a shared scale it looks blank
+            # Heads' OV circuits differ by orders of magnitude (layer 0's far smaller): on a
+            # shared scale most would look blank. Each panel title gives its head's maximum.
+            scale="head",
             value="logit contribution",
         ),
     )

@@ -40,6 +40,8 @@ torch.manual_seed(0)
 # code host can show: `make notebooks` sets CIRCUITS_STATIC_FIGURES (needs kaleido + Chromium).
 if os.environ.get("CIRCUITS_STATIC_FIGURES"):
     plots.static_figures()
+else:
+    plots.interactive_figures()  # the report's toolbar settings
 
 # %%
 from circuits.analysis import circuits as circ
@@ -55,7 +57,10 @@ print("previous-token heads:", previous, " induction heads:", induction)
 
 # %%
 ov = circ.full_ov_circuit(model)
-plots.circuit_grid(ov, "Full OV circuits W_E W_OV W_U", "output token", "attended token")
+# One colour scale per head (its maximum in its title): layer 0's OV circuits are far smaller
+# than layer 1's and would look blank on a shared scale.
+plots.circuit_grid(ov, "Full OV circuits W_E W_OV W_U", "output token", "attended token",
+                   scale="head", value="logit contribution")
 
 # %%
 copying = circ.copying_score(ov)
@@ -77,6 +82,7 @@ layer, head = int(previous[0][1]), int(previous[0][3:])
 plots.circuit_heatmap(
     circ.positional_qk_circuit(model, layer, head),
     f"Positional QK circuit of {previous[0]}", "key position", "query position", causal=True,
+    value="attention score (pre-softmax)",
 )
 
 # %%
@@ -86,7 +92,7 @@ hits = (attn[1:].argmax(-1) == torch.arange(n - 1)).float().mean()
 print(f"from positions alone, {previous[0]} puts its top attention on the previous position "
       f"for {hits:.0%} of queries")
 plots.circuit_heatmap(attn, f"Positional attention of {previous[0]}", "key position",
-                      "query position", causal=True)
+                      "query position", causal=True, value="attention weight", kind="probability")
 
 # %% [markdown]
 # In this model positions are only part of the story: the head also reads token content.
@@ -100,4 +106,5 @@ plots.circuit_heatmap(attn, f"Positional attention of {previous[0]}", "key posit
 # token-token circuit shows no positive diagonal.
 
 # %%
-plots.circuit_grid(circ.full_qk_circuit(model), "Full QK circuits", "key token", "query token")
+plots.circuit_grid(circ.full_qk_circuit(model), "Full QK circuits", "key token", "query token",
+                   scale="layer", value="attention score (pre-softmax)")

@@ -37,6 +37,8 @@ torch.manual_seed(0)
 # code host can show: `make notebooks` sets CIRCUITS_STATIC_FIGURES (needs kaleido + Chromium).
 if os.environ.get("CIRCUITS_STATIC_FIGURES"):
     plots.static_figures()
+else:
+    plots.interactive_figures()  # the report's toolbar settings
 
 # %%
 from circuits.presets import build
@@ -82,7 +84,7 @@ from circuits.analysis import circuits as circ
 
 plots.circuit_heatmap(circ.positional_qk_circuit(model, layer, head),
                       f"Positional QK circuit of L{layer}H{head}", "key position",
-                      "query position", causal=True)
+                      "query position", causal=True, value="attention score (pre-softmax)")
 
 # %%
 attn = circ.positional_attention(model, layer, head)
@@ -92,10 +94,10 @@ print(f"from positions alone, L{layer}H{head} puts {float(on_previous.mean()):.0
       f"attention on the previous position (argmax there for "
       f"{float((attn[1:].argmax(-1) == torch.arange(n - 1)).float().mean()):.0%} of queries)")
 plots.circuit_heatmap(attn, "Attention from positions alone", "key position", "query position",
-                      causal=True)
+                      causal=True, value="attention weight", kind="probability")
 
 # %%
 ov = circ.full_ov_circuit(model, layer, head)
 print(f"copying score of its OV circuit: {float(circ.copying_score(ov)):+.2f}")
 plots.circuit_heatmap(ov, f"Full OV circuit of L{layer}H{head}", "output token",
-                      "attended token")
+                      "attended token", value="logit contribution")

@@ -40,6 +40,8 @@ torch.manual_seed(0)
 # code host can show: `make notebooks` sets CIRCUITS_STATIC_FIGURES (needs kaleido + Chromium).
 if os.environ.get("CIRCUITS_STATIC_FIGURES"):
     plots.static_figures()
+else:
+    plots.interactive_figures()  # the report's toolbar settings
 
 # %%
 from circuits.report import task_from_metadata

@@ -50,6 +50,8 @@ _ = torch.manual_seed(0)
 # CIRCUITS_STATIC_FIGURES, which needs kaleido + Chromium).
 if os.environ.get("CIRCUITS_STATIC_FIGURES"):
     plots.static_figures()
+else:
+    plots.interactive_figures()  # the report's toolbar settings
 
 # %% [markdown]
 # ## A trained induction model
@@ -152,7 +154,7 @@ px.imshow(
     y=sd.labels,
     color_continuous_scale="RdBu_r",
     color_continuous_midpoint=0.0,
-    labels=dict(x="key component", y="query component", color="score"),
+    labels=dict(x="key component", y="query component", color="attention score<br>difference"),
     title="Induction head: score at the target minus elsewhere, by (query, key) component",
 )
 

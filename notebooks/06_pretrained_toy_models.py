@@ -45,6 +45,8 @@ STANDIN = DATA / "standin_hub"
 # The stored outputs are static PNGs a code host can show (`make notebooks` sets this).
 if os.environ.get("CIRCUITS_STATIC_FIGURES"):
     plots.static_figures()
+else:
+    plots.interactive_figures()  # the report's toolbar settings
 try:
     # Only what is cached: run `from_pretrained("attn-only-2l")` once with a network to get it.
     model = from_pretrained("attn-only-2l", local_files_only=True)
@@ -133,8 +135,13 @@ for h in top_induction:
 
 # %%
 tl = text_logit_lens(model, prompt + " " + prompt)
+ids = model.to_tokens(prompt + " " + prompt)[0]
 lens.lens_heatmap(
-    tl.next_token_prob, tokens=tl.str_tokens[:-1], title="Logit lens: next-token probability"
+    tl.next_token_prob,
+    tokens=plots.token_strings(model, ids[:-1]),  # "␣fox": spaces and bytes made visible
+    top_tokens=plots.token_strings(model, tl.result.logits.argmax(-1)[:, 0, :-1]),
+    layer_labels=tl.result.labels,  # rows named as in notebook 4
+    title="Logit lens: next-token probability",
 ).show()
 answer = model.to_str_tokens(body)[-1]
 attribution = answer_attribution(model, prompt + " " + model.to_string(body[:-1]), answer)

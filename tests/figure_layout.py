@@ -14,9 +14,10 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from circuits.plots.style import text_px
+from circuits.plots.style import MODEBAR_PX, text_px
 
 TICK_FONT = 12
+MODEBAR_W = 300  # plotly's toolbar, drawn over the top-right corner on hover (7-9 buttons)
 AXIS_TITLE_FONT = 14
 LINE = 1.3  # line height per px of font size
 
@@ -69,7 +70,10 @@ def tick_labels(fig: go.Figure, axis_key: str, axis: dict[str, Any]) -> list[str
         if values is not None and len(values):
             if all(isinstance(v, str) for v in values):
                 return list(values)  # categories: every name may be shown
-            numbers = [float(v) for v in values]  # plotly picks round ticks in this range
+            numbers = [float(v) for v in values if v is not None]  # None: a gap
+            if not numbers:
+                continue
+            # plotly picks round ticks in this range
             return [f"{v:.3g}" for v in (min(numbers), max(numbers))]
         z = getattr(trace, "z", None)
         if z is not None:
@@ -128,6 +132,7 @@ def layout_boxes(fig: go.Figure) -> list[Box]:
             cy, th = (p.y0 + p.y1) / 2, text_px(title, AXIS_TITLE_FONT)
             boxes.append(Box(f"y title {name}", side - AXIS_TITLE_FONT * LINE, cy - th / 2, side,
                              cy + th / 2))  # fmt: skip
+    boxes += title_boxes(fig)
     left, top, w, h = plot_area(fig)
     for a in fig.layout.annotations:
         if a.xref == "paper" and a.yref == "paper" and a.yanchor == "bottom":  # subplot titles
@@ -138,10 +143,82 @@ def layout_boxes(fig: go.Figure) -> list[Box]:
     return boxes
 
 
+def title_boxes(fig: go.Figure) -> list[Box]:
+    """The figure title's box, and the toolbar's band at the top-right corner.
+
+    The title's place follows plotly: ``x``/``y`` in container fractions (``y`` unset: centred
+    in the top margin), moved by ``pad`` on its anchored side.
+    """
+    width, height = float(fig.layout.width), float(fig.layout.height)
+    boxes = [Box("modebar", width - MODEBAR_W, 0.0, width, float(MODEBAR_PX))]
+    title = fig.layout.title
+    if not title or not title.text:
+        return boxes
+    font = title.font.size if title.font and title.font.size else 17
+    tw, th = text_px(title.text, font), font * LINE
+    x = title.x if title.x is not None else 0.05  # plotly's default template
+    x_px = x * width
+    pad_l = (title.pad.l or 0) if title.pad else 0
+    pad_t = (title.pad.t or 0) if title.pad else 0
+    if title.xanchor == "center":
+        x0 = x_px - tw / 2
+    elif title.xanchor == "right":
+        x0 = x_px - tw
+    else:
+        x0 = x_px + pad_l
+    if title.y is None or title.y == "auto":
+        y0 = margins(fig)["t"] / 2 - th / 2
+    elif title.yanchor == "top":
+        y0 = (1 - title.y) * height + pad_t
+    elif title.yanchor == "bottom":
+        y0 = (1 - title.y) * height - th
+    else:
+        y0 = (1 - title.y) * height - th / 2
+    boxes.append(Box("title", x0, y0, x0 + tw, y0 + th))
+    return boxes
+
+
+def text_label_boxes(fig: go.Figure) -> list[tuple[Box, bool]]:
+    """(box, clipped to the plot area) of every text label of a scatter on the first axes.
+
+    Positions follow the axis range (linear or log); an unset range is taken as the data's,
+    as plotly's autorange gives it (a few px of padding for markers, ignored here).
+    """
+    import math
+
+    left, top, w, h = plot_area(fig)
+    out = []
+    for trace in fig.data:
+        if trace.type != "scatter" or not trace.text or "text" not in (trace.mode or ""):
+            continue
+        xa, ya = fig.layout.xaxis, fig.layout.yaxis
+        xs, ys = [float(v) for v in trace.x], [float(v) for v in trace.y]
+        if ya.type == "log":
+            ys = [math.log10(v) for v in ys]
+        x0, x1 = xa.range if xa.range else (min(xs), max(xs))
+        y0, y1 = ya.range if ya.range else (min(ys), max(ys))
+        positions = trace.textposition
+        for i, (x, y, text) in enumerate(zip(xs, ys, trace.text, strict=True)):
+            px = left + (x - x0) / ((x1 - x0) or 1) * w
+            py = top + (1 - (y - y0) / ((y1 - y0) or 1)) * h
+            where = positions[i] if isinstance(positions, tuple | list) else positions or ""
+            tw, th = text_px(str(text), TICK_FONT), TICK_FONT * LINE
+            bx = px + 4 if "right" in where else px - 4 - tw if "left" in where else px - tw / 2
+            by = py - 4 - th if "top" in where else py + 4 if "bottom" in where else py - th / 2
+            clip = trace.cliponaxis is not False
+            out.append((Box(f"label {text}", bx, by, bx + tw, by + th), clip))
+    return out
+
+
 def layout_problems(fig: go.Figure) -> list[str]:
     """Pairs of boxes that overlap, and boxes outside the figure (cut off)."""
     boxes = layout_boxes(fig)
     problems = []
+    left, top, w, h = plot_area(fig)
+    for label, clip in text_label_boxes(fig):
+        x0, y0, x1, y1 = (left, top, left + w, top + h) if clip else (0, 0, *_size(fig))
+        if label.x0 < x0 - 0.5 or label.x1 > x1 + 0.5 or label.y0 < y0 - 0.5 or label.y1 > y1:
+            problems.append(f"{label.what} is cut off: {label}")
     for i, a in enumerate(boxes):
         if a.x0 < -0.5 or a.y0 < -0.5 or a.x1 > fig.layout.width + 0.5:
             problems.append(f"{a.what} leaves the figure: {a}")
@@ -153,10 +230,18 @@ def layout_problems(fig: go.Figure) -> list[str]:
     return problems
 
 
+def _size(fig: go.Figure) -> tuple[float, float]:
+    return float(fig.layout.width), float(fig.layout.height)
+
+
 def colorbar_fits(fig: go.Figure, coloraxis: Any) -> bool:
-    """Whether a colour bar at plotly's default x (1.02) fits in the right margin."""
+    """Whether a colour bar at plotly's default x (1.02), with its tick labels and its title
+    (above the bar, one line per ``<br>``), fits in the right margin."""
     left, _, w, _ = plot_area(fig)
     bar = coloraxis.colorbar
     labels = [str(t) for t in (bar.ticktext or ["-0.00"])]
     need = 0.02 * w + (bar.thickness or 30) + 8 + max(text_px(t, TICK_FONT) for t in labels)
-    return left + w + need <= fig.layout.width
+    title = bar.title.text if bar.title and bar.title.text else ""
+    lines = title.split("<br>") if title else [""]
+    need_title = 0.02 * w + max(text_px(line, TICK_FONT) for line in lines)
+    return left + w + max(need, need_title) <= fig.layout.width

@@ -217,7 +217,7 @@ def test_training_dynamics_plots_every_head_and_marks_the_phase_change() -> None
     history = fake_history()
     fig = plots.training_dynamics({"history": history, "losses": [3.0] * 450})
     names = [t.name for t in fig.data]
-    assert names[:3] == ["train loss", "probe loss", "probe accuracy"]
+    assert names[:3] == ["train loss (per step)", "probe loss", "probe accuracy"]
     assert "L1H0 induction" in names and "L0H1 previous-token" in names
     assert len(names) == 3 + 2 * 4
     ind = fig.data[names.index("L1H0 induction")]
@@ -230,3 +230,56 @@ def test_training_dynamics_plots_every_head_and_marks_the_phase_change() -> None
         plots.training_dynamics([])
     with pytest.raises(TypeError, match="TrainResult"):
         plots.training_dynamics(3)
+
+
+def standin_tokenizer():
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    hub = Path(__file__).resolve().parents[1] / "data" / "standin_hub"
+    (folder,) = hub.glob("models--NeelNanda--gpt-neox-tokenizer-digits/snapshots/*")
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+
+
+def test_token_strings_show_bytes_and_whitespace_not_replacement_glyphs() -> None:
+    from types import SimpleNamespace
+
+    from circuits.plots.tokens import token_strings, visible
+
+    tok = standin_tokenizer()
+    model = SimpleNamespace(tokenizer=tok)
+    ids = tok("é\n cat\t", add_special_tokens=False)["input_ids"]
+    shown = token_strings(model, torch.tensor(ids))
+    # Whatever the merges, the labels spell the text back with its bytes made visible.
+    assert "".join(shown) == "\\xc3\\xa9\\n␣cat\\t" or "".join(shown) == "é\\n␣cat\\t"
+    assert all("\ufffd" not in s for s in token_strings(model, list(range(tok.vocab_size))))
+    assert token_strings(model, [[ids[0]], [ids[-1]]]) == [[shown[0]], [shown[-1]]]
+    assert token_strings(None, torch.tensor([3, 4])) == ["3", "4"]
+    assert visible("") == "∅" and visible(" a\x07") == "␣a\\x07" and visible(b"\xe2") == "\\xe2"
+    with pytest.raises(TypeError, match="integer token ids"):
+        token_strings(model, [1.5])
+
+
+def test_attention_patterns_of_a_tokenizer_model_label_axes_with_token_strings(
+    any_model: HookedTransformer,
+) -> None:
+    any_model.tokenizer = standin_tokenizer()  # ids 0..9: the tokenizer's first strings
+    try:
+        tokens = torch.tensor([0, 5, 3, 5])
+        fig = plots.attention_patterns(any_model, tokens)
+        want = plots.token_strings(any_model, tokens)
+        assert [str(t) for t in fig.layout.yaxis.ticktext] == [
+            f"{i}:{s}" for i, s in enumerate(want)
+        ]
+    finally:
+        any_model.tokenizer = None
+
+
+def test_lens_heatmap_writes_token_strings_in_cells() -> None:
+    probs = torch.tensor([[0.1, 0.2], [0.9, 0.8]])
+    fig = plots.lens_heatmap(probs, [" a", "b"], [["x", " y"], ["\n", "z"]])
+    assert np.array(fig.data[0].text).tolist() == [["x", "␣y"], ["\\n", "z"]]
+    assert fig.layout.xaxis.ticktext[0] == "0:␣a"
+    with pytest.raises(ValueError, match="top_tokens shape"):
+        plots.lens_heatmap(probs, top_tokens=[["x"], ["y", "z"]])

@@ -22,6 +22,7 @@ from circuits.plots.style import (
     to_numpy,
     token_labels,
 )
+from circuits.plots.tokens import token_strings
 
 
 def attention_grid(
@@ -106,6 +107,6 @@ def attention_patterns(model: Any, tokens: Tensor, title: str | None = None) -> 
             raise ValueError(f"tokens must be one sequence, got a batch of {tokens.shape[0]}")
         tokens = tokens[0]
     patterns = patterns_of(model, tokens)[:, 0]  # [n_layers, n_heads, q, k]
-    # A model with a tokenizer labels the axes with token strings.
-    labels = model.to_str_tokens(tokens) if getattr(model, "tokenizer", None) else tokens
+    # A model with a tokenizer labels the axes with token strings (whitespace made visible).
+    labels = token_strings(model, tokens) if getattr(model, "tokenizer", None) else tokens
     return attention_grid(patterns, labels, title=title or "Attention patterns")

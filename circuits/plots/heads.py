@@ -86,8 +86,8 @@ def head_scores(
         height=max(240, size.height),
         margin=size.margin,
     )
-    # The title sits at the very top: the head names and "head" are in the top margin too.
-    return finish(fig, title, y=0.98, yanchor="top")
+    # The head names and "head" are in the top margin too, below the title.
+    return finish(fig, title)
 
 
 def composition_scores(

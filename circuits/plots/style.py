@@ -6,7 +6,9 @@ Public so that the report, notebooks and new figure modules use the same convent
 - head names ``L{layer}H{head}`` (:func:`head_label`) and position labels ``i:token``;
 - :func:`grid_size` / :func:`subplot_grid`: a grid of panels laid out in pixels, so that a
   subplot title never meets the tick labels of the panel above and no figure is wider than
-  :data:`MAX_WIDTH` (the report's content column): panels shrink as heads are added.
+  :data:`MAX_WIDTH` (the report's content column): panels shrink as heads are added;
+- :data:`FIGURE_CONFIG`: plotly's display options for every figure (report and notebooks), and
+  :func:`finish`, which puts each title below the band where plotly draws its toolbar.
 """
 
 from __future__ import annotations
@@ -20,10 +22,21 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from circuits.names import head_name
+from circuits.plots.tokens import visible
 
 # One colour scale per meaning, so every figure reads the same way.
 SEQUENTIAL = "Blues"  # attention weights, probabilities, scores in [0, 1]
 DIVERGING = "RdBu_r"  # signed quantities, centred on zero (or a baseline); red is positive
+
+# One colour per head in line plots (D3's and Dark24's distinct hues, without the greys and
+# black that mark losses, and without orange, which marks the phase change).
+HEAD_COLOURS = (
+    "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#2e91e5", "#e15f99", "#1ca71c", "#fb0d0d", "#da16ff", "#b68100", "#750d86", "#511cfb",
+    "#00a08b", "#fb00d1", "#fc0080", "#6c7c32", "#862a16", "#a777f1", "#620042", "#1616a7",
+    "#da60ca", "#6c4516", "#0d2a63", "#af0038",
+)  # fmt: skip
+PHASE_COLOUR = "#ff7f0e"  # the phase-change line
 
 MAX_WIDTH = 1200
 """Widest figure, in px: the report's content column, so that no figure is cut off."""
@@ -31,6 +44,20 @@ MAX_WIDTH = 1200
 SUBPLOT_TITLE_FONT = 14
 TITLE_PX = 24
 """Height reserved above a panel for its subplot title (font and padding), in px."""
+
+TITLE_FONT = 17  # plotly's default figure-title size
+MODEBAR_PX = 32
+"""Height of the band at the top of every figure kept free for plotly's toolbar (the modebar,
+drawn over the figure's top-right corner on hover): the title starts below it."""
+
+FIGURE_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    # Box/lasso selection and spike lines do nothing useful on these figures.
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "toggleSpikelines"],
+    "displayModeBar": "hover",
+}
+"""plotly's display options for every figure: pass as ``config=`` to ``to_html`` / ``show``
+(the report does), or call :func:`interactive_figures` once in a notebook."""
 
 
 def to_numpy(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
@@ -61,7 +88,11 @@ def head_labels(n_layers: int, n_heads: int, first_layer: int = 0) -> list[str]:
 
 
 def token_labels(tokens: Any, n: int, name: str = "tokens") -> list[str]:
-    """``n`` display labels for a sequence of token ids or strings (or positions if None)."""
+    """``n`` display labels for a sequence of token ids or strings (or positions if None).
+
+    Strings are shown through :func:`circuits.plots.tokens.visible` ("␣cat", "\\n"); turn ids
+    into strings with :func:`circuits.plots.tokens.token_strings` first.
+    """
     if tokens is None:
         return [str(i) for i in range(n)]
     if hasattr(tokens, "tolist"):
@@ -74,7 +105,8 @@ def token_labels(tokens: Any, n: int, name: str = "tokens") -> list[str]:
         raise TypeError(f"{name} must be a sequence of token ids or strings")
     if len(tokens) != n:
         raise ValueError(f"{name} has {len(tokens)} entries but the data has {n} positions")
-    return [str(t) for t in tokens]
+    # Strings are token text: whitespace and unprintable characters made visible.
+    return [visible(t) if isinstance(t, str) else str(t) for t in tokens]
 
 
 def position_ticks(labels: list[str], max_ticks: int = 24) -> dict[str, Any]:
@@ -180,12 +212,35 @@ def title_px(title: str) -> int:
     return text_px(title, 17) + 60
 
 
-def finish(fig: go.Figure, title: str, **title_options: Any) -> go.Figure:
-    """Sets the figure's title, widening the figure if the title would be cut off."""
+def title_top_px() -> int:
+    """Where every figure's title starts, in px from the top: just below the toolbar band."""
+    return MODEBAR_PX + 4
+
+
+def finish(fig: go.Figure, title: str) -> go.Figure:
+    """Sets the figure's title below the toolbar band, widening the figure if the title would
+    be cut off and deepening the top margin if the title would reach the plot area."""
     width = fig.layout.width
     if width is not None and width < title_px(title):
         fig.update_layout(width=title_px(title))
-    fig.update_layout(title=dict(text=title, **title_options))
+    # The top margin holds the toolbar band, the title and a gap; figures that put more there
+    # (subplot titles, top tick labels) set a larger margin themselves.
+    need = title_top_px() + int(TITLE_FONT * 1.3) + 8
+    if fig.layout.margin.t is not None and fig.layout.margin.t < need:  # None: plotly's 100
+        fig.update_layout(margin_t=need)
+    fig.update_layout(
+        title=dict(
+            text=title,
+            x=0.02,
+            xanchor="left",
+            xref="container",
+            y=1.0,
+            yanchor="top",
+            yref="container",
+            pad=dict(t=title_top_px()),
+            font_size=TITLE_FONT,
+        )
+    )
     return fig
 
 
@@ -225,6 +280,16 @@ def row_colorbar(size: GridSize, row: int, title: str) -> dict[str, Any]:
         lenmode="fraction",
         thickness=14,
     )
+
+
+def interactive_figures() -> None:
+    """Makes notebooks show interactive figures with :data:`FIGURE_CONFIG` (the report's)."""
+    import plotly.io as pio
+
+    for name in pio.renderers:
+        renderer = pio.renderers[name]
+        if hasattr(renderer, "config"):
+            renderer.config = dict(FIGURE_CONFIG)
 
 
 def static_figures(scale: float = 1.0) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from circuits.plots.style import finish, head_label
+from circuits.plots.style import HEAD_COLOURS, PHASE_COLOUR, finish, head_label
 from circuits.records import EvalRecord
 
 DASHES = ("dash", "solid", "dot", "dashdot", "longdash", "longdashdot")
@@ -57,7 +57,7 @@ def phase_change_step(history: Sequence[Any], key: str = "loss") -> int | None:
 def training_dynamics(
     result: Any, title: str = "Training dynamics", mark_phase_change: bool = True
 ) -> go.Figure:
-    """Loss (top) and every head's scores (bottom) over training steps.
+    """Loss (top), probe accuracy (middle) and every head's scores (bottom) over training.
 
     Args:
         result: A :class:`circuits.TrainResult` (``losses`` per step and ``history`` per
@@ -67,29 +67,32 @@ def training_dynamics(
         mark_phase_change: Draw a vertical line at :func:`phase_change_step` of the probe loss.
 
     Returns:
-        Two stacked panels sharing the step axis: training loss per step and probe loss
-        per evaluation; then one line per head and registered score in the history (one dash
-        style per score: previous-token dashed,
-        induction solid).
+        Three stacked panels sharing the step axis: training loss per step and probe loss per
+        evaluation (nats); probe accuracy (fraction of targets right); one line per head and
+        registered score in the history: one colour per head (:data:`HEAD_COLOURS`, the same
+        head the same colour in every score), one dash per score (previous-token dashed,
+        induction solid). Two legends: the metrics beside the top panels, the heads beside
+        the scores.
     """
     history, losses = _history_of(result)
     if not history and not losses:
         raise ValueError("result has no training history to plot")
     records = [EvalRecord.from_dict(r) for r in history]  # any version's records
     fig = make_subplots(
-        rows=2,
+        rows=3,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=["loss", "head scores on the probe"],
+        vertical_spacing=0.07,
+        row_heights=[0.36, 0.2, 0.44],
+        subplot_titles=["loss", "probe accuracy", "head scores on the probe"],
     )
     if losses:
         fig.add_trace(
             go.Scatter(
                 x=np.arange(1, len(losses) + 1),
                 y=losses,
-                name="train loss",
-                line=dict(color="lightgray", width=1),
+                name="train loss (per step)",
+                line=dict(color="#b0b0b0", width=1),
             ),
             row=1,
             col=1,
@@ -109,12 +112,11 @@ def training_dynamics(
                 x=steps,
                 y=[r["accuracy"] for r in records],
                 name="probe accuracy",
-                line=dict(color="green", dash="dot"),
+                line=dict(color="black", dash="dot"),
             ),
             row=2,
             col=1,
         )
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
     unit_range = True
     for i, (kind, label) in enumerate(score_kinds(records)):
         dash = DASHES[i % len(DASHES)]
@@ -124,14 +126,16 @@ def training_dynamics(
         n_heads = scores.shape[2]  # scores: [evals, layers, heads]
         for layer in range(scores.shape[1]):
             for head in range(n_heads):
+                colour = HEAD_COLOURS[(layer * n_heads + head) % len(HEAD_COLOURS)]
                 fig.add_trace(
                     go.Scatter(
                         x=kind_steps,
                         y=scores[:, layer, head],
                         name=f"{head_label(layer, head)} {label}",
-                        line=dict(dash=dash, color=palette[(layer * n_heads + head) % 7]),
+                        line=dict(dash=dash, color=colour),
+                        legend="legend2",
                     ),
-                    row=2,
+                    row=3,
                     col=1,
                 )
     from circuits.analysis.phase import phase_change
@@ -141,10 +145,10 @@ def training_dynamics(
         step = phase.step
         fig.add_vline(
             x=step,
-            line=dict(color="orange", width=2, dash="dash"),
+            line=dict(color=PHASE_COLOUR, width=2, dash="dash"),
             row="all",
             col=1,
-            exclude_empty_subplots=False,  # one line through both panels, drawn or not
+            exclude_empty_subplots=False,  # one line through every panel, drawn or not
         )
         # One label, inside the loss panel (a label per panel would sit on the lower title), on
         # the side of the line with more room, so that it stays inside the panel.
@@ -161,8 +165,26 @@ def training_dynamics(
             yanchor="top",
             xshift=-4 if right else 4,
         )
-    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    fig.update_yaxes(title_text="score", range=[0, 1.02] if unit_range else None, row=2, col=1)
-    fig.update_xaxes(title_text="step", row=2, col=1)
-    fig.update_layout(height=620, width=900, legend=dict(font=dict(size=10)))
+    fig.update_yaxes(title_text="cross-entropy (nats)", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(
+        title_text="accuracy", range=[0, 1.02], tickformat=".0%", nticks=3, row=2, col=1
+    )
+    fig.update_yaxes(title_text="score", range=[0, 1.02] if unit_range else None, row=3, col=1)
+    fig.update_xaxes(title_text="step", row=3, col=1)
+    # The metrics' legend beside the top two panels, the heads' beside the scores.
+    score_top = fig.layout.yaxis3.domain[1]
+    fig.update_layout(
+        height=760,
+        width=940,
+        margin=dict(l=80, r=220, t=80, b=60),
+        legend=dict(font=dict(size=11), x=1.02, xanchor="left", y=1.0, yanchor="top"),
+        legend2=dict(
+            font=dict(size=11),
+            x=1.02,
+            xanchor="left",
+            y=score_top,
+            yanchor="top",
+            title=dict(text="head score<br>(dash: score, colour: head)", font=dict(size=11)),
+        ),
+    )
     return finish(fig, title)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from circuits.plots.style import (
     DIVERGING,
+    SEQUENTIAL,
     TITLE_PX,
     finish,
     grid_axis_titles,
@@ -31,6 +32,25 @@ def _masked(z: np.ndarray, causal: bool) -> np.ndarray:
     return np.where(np.triu(np.ones(z.shape[-2:], dtype=bool), k=1), np.nan, z)
 
 
+KINDS = ("signed", "probability")
+
+
+def _colour_scale(z: np.ndarray, kind: str, name: str) -> dict[str, Any]:
+    """Colour settings for ``kind``: diverging centred on 0, or sequential over [0, 1]."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} must be one of {KINDS}")
+    if kind == "probability":
+        finite = z[np.isfinite(z)]
+        if finite.size and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):
+            raise ValueError(
+                f"{name} has values in [{finite.min():.3g}, {finite.max():.3g}], outside [0, 1]: "
+                "not probabilities (use kind='signed')"
+            )
+        return dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0)
+    span = _span(z)
+    return dict(colorscale=DIVERGING, cmin=-span, cmax=span, cmid=0.0)
+
+
 def circuit_heatmap(
     matrix: Any,  # [rows, cols] tensor or FactoredMatrix
     title: str = "Circuit",
@@ -38,8 +58,10 @@ def circuit_heatmap(
     y_title: str = "query / input token",
     labels: Any = None,
     causal: bool = False,
+    value: str = "value",
+    kind: str = "signed",
 ) -> go.Figure:
-    """One circuit matrix (e.g. a head's full OV ``W_E W_OV W_U``) as a heatmap centred on 0.
+    """One circuit matrix (e.g. a head's full OV ``W_E W_OV W_U``) as a heatmap.
 
     Args:
         matrix: ``[rows, cols]`` tensor or ``FactoredMatrix`` (its product is formed).
@@ -47,17 +69,24 @@ def circuit_heatmap(
         labels: Token labels of both axes (square matrices only); default: indices.
         causal: Blank the entries above the diagonal (keys after the query), for positional
             QK circuits.
+        value: What a cell is, with its unit: the colour bar's title and the hover label
+            (e.g. "logit contribution", "attention score (pre-softmax)", "attention weight").
+        kind: "signed" (diverging colours centred on 0, red positive) or "probability"
+            (sequential colours over [0, 1]; values outside it are refused).
     """
     z = _masked(to_numpy(matrix, "matrix", ndim=2), causal)
-    span = _span(z)
+    colour = _colour_scale(z, kind, "matrix")
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            colorscale=DIVERGING,
-            zmid=0.0,
-            zmin=-span,
-            zmax=span,
-            hovertemplate=f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>%{{z:.3f}}<extra></extra>",
+            colorscale=colour["colorscale"],
+            zmid=colour.get("cmid"),
+            zmin=colour["cmin"],
+            zmax=colour["cmax"],
+            colorbar=dict(title=dict(text=_wrap(value), side="top")),
+            hovertemplate=(
+                f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>{value} %{{z:.3f}}<extra></extra>"
+            ),
         )
     )
     if labels is not None:
@@ -68,8 +97,22 @@ def circuit_heatmap(
         fig.update_yaxes(**ticks)
     fig.update_yaxes(autorange="reversed", title_text=y_title, scaleanchor="x")
     fig.update_xaxes(title_text=x_title)
-    fig.update_layout(width=560, height=520)
+    fig.update_layout(width=580, height=540, margin=dict(l=80, r=130, t=70, b=70))
     return finish(fig, title)
+
+
+def _wrap(text: str, width: int = 12) -> str:
+    """``text`` broken into lines of about ``width`` characters (``<br>``), for colour bars."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+SCALES = ("shared", "layer", "head")
 
 
 def circuit_grid(
@@ -80,8 +123,10 @@ def circuit_grid(
     causal: bool = False,
     cell_px: int = 240,
     scale: str = "shared",
+    value: str = "value",
+    kind: str = "signed",
 ) -> go.Figure:
-    """Every head's circuit matrix in a layers x heads grid, colours centred on 0.
+    """Every head's circuit matrix in a layers x heads grid.
 
     Args:
         circuits: ``[n_layers, n_heads, rows, cols]`` tensor or ``FactoredMatrix`` (e.g.
@@ -92,63 +137,83 @@ def circuit_grid(
             fits :data:`~circuits.plots.style.MAX_WIDTH`.
         scale: ``"shared"``: one colour scale for every head, so heads compare by magnitude;
             ``"layer"``: one per layer (a colour bar beside each row), for circuits whose
-            magnitude differs between layers (QK circuits: a later layer's would look blank).
+            magnitude differs between layers (on a shared scale the quieter layer looks
+            blank); ``"head"``: each head coloured by its value over its own largest
+            ``|value|`` (that maximum in its panel title, the raw value on hover), for heads
+            of one layer that differ by orders of magnitude (signed circuits only). The
+            figure title says which.
+        value: What a cell is, with its unit (e.g. "logit contribution", "attention score
+            (pre-softmax)"): the colour bar's title and the hover label.
+        kind: "signed" (diverging, centred on 0) or "probability" (sequential over [0, 1]).
     """
-    if scale not in ("shared", "layer"):
-        raise ValueError(f"scale={scale!r} must be 'shared' or 'layer'")
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} must be one of {SCALES}")
     z = _masked(to_numpy(circuits, "circuits", ndim=4), causal)
+    _colour_scale(z, kind, "circuits")  # checks kind (and a probability's range) first
     n_layers, n_heads, n_rows, n_cols = z.shape
+    per_layer = scale == "layer" and n_layers > 1
+    per_head = scale == "head"
+    if per_head and kind != "signed":
+        raise ValueError("scale='head' is for signed circuits: probabilities share [0, 1]")
+    with np.errstate(all="ignore"):
+        spans = np.array([[_span(z[lay, h]) for h in range(n_heads)] for lay in range(n_layers)])
+    titles = [
+        head_label(lay, h) + (f" ±{spans[lay, h]:.3g}" if per_head else "")
+        for lay in range(n_layers)
+        for h in range(n_heads)
+    ]
     size = grid_size(
         n_layers,
         n_heads,
         cell_px,
         gap_x=16,
         gap_y=TITLE_PX + 8,
-        margin=dict(l=80, r=120, t=80, b=70),
+        margin=dict(l=80, r=130, t=90, b=70),
         aspect=n_rows / n_cols,
     )
-    fig = subplot_grid(
-        size, [head_label(lay, h) for lay in range(n_layers) for h in range(n_heads)]
-    )
-    with np.errstate(all="ignore"):
-        spans = [_span(z[layer]) for layer in range(n_layers)]
-    shared = max(spans)
+    fig = subplot_grid(size, titles)
     for layer in range(n_layers):
-        axis = "coloraxis" if scale == "shared" or layer == 0 else f"coloraxis{layer + 1}"
+        axis = "coloraxis" if not per_layer or layer == 0 else f"coloraxis{layer + 1}"
         for head in range(n_heads):
             fig.add_trace(
                 go.Heatmap(
-                    z=z[layer, head],
+                    z=z[layer, head] / spans[layer, head] if per_head else z[layer, head],
+                    customdata=z[layer, head],  # the raw value, whatever the colour scale
                     coloraxis=axis,
                     name=head_label(layer, head),
                     hovertemplate=(
-                        f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>%{{z:.3f}}"
+                        f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>{value} %{{customdata:.3f}}"
                         "<extra>%{fullData.name}</extra>"
                     ),
                 ),
                 row=layer + 1,
                 col=head + 1,
             )
-        if scale == "layer":
-            span = spans[layer]
-            fig.update_layout(
-                {
-                    axis: dict(
-                        colorscale=DIVERGING,
-                        cmin=-span,
-                        cmax=span,
-                        cmid=0.0,
-                        colorbar=row_colorbar(size, layer, f"layer {layer}"),
-                    )
-                }
-            )
-    if scale == "shared":
-        fig.update_layout(coloraxis=dict(colorscale=DIVERGING, cmin=-shared, cmax=shared, cmid=0.0))
+        if per_layer:
+            with np.errstate(all="ignore"):
+                colour = _colour_scale(z[layer], kind, "circuits")
+            bar = row_colorbar(size, layer, f"L{layer}: {value}")
+            bar["title"]["text"] = _wrap(bar["title"]["text"])
+            fig.update_layout({axis: dict(**colour, colorbar=bar)})
+    if per_head:
+        bar = dict(title=dict(text=_wrap(f"{value} / head's max"), side="top"))
+        fig.update_layout(
+            coloraxis=dict(colorscale=DIVERGING, cmin=-1.0, cmax=1.0, cmid=0.0, colorbar=bar)
+        )
+    elif not per_layer:
+        colour = _colour_scale(z, kind, "circuits")
+        bar = dict(title=dict(text=_wrap(value), side="top"))
+        fig.update_layout(coloraxis=dict(**colour, colorbar=bar))
     fig.update_yaxes(autorange="reversed")
     outer_tick_labels(fig, size)
     grid_axis_titles(fig, size, x_title, y_title)
-    per_layer = " (colour scale per layer)" if scale == "layer" and n_layers > 1 else ""
-    return finish(fig, title + per_layer)
+    if n_layers > 1 or n_heads > 1:
+        title += {
+            "layer": " (colour scale per layer)" if per_layer else " (one colour scale)",
+            "head": " (colour scale per head: ± its max)",
+            "shared": " (one colour scale)",
+        }[scale]
+    return finish(fig, title)
 
 
 def _span(z: np.ndarray) -> float:
