@@ -276,6 +276,9 @@ def test_scale_rows_cover_the_issue_targets() -> None:
         assert (what, "attn-only-2l", "ours") in full
     assert ("edge_attribution", "gpt2-small", "ours") in full
     assert ("head_scores", "gpt2-small", "peer") in full
+    peers = [r for r in rows(quick=False) if r.side == "peer" and r.what == "head_scores"]
+    ours = {(r.shape, tuple(r.options.items())) for r in rows(quick=False) if r.side == "ours"}
+    assert all((r.shape, tuple(r.options.items())) in ours for r in peers)  # like for like
     assert len(rows(quick=True)) < len(rows(quick=False))
 
 

@@ -34,6 +34,7 @@ import torch
 # Seconds a row may take before its child is stopped.
 ROW_TIMEOUT = 600
 QUICK_OVERRIDES: dict[str, Any] = dict(d_vocab=2000, n_ctx=256)
+PATTERN_SCORES = "previous_token,induction"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ def rows(quick: bool) -> list[Row]:
     for shape, length in (("attn-only-2l", 64), ("gelu-4l", 64), ("gpt2-small", 32)):
         out.append(Row("head_scores", shape, 8, length))
         if shape != "attn-only-2l":
-            out.append(Row("head_scores", shape, 8, length, "peer"))
+            # The peer computes the attention-pattern scores only: so does this pair.
+            out.append(Row("head_scores", shape, 8, length, options={"scores": PATTERN_SCORES}))
+            out.append(Row("head_scores", shape, 8, length, "peer", {"scores": PATTERN_SCORES}))
         out.append(Row("all_composition_scores", shape, 0, 0))
         if shape == "gelu-4l" or (shape == "gpt2-small" and not quick):
             out.append(Row("all_composition_scores", shape, 0, 0, "peer"))
@@ -127,7 +130,8 @@ def _setup(row: Row, model: Any, threads: int, workdir: Path, info: dict) -> Cal
         from circuits.analysis.head_scores import head_scores
 
         probe = _probe(model, row)
-        return lambda: head_scores(model, probe, threads=threads)
+        names = row.options["scores"].split(",") if "scores" in row.options else None
+        return lambda: head_scores(model, probe, names, threads=threads)
     if row.what == "all_composition_scores":
         from circuits.analysis.composition import all_composition_scores, random_baseline
 
