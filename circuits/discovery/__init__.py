@@ -42,10 +42,12 @@ from circuits.discovery.graph import Edge, Graph, Receiver, Sender
 from circuits.discovery.metrics import Metric, kl_to_clean, logit_diff, masked_loss
 from circuits.discovery.problem import Problem
 from circuits.discovery.scores import EdgeScores
+from circuits.discovery.threads import DEFAULT_THREADS
 
 __all__ = [
     "CORRUPTIONS",
     "DEFAULT_TAU",
+    "DEFAULT_THREADS",
     "AcdcResult",
     "CircuitGrade",
     "Edge",

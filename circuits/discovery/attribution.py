@@ -8,81 +8,132 @@ embeddings to the clean ones (``alpha = k / m``, ``k = 1..m``; ``m = 1`` is EAP)
 score is the sum of its outgoing edges' scores, which is the node's attribution patching
 estimate (its output feeds the metric only through those receivers).
 
-Swap the roles of the clean and corrupted runs (run on the corrupted tokens, patch in the
-clean outputs) for TransformerLens's "denoising" convention, ``(a_clean - a_corrupt) .
-g_corrupt``; ``tests/discovery`` checks the two agree that way.
+On shortformer models the gradient for ``pos -> q/k`` edges is taken where positions join,
+after the norm. Swap the roles of the clean and corrupted runs (run on the corrupted tokens,
+patch in the clean outputs) for TransformerLens's "denoising" convention, ``(a_clean -
+a_corrupt) . g_corrupt``; ``tests/discovery`` checks the two agree that way.
+
+Cost: ``ig_steps`` forward and backward passes with every receiver's input split (``3 x
+n_heads`` copies of the residual stream per layer kept for the backward pass), and the
+unembedding at the metric's rows only.
 """
 
 from __future__ import annotations
 
 import einops
 import torch
+from torch import Tensor
 
 from circuits.discovery.forward import run
 from circuits.discovery.metrics import Metric
 from circuits.discovery.problem import Problem
+from circuits.discovery.readout import metric_values
 from circuits.discovery.scores import EdgeScores
+from circuits.discovery.threads import torch_threads
+from circuits.validation import check_int
 
 
-def _input_grads(problem: Problem, metric: Metric, alphas: list[float]) -> list[torch.Tensor]:
-    """``dM/d(receiver inputs)`` per group ``[batch, pos, receivers, d_model]``, averaged over
-    the points ``alpha`` (fraction of the way from the source embeddings to the clean ones)."""
-    graph = problem.graph
-    from_embeddings = torch.tensor([e.sender.kind in ("embed", "pos") for e in graph.edges])
+def _input_grads(
+    problem: Problem, metric: Metric, alphas: list[float]
+) -> tuple[list[Tensor], list[Tensor | None]]:
+    """``dM/d(receiver inputs)`` per group ``[batch, pos, receivers, d_model]`` (and after the
+    norm for shortformer attention groups), averaged over the points ``alpha``."""
+    graph, model = problem.graph, problem.model
     b, p = problem.tokens.shape
-    d = problem.model.cfg.d_model
-    total = [torch.zeros(b, p, len(g.receivers), d) for g in graph.groups]
+    d = model.cfg.d_model
+    like = dict(dtype=model.W_E.dtype, device=model.W_E.device)
+    clean, src = problem.clean_outputs, problem.source
+    total = [torch.zeros(b, p, len(g.receivers), d, **like) for g in graph.groups]
+    post_total: list[Tensor | None] = [
+        torch.zeros(b, p, len(g.receivers), d, **like)
+        if graph.shortformer and g.kind == "attn"
+        else None
+        for g in graph.groups
+    ]
     for alpha in alphas:
         offsets = [
-            torch.zeros(1, b, p, len(g.receivers), d, requires_grad=True) for g in graph.groups
+            torch.zeros(1, b, p, len(g.receivers), d, requires_grad=True, **like)
+            for g in graph.groups
         ]
-        patch = None
-        if alpha != 1.0:
-            patch = (from_embeddings.float() * (1.0 - alpha)).unsqueeze(0)
-        logits = run(
-            problem.model, graph, problem.tokens, patch, problem.source, input_offsets=offsets
-        ).logits
-        value = metric(logits)[0]
-        grads = torch.autograd.grad(value, offsets)
-        for acc, g in zip(total, grads, strict=True):
+        post = [
+            None if t is None else torch.zeros_like(t)[None].requires_grad_() for t in post_total
+        ]
+        embeddings = (
+            alpha * clean[:, :, 0] + (1 - alpha) * src[:, :, 0],
+            alpha * clean[:, :, 1] + (1 - alpha) * src[:, :, 1],
+        )
+        resid = run(
+            model,
+            graph,
+            problem.tokens,
+            input_offsets=offsets,
+            post_offsets=post,
+            embeddings=embeddings,
+            logits=False,
+        ).resid
+        value = metric_values(model, metric, metric.rows(resid))[0]
+        wrt = offsets + [t for t in post if t is not None]
+        grads = torch.autograd.grad(value, wrt, allow_unused=True)
+        for acc, g in zip(total, grads[: len(offsets)], strict=True):
             acc += g[0] / len(alphas)
-    return total
+        extra = iter(grads[len(offsets) :])
+        for _i, t in enumerate(post_total):
+            if t is not None:
+                g = next(extra)
+                if g is not None:
+                    t += g[0] / len(alphas)
+    return total, post_total
+
+
+def slot_attribution(problem: Problem, ig_steps: int, metric: Metric) -> Tensor:
+    """EAP(-IG) score of every slot of the graph ``[n_slots]`` (0 where no edge exists)."""
+    graph = problem.graph
+    delta = (problem.source - problem.clean_outputs).detach()  # [b, p, senders, d]
+    grads, post = _input_grads(problem, metric, [k / ig_steps for k in range(1, ig_steps + 1)])
+    parts = []
+    for group, grad, post_grad in zip(graph.groups, grads, post, strict=True):
+        s = einops.einsum(delta[..., : group.n_senders, :], grad, "b p s d, b p r d -> r s")
+        if post_grad is not None:  # shortformer: pos joins queries and keys after the norm
+            s[:, 1] = einops.einsum(delta[..., 1, :], post_grad, "b p d, b p r d -> r")
+        parts.append(s.flatten())
+    slots = torch.cat(parts).detach()
+    return slots * graph.slot_exists.to(slots.device, slots.dtype)
 
 
 def edge_attribution(
-    problem: Problem, ig_steps: int = 1, metric: Metric | None = None
+    problem: Problem, ig_steps: int = 1, metric: Metric | None = None, *, threads: int | None = 1
 ) -> EdgeScores:
-    """EAP (``ig_steps=1``) or EAP-IG (``ig_steps=m``) edge scores.
+    """EAP (``ig_steps=1``) or EAP-IG (``ig_steps=m``) scores of the problem's units (edges,
+    or nodes at node level: the sum of each node's outgoing edges).
 
     Args:
         problem: The model, batch, source and metric.
         ig_steps: Points on the path from the source's embeddings to the clean ones.
         metric: Defaults to the problem's task metric.
+        threads: Torch threads while it runs (None: torch's setting); restored afterwards.
     """
-    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
-        raise ValueError(f"ig_steps must be an int >= 1, got {ig_steps!r}")
+    check_int(ig_steps, "ig_steps", 1)
     metric = metric or problem.metric
     graph = problem.graph
-    with torch.no_grad():
-        clean = run(problem.model, graph, problem.tokens).outputs[0]
-    delta = (problem.source - clean).detach()  # [b, p, senders, d]
-    grads = _input_grads(problem, metric, [k / ig_steps for k in range(1, ig_steps + 1)])
-    scores = torch.cat(
-        [
-            einops.einsum(
-                delta[..., : group.n_senders, :], grad, "b p s d, b p r d -> r s"
-            ).flatten()
-            for group, grad in zip(graph.groups, grads, strict=True)
-        ]
-    )
+    with torch_threads(threads):
+        slots = slot_attribution(problem, ig_steps, metric).cpu()
+    if graph.level == "node":
+        scores = torch.zeros(graph.n_senders, dtype=slots.dtype)
+        scores.index_add_(0, graph.slot_sender, slots)
+    else:
+        scores = slots[graph.edge_slot]
     name = "EAP" if ig_steps == 1 else f"EAP-IG (m={ig_steps})"
-    return EdgeScores(graph, scores.detach(), name)
+    return EdgeScores(graph, scores, name)
 
 
-def node_attribution(problem: Problem, metric: Metric | None = None) -> dict[str, float]:
+def node_attribution(
+    problem: Problem, metric: Metric | None = None, *, threads: int | None = 1
+) -> dict[str, float]:
     """Attribution patching of each sender (embeddings, heads, MLPs): ``{name: score}``."""
-    edges = edge_attribution(problem, 1, metric)
-    out = {s.name: 0.0 for s in problem.graph.senders}
-    for edge, score in zip(problem.graph.edges, edges.scores.tolist(), strict=True):
-        out[edge.sender.name] += score
-    return out
+    metric = metric or problem.metric
+    with torch_threads(threads):
+        slots = slot_attribution(problem, 1, metric).cpu()
+    graph = problem.graph
+    scores = torch.zeros(graph.n_senders, dtype=slots.dtype)
+    scores.index_add_(0, graph.slot_sender, slots)
+    return {s.name: float(v) for s, v in zip(graph.senders, scores, strict=True)}

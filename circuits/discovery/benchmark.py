@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from circuits.discovery.acdc import DEFAULT_TAU, acdc
 from circuits.discovery.attribution import edge_attribution
@@ -90,3 +91,93 @@ def grade_methods(
         "cpu_seconds": cpu,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _naive_hook(problem: Problem, unit: int) -> tuple[str, Any]:
+    """The one hook that patches ``unit`` in the model's own forward."""
+    graph, model = problem.graph, problem.model
+    e = graph.edges[unit]
+    s = graph.sender_index[e.sender.name]
+    D = problem.clean_outputs[:, :, s] - problem.source[:, :, s]  # [b, p, d]
+    r = e.receiver
+    if r.kind == "all":  # node: the sender's own output hook
+        if e.sender.kind == "head":
+            h = e.sender.head
+
+            def head_hook(x: Tensor, hook: Any) -> Tensor:
+                x = x.clone()
+                x[:, :, h] = x[:, :, h] - D
+                return x
+
+            return f"blocks.{e.sender.layer}.attn.hook_result", head_hook
+        name = {"embed": "hook_embed", "pos": "hook_pos_embed"}.get(
+            e.sender.kind, f"blocks.{e.sender.layer}.hook_mlp_out"
+        )
+        return name, lambda x, hook: x - D
+    if r.kind == "logits":
+        return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", lambda x, hook: x - D
+    if r.kind == "mlp":
+        return f"blocks.{r.layer}.hook_mlp_in", lambda x, hook: x - D
+    h = r.head
+    if graph.shortformer and e.sender.kind == "pos":  # positions join after ln1: linear
+        attn = model.blocks[r.layer].attn
+        W = (attn.W_Q if r.kind == "q" else attn.W_K)[h]
+
+        def qk_hook(x: Tensor, hook: Any) -> Tensor:
+            x = x.clone()
+            x[:, :, h] = x[:, :, h] - D @ W
+            return x
+
+        return f"blocks.{r.layer}.attn.hook_{r.kind}", qk_hook
+
+    def input_hook(x: Tensor, hook: Any) -> Tensor:
+        x = x.clone()
+        x[:, :, h] = x[:, :, h] - D
+        return x
+
+    return f"blocks.{r.layer}.hook_{r.kind}_input", input_hook
+
+
+def naive_exact_patching(
+    problem: Problem,
+    metric: Any = None,
+    units: list[int] | None = None,
+    *,
+    threads: int | None = 1,
+) -> torch.Tensor:
+    """The baseline exact patching is measured against: one hooked forward of the whole model
+    per unit (``model.run_with_hooks``, logits at every position), ``M(patched) - M(clean)``.
+
+    Args:
+        problem: The problem (its clean and source sender outputs are what edges carry).
+        metric: Defaults to the problem's task metric.
+        units: Unit indices to score (default: all); benchmarks time a sample per unit.
+        threads: Torch threads while it runs (None: torch's setting).
+
+    Returns:
+        Scores ``[len(units)]`` in the order of ``units``.
+    """
+    from circuits.discovery.threads import torch_threads
+
+    metric = metric or problem.metric
+    model, graph = problem.model, problem.graph
+    units = list(range(graph.n_edges)) if units is None else units
+    cfg = model.cfg
+    before = (cfg.use_split_qkv_input, cfg.use_attn_result, cfg.use_hook_mlp_in)
+    out = []
+    try:
+        model.set_use_split_qkv_input(True)
+        model.set_use_attn_result(True)
+        if not cfg.attn_only:
+            model.set_use_hook_mlp_in(True)
+        with torch_threads(threads), torch.no_grad():
+            clean = float(metric(model(problem.tokens)[None])[0])
+            for u in units:
+                logits = model.run_with_hooks(problem.tokens, fwd_hooks=[_naive_hook(problem, u)])
+                out.append(float(metric(logits[None])[0]) - clean)
+    finally:
+        model.set_use_split_qkv_input(before[0])
+        model.set_use_attn_result(before[1])
+        if not cfg.attn_only:
+            model.set_use_hook_mlp_in(before[2])
+    return torch.tensor(out, dtype=torch.float64)

@@ -3,12 +3,15 @@
 A corruption keeps everything a circuit does not need and removes what it does: for induction,
 the same sequence with its first copy re-drawn, so the repeat has nothing to copy from; for
 shift-by-one, every token re-drawn, so the previous token says nothing about the target. Add a
-task's corruption with :func:`register_corruption`.
+task's corruption with :func:`register_corruption`, which also names the task's default metric.
+Text tasks (:mod:`circuits.discovery.text`) register corruptions that need the model (its
+tokenizer's vocabulary).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -16,17 +19,30 @@ from torch import Tensor
 
 from circuits.tasks import Batch
 
-Corruption = Callable[[Batch, int, torch.Generator], Tensor]
+Corruption = Callable[[Batch, Any, torch.Generator], Tensor]
 CORRUPTIONS: dict[str, Corruption] = {}
+# The metric Problem.build uses for a task when none is given.
+DEFAULT_METRICS: dict[str, str] = {}
+# Tasks whose corruption takes the model (for its tokenizer) instead of d_vocab.
+_TAKES_MODEL: set[str] = set()
 
 
-def register_corruption(task_name: str) -> Callable[[Corruption], Corruption]:
-    """Decorator registering ``fn(batch, d_vocab, generator) -> corrupted tokens`` for a task."""
+def register_corruption(
+    task_name: str, *, metric: str = "loss", takes_model: bool = False
+) -> Callable[[Corruption], Corruption]:
+    """Decorator registering ``fn(batch, d_vocab, generator) -> corrupted tokens`` for a task
+    (``fn(batch, model, generator)`` with ``takes_model``), with the task's default metric
+    (``"loss"`` or ``"logit_diff"``)."""
+    if metric not in ("loss", "logit_diff"):
+        raise ValueError(f"metric must be 'loss' or 'logit_diff', got {metric!r}")
 
     def decorator(fn: Corruption) -> Corruption:
         if task_name in CORRUPTIONS:
             raise ValueError(f"a corruption for task {task_name!r} is already registered")
         CORRUPTIONS[task_name] = fn
+        DEFAULT_METRICS[task_name] = metric
+        if takes_model:
+            _TAKES_MODEL.add(task_name)
         return fn
 
     return decorator
@@ -86,10 +102,18 @@ def corrupt_shift(batch: Batch, d_vocab: int, generator: torch.Generator) -> Ten
     return torch.randint(0, d_vocab, tuple(batch.tokens.shape), generator=generator)
 
 
-def corrupt(task: str, batch: Batch, d_vocab: int, seed: int = 0) -> Int[Tensor, "batch pos"]:
-    """Corrupted tokens of ``batch`` for the task named ``task`` (seeded)."""
-    if task not in CORRUPTIONS:
+def corrupt(
+    task: str, batch: Batch, d_vocab: int, seed: int = 0, model: Any = None
+) -> Int[Tensor, "batch pos"]:
+    """Corrupted tokens of ``batch`` for the task named ``task`` (seeded; ``model`` for the
+    corruptions that need its tokenizer)."""
+    if not isinstance(task, str) or task not in CORRUPTIONS:
         raise ValueError(
             f"no corruption registered for task {task!r}; registered: {', '.join(CORRUPTIONS)}"
         )
-    return CORRUPTIONS[task](batch, d_vocab, torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    if task in _TAKES_MODEL:
+        if model is None:
+            raise ValueError(f"the {task!r} corruption needs the model (its tokenizer)")
+        return CORRUPTIONS[task](batch, model, gen)
+    return CORRUPTIONS[task](batch, d_vocab, gen)

@@ -19,16 +19,22 @@ from torch import Tensor
 from circuits.discovery.metrics import Metric
 from circuits.discovery.problem import Problem
 from circuits.discovery.scores import EdgeScores
+from circuits.discovery.threads import torch_threads
 
 
 def faithfulness(
-    problem: Problem, circuit: Tensor | list[str], metric: Metric | None = None
+    problem: Problem,
+    circuit: Tensor | list[str],
+    metric: Metric | None = None,
+    *,
+    threads: int | None = 1,
 ) -> float:
     """Fraction of the metric recovered by ``circuit`` (bool ``[n_edges]`` or edge names)."""
     circuit = problem.graph.check_mask(circuit, "circuit")
     n = problem.graph.n_edges
     patch = torch.stack([torch.zeros(n), torch.ones(n), (~circuit).float()])
-    full, empty, kept = problem.evaluate(patch, metric).tolist()
+    with torch_threads(threads):
+        full, empty, kept = problem.evaluate(patch, metric).tolist()
     if abs(full - empty) < 1e-9:
         raise ValueError(
             "the full model and the fully patched one score the same: the corruption removes "
@@ -38,15 +44,23 @@ def faithfulness(
 
 
 def completeness(
-    problem: Problem, circuit: Tensor | list[str], metric: Metric | None = None
+    problem: Problem,
+    circuit: Tensor | list[str],
+    metric: Metric | None = None,
+    *,
+    threads: int | None = 1,
 ) -> float:
     """``1 - faithfulness`` of the complement: 1 if nothing outside the circuit matters."""
     circuit = problem.graph.check_mask(circuit, "circuit")
-    return 1.0 - faithfulness(problem, ~circuit, metric)
+    return 1.0 - faithfulness(problem, ~circuit, metric, threads=threads)
 
 
 def minimality(
-    problem: Problem, circuit: Tensor | list[str], metric: Metric | None = None
+    problem: Problem,
+    circuit: Tensor | list[str],
+    metric: Metric | None = None,
+    *,
+    threads: int | None = 1,
 ) -> dict[str, float]:
     """Per circuit edge, the faithfulness lost when that edge alone is also patched."""
     circuit = problem.graph.check_mask(circuit, "circuit")
@@ -57,7 +71,8 @@ def minimality(
         [torch.zeros(n), torch.ones(n), base]
         + [base + torch.nn.functional.one_hot(torch.tensor(i), n).float() for i in ids]
     )
-    values = problem.evaluate(patch, metric).tolist()
+    with torch_threads(threads):
+        values = problem.evaluate(patch, metric).tolist()
     full, empty, kept = values[:3]
     scale = full - empty
     return {
@@ -70,8 +85,8 @@ def roc_curve(
     scores: Float[Tensor, " n"] | EdgeScores, reference: Bool[Tensor, " n"]
 ) -> tuple[Tensor, Tensor]:
     """False- and true-positive rates as the threshold on ``|score|`` falls (ties together)."""
-    s = scores.scores if isinstance(scores, EdgeScores) else scores
-    ref = reference.bool()
+    s = (scores.scores if isinstance(scores, EdgeScores) else scores).detach().cpu()
+    ref = reference.detach().cpu().bool()
     if s.shape != ref.shape:
         raise ValueError(f"scores {tuple(s.shape)} and reference {tuple(ref.shape)} differ")
     n_pos, n_neg = int(ref.sum()), int((~ref).sum())
@@ -112,12 +127,16 @@ class CircuitGrade:
 
 
 def grade(
-    problem: Problem, circuit: Tensor | list[str], metric: Metric | None = None
+    problem: Problem,
+    circuit: Tensor | list[str],
+    metric: Metric | None = None,
+    *,
+    threads: int | None = 1,
 ) -> CircuitGrade:
     """Faithfulness, completeness and size of ``circuit``."""
     circuit = problem.graph.check_mask(circuit, "circuit")
     return CircuitGrade(
         int(circuit.sum()),
-        faithfulness(problem, circuit, metric),
-        completeness(problem, circuit, metric),
+        faithfulness(problem, circuit, metric, threads=threads),
+        completeness(problem, circuit, metric, threads=threads),
     )

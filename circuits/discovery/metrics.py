@@ -2,7 +2,9 @@
 
 A metric maps logits ``[configs, batch, pos, d_vocab]`` (one row per patched variant) to one
 number per config ``[configs]``, averaged over the positions a mask selects (for induction,
-the repeated positions: only there does the circuit do anything).
+the repeated positions: only there does the circuit do anything). Internally it works on the
+**rows** it reads, ``[configs, n_rows, d_vocab]`` with ``n_rows = mask.sum()``, so that the
+unembedding is only ever applied at those positions (:mod:`circuits.discovery.readout`).
 """
 
 from __future__ import annotations
@@ -10,26 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 MetricName = Literal["loss", "logit_diff", "kl"]
-
-
-def _check(logits: Tensor, mask: Tensor) -> Tensor:
-    if logits.ndim != 4:
-        raise ValueError(
-            f"logits must have shape [configs, batch, pos, d_vocab], got {tuple(logits.shape)}"
-        )
-    if tuple(mask.shape) != tuple(logits.shape[1:3]):
-        raise ValueError(f"mask {tuple(mask.shape)} does not match logits {tuple(logits.shape)}")
-    if not mask.any():
-        raise ValueError("the metric mask selects no position")
-    return mask.to(logits.dtype)
-
-
-def _masked_mean(per_pos: Tensor, weights: Tensor) -> Tensor:
-    return (per_pos * weights).sum((-2, -1)) / weights.sum()
 
 
 @dataclass(frozen=True)
@@ -38,16 +25,20 @@ class Metric:
 
     Attributes:
         name: ``"loss"`` (cross-entropy of ``targets``), ``"logit_diff"`` (logit of the target
-            minus the mean logit: linear in the logits) or ``"kl"`` (KL(clean || patched)).
+            minus the mean logit, or minus the logit of ``wrong`` when given: linear in the
+            logits either way) or ``"kl"`` (KL(clean || patched)).
         mask: Bool ``[batch, pos]``, the positions averaged over.
         targets: Target ids ``[batch, pos]`` (loss, logit_diff).
-        clean_logits: The clean run's logits ``[batch, pos, d_vocab]`` (kl).
+        clean_logits: The clean run's logits ``[batch, pos, d_vocab]`` (kl), or only its rows
+            at the mask ``[n_rows, d_vocab]`` (what :class:`~circuits.discovery.Problem` keeps).
+        wrong: Ids ``[batch, pos]`` whose logit is subtracted (logit_diff; e.g. IOI's subject).
     """
 
     name: MetricName
     mask: Bool[Tensor, "batch pos"]
     targets: Int[Tensor, "batch pos"] | None = None
-    clean_logits: Float[Tensor, "batch pos d_vocab"] | None = field(default=None, repr=False)
+    clean_logits: Float[Tensor, "..."] | None = field(default=None, repr=False)
+    wrong: Int[Tensor, "batch pos"] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in ("loss", "logit_diff", "kl"):
@@ -56,26 +47,72 @@ class Metric:
             raise ValueError("the kl metric needs the clean logits")
         if self.name != "kl" and self.targets is None:
             raise ValueError(f"the {self.name} metric needs targets")
+        if not bool(self.mask.any()):
+            raise ValueError("the metric mask selects no position")
+        for name in ("targets", "wrong"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape) != tuple(self.mask.shape):
+                raise ValueError(
+                    f"{name} {tuple(t.shape)} do not match the mask {tuple(self.mask.shape)}"
+                )
 
     @property
     def higher_is_better(self) -> bool:
         """Whether the clean model scores higher than a broken one (logit_diff only)."""
         return self.name == "logit_diff"
 
-    def __call__(self, logits: Float[Tensor, "configs batch pos d_vocab"]) -> Tensor:
-        weights = _check(logits, self.mask)
+    @property
+    def n_rows(self) -> int:
+        return int(self.mask.sum())
+
+    def rows(self, x: Tensor) -> Tensor:
+        """``x [..., batch, pos, *rest]`` at the mask's positions: ``[..., n_rows, *rest]``."""
+        bi, pi = self.mask.nonzero(as_tuple=True)
+        lead = _lead(x, self.mask)
+        index = (slice(None),) * lead + (bi.to(x.device), pi.to(x.device))
+        return x[index]
+
+    def _clean_rows(self, device: torch.device) -> Tensor:
+        assert self.clean_logits is not None
+        c = self.clean_logits
+        rows = c if c.ndim == 2 else self.rows(c)
+        return rows.to(device).log_softmax(-1)
+
+    def row_values(
+        self, logits: Float[Tensor, "configs rows d_vocab"], rows: slice | Tensor = slice(None)
+    ) -> Float[Tensor, "configs rows"]:
+        """The metric's per-row value for logits at rows ``rows`` (a slice or an index tensor)
+        of the mask's positions."""
         if self.name == "kl":
-            assert self.clean_logits is not None
-            clean = self.clean_logits.log_softmax(-1)
-            per_pos = (clean.exp() * (clean - logits.log_softmax(-1))).sum(-1)
-            return _masked_mean(per_pos, weights)
+            clean = self._clean_rows(logits.device)[rows]
+            return (clean.exp() * (clean - logits.log_softmax(-1))).sum(-1)
         assert self.targets is not None
-        index = self.targets.expand(logits.shape[0], *self.targets.shape).unsqueeze(-1)
+        target = self.rows(self.targets).to(logits.device)[rows]
+        index = target.expand(logits.shape[0], -1).unsqueeze(-1)
+        picked = logits.gather(-1, index).squeeze(-1)
         if self.name == "loss":
-            per_pos = -logits.log_softmax(-1).gather(-1, index).squeeze(-1)
-        else:
-            per_pos = logits.gather(-1, index).squeeze(-1) - logits.mean(-1)
-        return _masked_mean(per_pos, weights)
+            return logits.logsumexp(-1) - picked
+        if self.wrong is None:
+            return picked - logits.mean(-1)
+        other = self.rows(self.wrong).to(logits.device)[rows]
+        return picked - logits.gather(-1, other.expand(logits.shape[0], -1).unsqueeze(-1))[..., 0]
+
+    def __call__(self, logits: Float[Tensor, "configs batch pos d_vocab"]) -> Tensor:
+        if logits.ndim != 4:
+            raise ValueError(
+                f"logits must have shape [configs, batch, pos, d_vocab], got {tuple(logits.shape)}"
+            )
+        if tuple(self.mask.shape) != tuple(logits.shape[1:3]):
+            raise ValueError(
+                f"mask {tuple(self.mask.shape)} does not match logits {tuple(logits.shape)}"
+            )
+        return self.row_values(self.rows(logits)).mean(-1)
+
+
+def _lead(x: Tensor, mask: Tensor) -> int:
+    """Leading dims of ``x`` before its ``[batch, pos]`` (x is ``[..., batch, pos]`` or
+    ``[..., batch, pos, last]``: activations and logits have one trailing dim)."""
+    return x.ndim - mask.ndim - 1 if x.ndim > mask.ndim else 0
 
 
 def masked_loss(targets: Tensor, mask: Tensor) -> Metric:
@@ -83,11 +120,13 @@ def masked_loss(targets: Tensor, mask: Tensor) -> Metric:
     return Metric("loss", mask.bool(), targets=targets)
 
 
-def logit_diff(targets: Tensor, mask: Tensor) -> Metric:
-    """Target logit minus the mean logit, averaged over ``mask`` positions (linear in logits)."""
-    return Metric("logit_diff", mask.bool(), targets=targets)
+def logit_diff(targets: Tensor, mask: Tensor, wrong: Tensor | None = None) -> Metric:
+    """Target logit minus the mean logit (or minus the ``wrong`` id's logit), averaged over
+    ``mask`` positions (linear in the logits)."""
+    return Metric("logit_diff", mask.bool(), targets=targets, wrong=wrong)
 
 
 def kl_to_clean(clean_logits: Tensor, mask: Tensor) -> Metric:
-    """KL(clean || patched) of the next-token distributions, averaged over ``mask`` positions."""
+    """KL(clean || patched) of the next-token distributions, averaged over ``mask`` positions
+    (``clean_logits`` ``[batch, pos, d_vocab]`` or its rows at the mask ``[n_rows, d_vocab]``)."""
     return Metric("kl", mask.bool(), clean_logits=clean_logits.detach())

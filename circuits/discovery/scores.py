@@ -9,6 +9,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from circuits.discovery.graph import Graph
+from circuits.validation import check_int
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class EdgeScores:
     method: str
 
     def __post_init__(self) -> None:
+        if not isinstance(self.scores, Tensor):
+            raise TypeError(f"scores must be a tensor, got {type(self.scores).__name__}")
+        object.__setattr__(self, "scores", self.scores.detach().cpu())
         if self.scores.shape != (self.graph.n_edges,):
             raise ValueError(
                 f"scores must have shape [{self.graph.n_edges}], got {tuple(self.scores.shape)}"
@@ -38,7 +42,9 @@ class EdgeScores:
         return float(self.scores[self.graph.index(edge)])
 
     def top(self, k: int = 10) -> list[tuple[str, float]]:
-        """The ``k`` edges of largest ``|score|``, largest first, as ``(name, score)``."""
+        """The ``k`` edges of largest ``|score|``, largest first, as ``(name, score)``
+        (``k`` from 0 to ``n_edges``)."""
+        check_int(k, "k", 0, self.graph.n_edges)
         order = self.scores.abs().argsort(descending=True, stable=True)[:k]
         return [(self.graph.edges[i].name, float(self.scores[i])) for i in order.tolist()]
 
@@ -49,8 +55,7 @@ class EdgeScores:
         if threshold is not None:
             return self.scores.abs() > threshold
         assert k is not None
-        if not 0 <= k <= self.graph.n_edges:
-            raise ValueError(f"k={k} out of range [0, {self.graph.n_edges}]")
+        check_int(k, "k", 0, self.graph.n_edges)
         mask = torch.zeros(self.graph.n_edges, dtype=torch.bool)
         mask[self.scores.abs().argsort(descending=True, stable=True)[:k]] = True
         return mask
@@ -62,3 +67,10 @@ class EdgeScores:
 
     def as_dict(self) -> dict[str, float]:
         return {e.name: float(s) for e, s in zip(self.graph.edges, self.scores, strict=True)}
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{name} {score:+.3g}" for name, score in self.top(min(3, len(self))))
+        return f"EdgeScores({self.method!r}, {len(self)} {self.graph.level}s; top: {top})"
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])

@@ -48,8 +48,10 @@ def test_bad_edges_and_models_are_refused() -> None:
         g.index("L1H0->L0H0.q")
     with pytest.raises(ValueError, match="shape"):
         g.check_mask(torch.zeros(3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="shortformer"):
-        Graph(perturbed_model(**CONFIGS["shortformer"]))
+    with pytest.raises(ValueError, match="rotary"):
+        Graph(perturbed_model(positional_embedding_type="rotary"))
+    with pytest.raises(ValueError, match="level"):
+        Graph(perturbed_model(**CONFIGS["attn_only"]), level="heads")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Graph(torch.nn.Linear(2, 2))
 
