@@ -91,7 +91,7 @@ def load_gpt2(config_path: Path, weights_path: Path, source: str) -> HookedTrans
     where = f"{source}/{weights_path.name}"
     cfg_json = read_json(config_path)
     try:
-        cfg = config_from_gpt2(cfg_json)
+        cfg = config_from_gpt2(cfg_json).replace(model_name=Path(source).name or source)
     except (TypeError, ValueError) as e:
         raise PretrainedError(f"{source}/config.json: {e}") from None
     state: dict[str, Tensor] | None = None

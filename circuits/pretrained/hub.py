@@ -153,12 +153,17 @@ def offline_message(repo: str, filename: str, cache_dir: str | Path | None) -> s
 
     where = cache_dir or constants.HF_HUB_CACHE
     standin = STANDIN_HUB if STANDIN_HUB.is_dir() else Path("data/standin_hub")
+    held = sorted(
+        p.name.removeprefix("models--").replace("--", "/")
+        for p in (standin.iterdir() if standin.is_dir() else ())
+        if p.name.startswith("models--")
+    )
+    what = f"toy stand-ins of {', '.join(held)}" if held else "toy stand-ins"
     return (
         f"{repo}/{filename} is not in the Hugging Face cache ({where}) and the hub cannot be "
         f"reached (no network, or HF_HUB_OFFLINE=1): connect once to download it, or point "
         f"HF_HUB_CACHE (cache_dir= in Python) at a cache that has it; the shipped stand-in hub "
-        f"(toy models under the real names, not the real weights) loads offline with "
-        f"HF_HUB_CACHE={standin}"
+        f"({what}, not the real weights) loads offline with HF_HUB_CACHE={standin}"
     )
 
 
