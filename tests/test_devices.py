@@ -61,10 +61,11 @@ def test_forward_cache_generate_and_processing_follow_the_model(device: str) -> 
     logits, cache = model.run_with_cache(ids)  # CPU ids are moved to the model
     assert on(logits, device) and on(cache["blocks.1.attn.hook_pattern"], device)
     torch.testing.assert_close(logits.cpu(), cpu(ids), atol=1e-4, rtol=0)
-    out = model.generate(ids, 4, do_sample=False)
+    kw = dict(stop_at_eos=False, verbose=False)  # no tokenizer: no eos id to stop at
+    out = model.generate(ids, 4, do_sample=False, **kw)
     assert on(out, device)
-    assert torch.equal(out.cpu(), cpu.generate(ids, 4, do_sample=False))
-    assert torch.equal(model.generate(ids, 4, seed=1), model.generate(ids, 4, seed=1))
+    assert torch.equal(out.cpu(), cpu.generate(ids, 4, do_sample=False, **kw))
+    assert torch.equal(model.generate(ids, 4, seed=1, **kw), model.generate(ids, 4, seed=1, **kw))
     model.process_weights_()
     assert all(p.device.type == device for p in model.parameters())
     assert torch.device(model.cfg.device).type == device
@@ -151,8 +152,8 @@ def test_meta_device_computes_without_copying_back() -> None:
     logits, cache = model.run_with_cache(ids)
     assert on(logits, "meta") and logits.shape == (2, 12, 20)
     assert on(cache["blocks.0.hook_resid_post"], "meta")
-    assert model.generate(ids, 3, do_sample=False).shape == (2, 15)
-    assert on(model.generate(ids, 3, top_k=4, seed=0), "meta")
+    assert model.generate(ids, 3, do_sample=False, stop_at_eos=False).shape == (2, 15)
+    assert on(model.generate(ids, 3, top_k=4, seed=0, stop_at_eos=False), "meta")
     outputs = {
         "patterns": analysis.attention_patterns(model, ids),
         "K": analysis.composition_scores(model, "K"),

@@ -14,13 +14,20 @@ from contextlib import contextmanager
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import CONFIGS, perturbed_model
+from helpers import CONFIGS
+from helpers import perturbed_model as eval_model
 
 from circuits import HookedTransformer, ModelConfig
 from circuits.model import fast_path
 from circuits.model.fast_path import EXPLICIT_ATTENTION_MAX_POS
 from circuits.tasks import ShiftByOneTask
 from circuits.training import TrainConfig, train
+
+
+def perturbed_model(**overrides: object) -> HookedTransformer:
+    """The fast path runs in train mode only (eval mode is the hooked path's answer)."""
+    return eval_model(**overrides).train()
+
 
 ALL_CONFIGS = {
     **CONFIGS,

@@ -24,28 +24,29 @@ def prompt(batch: int = 2, pos: int = 5) -> torch.Tensor:
 
 def test_greedy_is_the_argmax_loop(model: HookedTransformer) -> None:
     tokens = prompt()
-    out = model.generate(tokens, max_new_tokens=6, do_sample=False)
+    out = model.generate(tokens, max_new_tokens=6, do_sample=False, stop_at_eos=False)
     expected = tokens
     for _ in range(6):  # an independent loop: run, take the argmax, append
         with torch.no_grad():
             nxt = model(expected)[:, -1].argmax(-1, keepdim=True)
         expected = torch.cat([expected, nxt], dim=1)
     assert torch.equal(out, expected)
-    assert torch.equal(model.generate(tokens, 6, temperature=0.0), expected)
-    assert torch.equal(model.generate(tokens, 6, top_k=1, seed=3), expected)
+    assert torch.equal(model.generate(tokens, 6, temperature=0.0, stop_at_eos=False), expected)
+    assert torch.equal(model.generate(tokens, 6, top_k=1, seed=3, stop_at_eos=False), expected)
 
 
 def test_seeded_sampling_is_reproducible_and_leaves_global_rng(model: HookedTransformer) -> None:
     tokens = prompt()
     state = torch.get_rng_state()
-    a = model.generate(tokens, 15, seed=1)
-    b = model.generate(tokens, 15, seed=1)
-    c = model.generate(tokens, 15, seed=2)
+    a = model.generate(tokens, 15, seed=1, stop_at_eos=False)
+    b = model.generate(tokens, 15, seed=1, stop_at_eos=False)
+    c = model.generate(tokens, 15, seed=2, stop_at_eos=False)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, b) and not torch.equal(a, c)
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     assert torch.equal(
-        model.generate(tokens, 15, generator=g1), model.generate(tokens, 15, generator=g2)
+        model.generate(tokens, 15, generator=g1, stop_at_eos=False),
+        model.generate(tokens, 15, generator=g2, stop_at_eos=False),
     )
     assert a.shape == (2, 20) and torch.equal(a[:, :5], tokens)
 
@@ -95,7 +96,7 @@ def test_freq_penalty_lowers_repeated_ids() -> None:
 
 def test_stops_at_eos_and_pads_finished_rows(model: HookedTransformer) -> None:
     tokens = prompt()
-    greedy = model.generate(tokens, 8, do_sample=False)
+    greedy = model.generate(tokens, 8, do_sample=False, stop_at_eos=False)
     eos = int(greedy[0, 7])  # row 0's third new token
     out = model.generate(tokens, 8, do_sample=False, eos_token_id=eos)
     first = [
@@ -118,7 +119,7 @@ def test_stops_at_eos_and_pads_finished_rows(model: HookedTransformer) -> None:
 
 def test_stops_early_when_all_rows_finish(model: HookedTransformer) -> None:
     tokens = prompt(batch=1)
-    greedy = model.generate(tokens, 8, do_sample=False)
+    greedy = model.generate(tokens, 8, do_sample=False, stop_at_eos=False)
     eos = int(greedy[0, 6])
     out = model.generate(tokens, 8, do_sample=False, eos_token_id=[eos, 19])
     stop = int((greedy[0, 5:] == eos).nonzero()[0]) + 5 + 1
@@ -128,8 +129,8 @@ def test_stops_early_when_all_rows_finish(model: HookedTransformer) -> None:
 def test_respects_n_ctx(model: HookedTransformer) -> None:
     tokens = prompt(pos=20)
     with pytest.raises(ValueError, match="n_ctx"):
-        model.generate(tokens, 5)
-    out = model.generate(tokens, 10, do_sample=False, sliding_window=True)
+        model.generate(tokens, 5, stop_at_eos=False)
+    out = model.generate(tokens, 10, do_sample=False, sliding_window=True, stop_at_eos=False)
     assert out.shape == (2, 30)
     with torch.no_grad():  # the last step saw only the last n_ctx ids
         assert torch.equal(out[:, -1], model(out[:, -25:-1])[:, -1].argmax(-1))
@@ -137,9 +138,9 @@ def test_respects_n_ctx(model: HookedTransformer) -> None:
 
 def test_one_dimensional_prompt_and_zero_new_tokens(model: HookedTransformer) -> None:
     tokens = prompt(batch=1)[0]
-    out = model.generate(tokens, 3, do_sample=False)
+    out = model.generate(tokens, 3, do_sample=False, stop_at_eos=False)
     assert out.shape == (8,)
-    assert torch.equal(model.generate(tokens, 0), tokens)
+    assert torch.equal(model.generate(tokens, 0, stop_at_eos=False), tokens)
 
 
 @pytest.mark.parametrize(
@@ -155,15 +156,19 @@ def test_one_dimensional_prompt_and_zero_new_tokens(model: HookedTransformer) ->
         (dict(eos_token_id=20), "eos_token_id"),
         (dict(seed=1, generator=torch.Generator()), "not both"),
         (dict(freq_penalty=-1.0), "freq_penalty"),
-        # A generator on another device than the model (a stand-in: no accelerator needed).
-        (dict(generator=SimpleNamespace(device=torch.device("cuda"))), "generator is on"),
     ],
 )
 def test_bad_arguments_raise_value_error(
     model: HookedTransformer, kwargs: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
-        generate(model, prompt(), **kwargs)
+        generate(model, prompt(), stop_at_eos=False, **kwargs)
+
+
+def test_a_generator_that_is_not_one_is_a_type_error(model: HookedTransformer) -> None:
+    # (A generator on another device than the model is tests/test_devices.py's, on a GPU.)
+    with pytest.raises(TypeError, match=r"torch\.Generator"):
+        generate(model, prompt(), stop_at_eos=False, generator=SimpleNamespace(device="cuda"))
 
 
 def test_bad_input_raises(model: HookedTransformer) -> None:

@@ -146,7 +146,7 @@ def test_unembed_hooks_and_hook_tokens() -> None:
 
 
 def test_switches_send_every_block_down_the_hooked_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = model_with()
+    model = model_with().train()  # the fast path runs in train mode only
     calls = []
     original = fast_path.block_forward
     monkeypatch.setattr(

@@ -100,7 +100,7 @@ def test_padding_changes_nothing_at_real_tokens(model: HookedTransformer, side: 
 def test_a_mask_of_ones_is_no_mask_and_steps_the_fast_path_aside(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    model = perturbed_model()
+    model = perturbed_model().train()  # the fast path runs in train mode only
     calls: list[int] = []
     original = fast_path.block_forward
     monkeypatch.setattr(
@@ -255,5 +255,5 @@ def test_to_tokens_refuses_what_it_cannot_take(bad: object) -> None:
 
 def test_kv_cache_and_text_options_are_refused_by_name() -> None:
     model = perturbed_model()
-    with pytest.raises(ValueError, match="past_kv_cache"):
+    with pytest.raises(TypeError, match="past_kv_cache"):
         model(TOKENS, past_kv_cache=object())

@@ -199,7 +199,8 @@ class Attention(nn.Module):
         k, v = self._repeat_kv(k), self._repeat_kv(v)
         scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k")
         n = scores.shape[-1]
-        allowed = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
+        allowed = torch.ones(n, n, dtype=torch.bool, device=scores.device)
+        allowed = allowed.tril() if self.cfg.attention_dir == "causal" else allowed
         if attention_mask is not None:
             allowed = allowed & attention_mask.bool()[:, None, None, :]
         # In place: the same numbers as TransformerLens's `scores / scale` then masking, without

@@ -1,23 +1,29 @@
-"""Sampling token ids from a tokenizer-free model, as TransformerLens 3.x's ``generate`` does.
+"""Sampling from a model, as TransformerLens 3's ``generate`` and ``generate_stream`` do.
 
-Greedy or sampled (temperature, top-k, top-p, frequency penalty), reproducible through a
-``seed`` or a ``torch.Generator``, stopping at an end-of-sequence id. Each step reruns the
-model on the whole sequence (no key-value cache: the toy models here are small).
+Functions over a model (anything with :class:`circuits.HookedTransformer`'s ``cfg``, ``embed``,
+``forward`` and text methods); the model's methods are one-line calls here, so this module never
+imports the model class. Greedy or sampled (temperature, top-k, top-p, frequency penalty),
+reproducible through ``seed`` or a ``torch.Generator``, stopping at end-of-sequence ids. With
+``use_past_kv_cache`` (the default, as in TL3) each step runs only the new position against
+the stored keys and values (:mod:`circuits.model.kv_cache`); the ids are the same as without
+the cache and the logits agree to float rounding (tests check 1e-5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from circuits.validation import check_tokens
+from circuits.model import kv_cache
+from circuits.validation import check_int, check_tokens
 
-if TYPE_CHECKING:
-    from circuits.model import HookedTransformer
+RETURN_TYPES = ("input", "str", "tokens", "embeds")
 
 
 def sample_logits(
@@ -36,80 +42,156 @@ def sample_logits(
     Greedy (argmax) when ``do_sample`` is False or ``temperature`` is 0. Otherwise the logits
     are divided by ``temperature``, lowered by ``freq_penalty`` times each id's count in
     ``tokens``, cut to the ``top_k`` largest or to the smallest set whose probability exceeds
-    ``top_p`` (the first token always stays), and sampled with ``generator``.
+    ``top_p`` (the first token always stays), and sampled with ``generator``. A temperature so
+    small that the scaled logits overflow float64 is its limit, the argmax.
+
+    Raises:
+        ValueError: a bad argument, or logits with NaN or +inf (a broken model) or a row that
+            is all -inf.
+        TypeError: ``generator`` is not a ``torch.Generator``.
     """
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or not logits.is_floating_point():
+        raise ValueError("logits must be a float tensor [batch, d_vocab]")
+    check_sampling(logits.shape[-1], temperature, top_k, top_p, freq_penalty)
+    check_generator(generator, None)
+    if logits.device.type != "meta":
+        if bool((logits.isnan() | (logits == math.inf)).any()):
+            raise ValueError("the logits contain NaN or +inf: the model's output is broken")
+        if bool((logits == -math.inf).all(dim=-1).any()):
+            raise ValueError("a row of logits is all -inf: no token can be sampled")
     if not do_sample or temperature == 0.0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    # float64: a tiny temperature (1e-45) overflows float32 but is still an ordering here.
+    scaled = logits.double() / temperature
+    if logits.device.type != "meta" and bool((scaled == math.inf).any()):
+        return logits.argmax(dim=-1)  # the temperature -> 0 limit
     if freq_penalty:
         if tokens is None:
             raise ValueError("freq_penalty needs the tokens generated so far")
-        counts = torch.zeros_like(logits)
-        ids = tokens.clamp(max=logits.shape[-1] - 1)
-        counts.scatter_add_(-1, ids, (tokens < logits.shape[-1]).to(logits.dtype))
-        logits = logits - freq_penalty * counts
+        counts = torch.zeros_like(scaled)
+        ids = tokens.clamp(max=scaled.shape[-1] - 1)
+        counts.scatter_add_(-1, ids, (tokens < scaled.shape[-1]).to(scaled.dtype))
+        scaled = scaled - freq_penalty * counts
     if top_k is not None:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        kth = scaled.topk(top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
     elif top_p is not None:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        sorted_logits, order = scaled.sort(dim=-1, descending=True)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         # Drop a token once the ones before it already exceed top_p; keep the first.
         drop = torch.zeros_like(cumulative, dtype=torch.bool)
         drop[..., 1:] = cumulative[..., :-1] > top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = logits.softmax(dim=-1)
+        scaled = scaled.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = scaled.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check_args(
-    model: HookedTransformer,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    freq_penalty: float,
-) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise ValueError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if not isinstance(temperature, int | float) or not temperature >= 0:
-        raise ValueError(f"temperature must be a float >= 0, got {temperature!r}")
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_sampling(d_out: int, temperature: Any, top_k: Any, top_p: Any, freq_penalty: Any) -> None:
+    """One ``ValueError`` for a bad sampling argument, before any work."""
+    if not _number(temperature) or not temperature >= 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if top_k is not None and top_p is not None:
         raise ValueError("pass top_k or top_p, not both (TransformerLens would ignore top_p)")
-    d_out = model.cfg.d_vocab_out
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= d_out
-    ):
-        raise ValueError(f"top_k must be an int in [1, {d_out}], got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
+    if top_k is not None:
+        check_int(top_k, "top_k", 1, d_out)
+    if top_p is not None and (not _number(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    if not isinstance(freq_penalty, int | float) or not freq_penalty >= 0:
-        raise ValueError(f"freq_penalty must be >= 0, got {freq_penalty!r}")
-    if d_out > model.cfg.d_vocab:
-        raise ValueError(
-            f"cannot generate: outputs go up to id {d_out - 1} but inputs stop at "
-            f"{model.cfg.d_vocab - 1} (d_vocab_out > d_vocab)"
-        )
+    if not _number(freq_penalty) or not 0 <= freq_penalty < math.inf:
+        raise ValueError(f"freq_penalty must be a finite number >= 0, got {freq_penalty!r}")
 
 
-def _eos_ids(eos_token_id: int | Sequence[int] | None, d_vocab_out: int) -> list[int]:
+def check_generator(generator: Any, seed: Any) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if seed is not None:
+        check_int(seed, "seed", 0)
+    if generator is not None and seed is not None:
+        raise ValueError("pass seed or generator, not both")
+
+
+def _eos_ids(model: Any, stop_at_eos: bool, eos_token_id: Any) -> tuple[list[int], int]:
+    """The stop ids and the id that pads finished rows (TL3's rule)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    tok_eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+    if not stop_at_eos and eos_token_id is None:
+        return [], 0
     if eos_token_id is None:
-        return []
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if tok_eos is None:
+            raise ValueError(
+                "stop_at_eos=True needs an end-of-sequence id: pass eos_token_id=..., or "
+                "stop_at_eos=False (this model has no tokenizer with an eos_token_id)"
+            )
+        eos_token_id = tok_eos
+    ids = [eos_token_id] if not isinstance(eos_token_id, Sequence) else list(eos_token_id)
+    if not ids:
+        raise ValueError("eos_token_id is an empty list")
+    d_out = model.cfg.d_vocab_out
     for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d_vocab_out:
-            raise ValueError(f"eos_token_id must be ids in [0, {d_vocab_out}), got {i!r}")
-    return ids
+        check_int(i, "eos_token_id", 0, d_out - 1)
+    pad = ids[0] if isinstance(eos_token_id, int) or tok_eos is None else tok_eos
+    return (ids, pad) if stop_at_eos else ([], 0)  # validated either way
+
+
+class _Prompt:
+    """What ``generate`` was given, as ids (or embeddings), an optional padding mask, and how
+    to give the result back."""
+
+    def __init__(self, model: Any, input: Any, prepend_bos: Any, padding_side: Any) -> None:
+        self.text = isinstance(input, str) or (
+            isinstance(input, list) and len(input) > 0 and all(isinstance(s, str) for s in input)
+        )
+        self.single_text = isinstance(input, str) or (self.text and len(input) == 1)
+        self.squeeze = False
+        self.mask: Tensor | None = None
+        self.embeds: Tensor | None = None
+        self.tokens: Tensor | None = None
+        cfg = model.cfg
+        if self.text:
+            # A batch of prompts is padded on the left, so every row's last position is real.
+            side = "left" if isinstance(input, list) and len(input) > 1 else padding_side
+            ids, mask = model.tokenize(input, prepend_bos, side)
+            self.tokens = ids
+            self.mask = None if bool(mask.all()) else mask
+        elif isinstance(input, Tensor) and input.is_floating_point():
+            if input.ndim != 3 or input.shape[-1] != cfg.d_model or input.shape[1] > cfg.n_ctx:
+                raise ValueError(
+                    f"embeddings must be [batch, pos <= {cfg.n_ctx}, d_model={cfg.d_model}], "
+                    f"got {tuple(input.shape)}"
+                )
+            self.embeds = input
+        elif isinstance(input, Tensor):
+            self.squeeze = input.ndim == 1
+            self.tokens = check_tokens(input, cfg.d_vocab, cfg.n_ctx, name="input")
+        else:
+            raise TypeError(
+                "input must be a string, a list of strings, token ids [batch, pos] or "
+                f"embeddings [batch, pos, d_model], got {type(input).__name__}"
+            )
+        device = model.W_E.device
+        if self.tokens is not None:
+            self.tokens = self.tokens.to(device)
+        if self.mask is not None:
+            self.mask = self.mask.to(device)
+        if self.embeds is not None:
+            self.embeds = self.embeds.to(device)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        x = self.tokens if self.tokens is not None else self.embeds
+        assert x is not None
+        return int(x.shape[0]), int(x.shape[1])
 
 
 @torch.no_grad()
-def generate(
-    model: HookedTransformer,
-    input: Int[Tensor, "batch pos"] | Int[Tensor, " pos"],
+def generate_stream(
+    model: Any,
+    input: Any = "",
     max_new_tokens: int = 10,
-    *,
+    max_tokens_per_yield: int = 25,
     stop_at_eos: bool = True,
     eos_token_id: int | Sequence[int] | None = None,
     do_sample: bool = True,
@@ -117,56 +199,170 @@ def generate(
     top_p: float | None = None,
     temperature: float = 1.0,
     freq_penalty: float = 0.0,
+    use_past_kv_cache: bool = True,
+    prepend_bos: bool | None = None,
+    padding_side: str | None = None,
+    return_type: str | None = "input",
+    verbose: bool = True,
+    *,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     sliding_window: bool = False,
-    verbose: bool = False,
-) -> Int[Tensor, "batch new_pos"]:
-    """Extends token ids with the model's predictions.
+) -> Iterator[Any]:
+    """Yields the new ids ``[batch, k]`` (or their text) every ``max_tokens_per_yield`` steps.
+
+    Arguments as :func:`generate`; the pieces joined are :func:`generate`'s new ids.
+    """
+    check_int(max_tokens_per_yield, "max_tokens_per_yield", 1)
+    steps = _steps(
+        model, input, max_new_tokens, stop_at_eos, eos_token_id, do_sample, top_k, top_p,
+        temperature, freq_penalty, use_past_kv_cache, prepend_bos, padding_side, verbose,
+        seed, generator, sliding_window,
+    )  # fmt: skip
+    prompt = next(steps)
+    text = return_type == "str" or (return_type == "input" and prompt.text)
+    pending: list[Tensor] = []
+    for new in steps:
+        pending.append(new[:, None])
+        if len(pending) == max_tokens_per_yield:
+            yield _piece(model, pending, text)
+            pending = []
+    if pending:
+        yield _piece(model, pending, text)
+
+
+def _piece(model: Any, pending: list[Tensor], text: bool) -> Any:
+    ids = torch.cat(pending, dim=1)
+    if not text:
+        return ids
+    out = [model.tokenizer.decode(row, skip_special_tokens=True) for row in ids.tolist()]
+    return out[0] if len(out) == 1 else out
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    input: Any = "",
+    max_new_tokens: int = 10,
+    stop_at_eos: bool = True,
+    eos_token_id: int | Sequence[int] | None = None,
+    do_sample: bool = True,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    temperature: float = 1.0,
+    freq_penalty: float = 0.0,
+    use_past_kv_cache: bool = True,
+    prepend_bos: bool | None = None,
+    padding_side: str | None = None,
+    return_type: str | None = "input",
+    verbose: bool = True,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sliding_window: bool = False,
+) -> Any:
+    """Extends a prompt with the model's predictions (TransformerLens 3's ``generate``).
 
     Args:
-        model: The model (eval mode is the caller's choice, as in TransformerLens).
-        input: Prompt ids ``[batch, pos]`` or ``[pos]``.
+        model: A :class:`circuits.HookedTransformer`.
+        input: A string, a list of strings (padded on the left), token ids ``[batch, pos]``
+            (or ``[pos]``), or embeddings ``[batch, pos, d_model]``.
         max_new_tokens: Most ids to append.
-        stop_at_eos: Stop a sequence at ``eos_token_id`` (only if one is given: there is no
-            tokenizer to supply it); finished sequences are padded with their eos id, and
-            generation ends when every sequence has finished.
+        stop_at_eos: Stop a sequence at an end-of-sequence id (``eos_token_id``, else the
+            tokenizer's; with neither this is an error, as in TL3). Finished sequences are
+            padded with the eos id; generation ends when all have finished.
         eos_token_id: End-of-sequence id, or several.
         do_sample: Sample; False is greedy (so is ``temperature=0``).
         top_k, top_p: Keep the ``top_k`` likeliest ids, or the nucleus of mass ``top_p``.
         temperature: Divides the logits before sampling.
-        freq_penalty: Subtracted from a logit once per earlier occurrence of its id.
+        freq_penalty: Subtracted from a logit once per earlier occurrence of its id (needs ids).
+        use_past_kv_cache: Run each step on the new position only, against cached keys and
+            values (the same ids; see :mod:`circuits.model.kv_cache`).
+        prepend_bos, padding_side: For text input, as in ``to_tokens``.
+        return_type: "input" (the input's kind), "str", "tokens" or "embeds". For embeddings
+            input, "str" and "tokens" give the new ids only, as in TL3.
+        verbose: Show a progress bar.
         seed: Seeds a private ``torch.Generator`` (the global RNG is not touched).
         generator: A generator to draw from instead (on the model's device).
-        sliding_window: Past ``n_ctx``, feed the model the last ``n_ctx`` ids; by default a
-            request that would exceed ``n_ctx`` is refused.
-        verbose: Unused (TransformerLens's progress bar).
+        sliding_window: Past ``n_ctx``, feed the model the last ``n_ctx`` positions (without
+            the cache); by default a request that would exceed ``n_ctx`` is refused.
 
     Returns:
-        ``[batch, pos + n]`` ids (``[pos + n]`` for a 1-D prompt), ``n <= max_new_tokens``.
+        Text (one string for one prompt), ids ``[batch, pos + n]`` (``[pos + n]`` for a 1-D
+        prompt) or embeddings ``[batch, pos + n, d_model]``, ``n <= max_new_tokens``.
 
     Raises:
-        ValueError: Bad ids or arguments, or ``pos + max_new_tokens > n_ctx`` without
-            ``sliding_window``.
+        ValueError: bad ids or arguments, a prompt plus ``max_new_tokens`` over ``n_ctx``
+            without ``sliding_window``, or NaN logits.
+        TypeError: an input or generator of the wrong type.
     """
-    del verbose
-    if not isinstance(input, Tensor):
-        raise TypeError(f"input must be a tensor of token ids, got {type(input).__name__}")
-    squeeze = input.dim() == 1
-    tokens = check_tokens(input, model.cfg.d_vocab, model.cfg.n_ctx, name="input")
-    _check_args(model, max_new_tokens, temperature, top_k, top_p, freq_penalty)
-    eos = _eos_ids(eos_token_id, model.cfg.d_vocab_out)
-    n_ctx = model.cfg.n_ctx
-    if not sliding_window and tokens.shape[1] + max_new_tokens > n_ctx:
-        raise ValueError(
-            f"prompt of {tokens.shape[1]} ids + max_new_tokens={max_new_tokens} exceeds "
-            f"n_ctx={n_ctx}; shorten it or pass sliding_window=True"
-        )
-    if generator is not None and seed is not None:
-        raise ValueError("pass seed or generator, not both")
-    # Validated where they are, then moved to the model (never the weights to the ids).
+    if return_type not in RETURN_TYPES:
+        raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+    steps = _steps(
+        model, input, max_new_tokens, stop_at_eos, eos_token_id, do_sample, top_k, top_p,
+        temperature, freq_penalty, use_past_kv_cache, prepend_bos, padding_side, verbose,
+        seed, generator, sliding_window,
+    )  # fmt: skip
+    prompt: _Prompt = next(steps)
+    batch = prompt.shape[0]
     device = model.W_E.device
-    tokens = tokens.to(device)
+    new_ids = [new[:, None] for new in steps]
+    generated = torch.cat(new_ids, dim=1) if new_ids else torch.empty(batch, 0, device=device)
+    generated = generated.long()
+    if return_type == "input":
+        return_type = "str" if prompt.text else "tokens" if prompt.embeds is None else "embeds"
+    if return_type == "embeds":
+        start = prompt.embeds if prompt.embeds is not None else model.embed(prompt.tokens)
+        return torch.cat([start, model.embed(generated)], dim=1)
+    ids = generated if prompt.tokens is None else torch.cat([prompt.tokens, generated], dim=1)
+    if return_type == "tokens":
+        return ids[0] if prompt.squeeze else ids
+    if model.tokenizer is None:
+        raise ValueError("return_type='str' needs a tokenizer; this model has none")
+    texts = [model.tokenizer.decode(row, skip_special_tokens=True) for row in ids.tolist()]
+    return texts[0] if len(texts) == 1 else texts
+
+
+def _steps(
+    model: Any,
+    input: Any,
+    max_new_tokens: int,
+    stop_at_eos: bool,
+    eos_token_id: Any,
+    do_sample: bool,
+    top_k: Any,
+    top_p: Any,
+    temperature: Any,
+    freq_penalty: Any,
+    use_past_kv_cache: bool,
+    prepend_bos: Any,
+    padding_side: Any,
+    verbose: bool,
+    seed: Any,
+    generator: Any,
+    sliding_window: bool,
+) -> Iterator[Any]:
+    """Yields the validated prompt, then each step's new ids ``[batch]``."""
+    cfg = model.cfg
+    check_int(max_new_tokens, "max_new_tokens", 0)
+    check_sampling(cfg.d_vocab_out, temperature, top_k, top_p, freq_penalty)
+    check_generator(generator, seed)
+    if cfg.d_vocab_out > cfg.d_vocab:
+        raise ValueError(
+            f"cannot generate: outputs go up to id {cfg.d_vocab_out - 1} but inputs stop at "
+            f"{cfg.d_vocab - 1} (d_vocab_out > d_vocab)"
+        )
+    prompt = _Prompt(model, input, prepend_bos, padding_side)
+    eos, pad = _eos_ids(model, stop_at_eos, eos_token_id)
+    batch, pos = prompt.shape
+    if freq_penalty and prompt.tokens is None:
+        raise ValueError("freq_penalty needs token ids: it counts earlier ids (not embeddings)")
+    if not sliding_window and pos + max_new_tokens > cfg.n_ctx:
+        raise ValueError(
+            f"prompt of {pos} positions + max_new_tokens={max_new_tokens} exceeds "
+            f"n_ctx={cfg.n_ctx}; shorten it or pass sliding_window=True"
+        )
+    device = model.W_E.device
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"generator is on {generator.device}, the model on {device}: make it there "
@@ -174,13 +370,32 @@ def generate(
         )
     if generator is None and seed is not None and device.type != "meta":
         generator = torch.Generator(device=device).manual_seed(seed)
-    finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-    pad = torch.tensor(eos[0] if eos else 0, device=tokens.device)
-    eos_tensor = torch.tensor(eos, dtype=tokens.dtype, device=tokens.device)
-    for _ in range(max_new_tokens):
-        logits = model(tokens[:, -n_ctx:])[:, -1, :]
+    yield prompt
+
+    bidirectional = getattr(cfg, "attention_dir", "causal") != "causal"
+    cached = use_past_kv_cache and not bidirectional and pos + max_new_tokens <= cfg.n_ctx
+    cache = kv_cache.HookedTransformerKeyValueCache.init_cache(cfg, device, batch, model.W_E.dtype)
+    tokens, embeds, mask = prompt.tokens, prompt.embeds, prompt.mask
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    eos_tensor = torch.tensor(eos, dtype=torch.long, device=device)
+    new: Tensor | None = None
+    for _ in tqdm(range(max_new_tokens), disable=not verbose, desc="generate"):
+        if cached and new is not None:
+            logits = kv_cache.forward(model, new[:, None], cache)
+        elif cached:
+            logits = kv_cache.forward(model, tokens, cache, embeds=embeds, attention_mask=mask)
+        elif embeds is not None:  # the cached forward on a fresh cache is the full forward
+            fresh = kv_cache.HookedTransformerKeyValueCache.init_cache(
+                cfg, device, batch, model.W_E.dtype
+            )
+            window = slice(-cfg.n_ctx, None)
+            logits = kv_cache.forward(model, None, fresh, embeds=embeds[:, window])
+        else:
+            assert tokens is not None
+            window_mask = None if mask is None else mask[:, -cfg.n_ctx :]
+            logits = model(tokens[:, -cfg.n_ctx :], attention_mask=window_mask)
         new = sample_logits(
-            logits,
+            logits[:, -1, :],
             do_sample=do_sample,
             temperature=temperature,
             top_k=top_k,
@@ -189,72 +404,30 @@ def generate(
             tokens=tokens,
             generator=generator,
         )
-        if stop_at_eos and eos:
-            new = torch.where(finished, pad, new)
+        if eos:
+            new = torch.where(finished, torch.tensor(pad, device=device), new)
             finished |= torch.isin(new, eos_tensor)
-        tokens = torch.cat([tokens, new[:, None].to(tokens.dtype)], dim=1)
+        if tokens is not None:
+            tokens = torch.cat([tokens, new[:, None].to(tokens.dtype)], dim=1)
+        if embeds is not None:
+            embeds = torch.cat([embeds, model.embed(new[:, None])], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        yield new
         # (A meta tensor has no values: shapes only, so no early stop there.)
-        if stop_at_eos and eos and device.type != "meta" and bool(finished.all()):
+        if eos and device.type != "meta" and bool(finished.all()):
             break
-    return tokens[0] if squeeze else tokens
 
 
 class GenerationMixin:
-    """``generate`` as a method of :class:`circuits.HookedTransformer`."""
+    """``generate`` and ``generate_stream`` as methods of :class:`circuits.HookedTransformer`."""
 
-    def generate(
-        self,
-        input: Int[Tensor, "batch pos"] | Int[Tensor, " pos"],
-        max_new_tokens: int = 10,
-        *,
-        stop_at_eos: bool = True,
-        eos_token_id: int | Sequence[int] | None = None,
-        do_sample: bool = True,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        temperature: float = 1.0,
-        freq_penalty: float = 0.0,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        sliding_window: bool = False,
-        verbose: bool = False,
-        prepend_bos: bool | None = None,
-        return_type: Literal["input", "str", "tokens"] = "input",
-    ) -> Any:
-        """Token ids in, token ids out: see :func:`circuits.model.generation.generate`.
+    def generate(self, input: Any = "", max_new_tokens: int = 10, *args: Any, **kw: Any) -> Any:
+        """See :func:`circuits.model.generation.generate` (TL3's signature and defaults)."""
+        return generate(self, input, max_new_tokens, *args, **kw)
 
-        With a tokenizer, a prompt string works as in TransformerLens: it is tokenized
-        (``prepend_bos`` as in ``to_tokens``), generation stops at the tokenizer's EOS unless
-        ``eos_token_id`` says otherwise, and the continued text comes back as a string
-        (``return_type="input"`` or ``"str"``; ``"tokens"`` gives the ids).
-        """
-        if return_type not in ("input", "str", "tokens"):
-            raise ValueError(f"return_type must be 'input', 'str' or 'tokens', got {return_type!r}")
-        model = cast("HookedTransformer", self)
-        text = isinstance(input, str)
-        if isinstance(input, list | tuple) and input and all(isinstance(s, str) for s in input):
-            raise ValueError("generate takes one prompt string at a time (or a batch of ids)")
-        if text:
-            input = model.to_tokens(input, prepend_bos=prepend_bos)  # needs a tokenizer
-            if eos_token_id is None and stop_at_eos:
-                eos_token_id = model.tokenizer.eos_token_id
-        out = generate(
-            model,
-            input,
-            max_new_tokens,
-            stop_at_eos=stop_at_eos,
-            eos_token_id=eos_token_id,
-            do_sample=do_sample,
-            top_k=top_k,
-            top_p=top_p,
-            temperature=temperature,
-            freq_penalty=freq_penalty,
-            seed=seed,
-            generator=generator,
-            sliding_window=sliding_window,
-            verbose=verbose,
-        )
-        if not text or return_type == "tokens":
-            return out
-        bos = model.default_prepend_bos if prepend_bos is None else prepend_bos
-        return model.to_string(out[0, 1:] if bos else out[0])
+    def generate_stream(
+        self, input: Any = "", max_new_tokens: int = 10, *args: Any, **kw: Any
+    ) -> Iterator[Any]:
+        """See :func:`circuits.model.generation.generate_stream`."""
+        return generate_stream(self, input, max_new_tokens, *args, **kw)

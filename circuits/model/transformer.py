@@ -6,10 +6,12 @@ expect it, and TransformerLens's utilities accept the model. It is built on
 ``transformer_lens.HookedRootModule``: ``run_with_hooks``, ``run_with_cache`` and ``hooks()``
 come from there. The layers are in :mod:`circuits.model.components`.
 
-``TransformerBlock.forward`` is the spelled-out computation that every hook sees. A block with
-no hook attached runs through :mod:`circuits.model.fast_path` instead (fused projections and
-attention kernels, the same numbers); the choice is per block, so caching one layer leaves the
-others fast.
+``TransformerBlock.forward`` is the spelled-out computation that every hook sees, and the one
+``model(x)`` runs in eval mode, so ``model(x)``, ``run_with_cache(x)[0]`` and ``run_with_hooks``
+with an identity hook give bit-identical logits (as in TransformerLens 3). In train mode
+(``model.train()``: the trainer's forward), a block with no hook attached runs through
+:mod:`circuits.model.fast_path` instead (fused projections and attention kernels, the same
+function up to float rounding); the choice is per block. A new model starts in eval mode.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from transformer_lens.HookedRootModule import HookedRootModule
 from circuits import checkpoint
 from circuits.config import ModelConfig
 from circuits.losses import cross_entropy
-from circuits.model import fast_path, processing
+from circuits.model import fast_path, kv_cache, processing, tl3_config
 from circuits.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from circuits.model.generation import GenerationMixin
 from circuits.model.hook_aliases import HookAliasMixin
 from circuits.model.processing import StateDict
 from circuits.model.state_dict import to_tl3_state_dict
 from circuits.model.text import TextMixin, is_text
+from circuits.model.tl3_methods import TL3Mixin
 from circuits.model.weights import WeightsMixin
 from circuits.validation import check_tokens
 
@@ -43,6 +46,7 @@ ReturnType = Literal["logits", "loss", "both"] | None
 
 
 class HookedTransformer(
+    TL3Mixin,
     TextMixin,
     WeightsMixin,
     GenerationMixin,
@@ -56,13 +60,21 @@ class HookedTransformer(
     ``[0, d_vocab)``, length over ``n_ctx``, non-integer dtype, wrong rank).
 
     Args:
-        cfg: The architecture; weights are initialised from ``cfg.seed``.
+        cfg: The architecture; weights are initialised from ``cfg.seed``. A TL3
+            ``HookedTransformerConfig`` or a dict of its fields works too (see
+            :mod:`circuits.model.tl3_config`).
+        tokenizer, move_to_device, default_padding_side: As in TransformerLens 3.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(
+        self,
+        cfg: ModelConfig | tl3_config.HookedTransformerConfig | dict[str, Any],
+        tokenizer: Any = None,
+        move_to_device: bool = True,
+        default_padding_side: str | None = None,
+    ):
         super().__init__()
-        if not isinstance(cfg, ModelConfig):
-            raise TypeError(f"cfg must be a circuits.ModelConfig, got {type(cfg).__name__}")
+        cfg, tl3, tokenizer = tl3_config.build_args(cfg, tokenizer)
         cfg.check_fits()  # a clear error, not the allocator's, for sizes that cannot fit
         self._cfg = cfg
         if cfg.use_hook_tokens:
@@ -78,6 +90,8 @@ class HookedTransformer(
         self.unembed = Unembed(cfg)
         self.init_weights()
         self.setup()
+        self.eval()  # model(x) is the hooked path's answer until model.train()
+        tl3_config.finish(self, tl3, tokenizer, move_to_device, default_padding_side)
 
     @property
     def cfg(self) -> ModelConfig:
@@ -145,14 +159,23 @@ class HookedTransformer(
 
     # --- the forward pass ---
     def input_to_embed(
-        self, input: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None
+        self,
+        input: Int[Tensor, "batch pos"] | str | list[str],
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        attention_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Token ids to the first residual stream, as TransformerLens 3.x.
+        """Token ids (or text, tokenized with ``prepend_bos``/``padding_side``) to the first
+        residual stream, as TransformerLens 3.x.
 
         Returns:
             ``(residual [batch, pos, d_model], tokens [batch, pos], shortformer_pos_embed
             [batch, pos, d_model] or None, attention_mask [batch, pos] or None)``.
         """
+        if is_text(input):
+            input, text_mask = self.tokenize(input, prepend_bos, padding_side)  # type: ignore[arg-type]
+            if attention_mask is None and not bool(text_mask.all()):
+                attention_mask = text_mask
         tokens = check_tokens(input, self.cfg.d_vocab, self.cfg.n_ctx, device=self.W_E.device)
         attention_mask = self._check_attention_mask(attention_mask, tokens)
         copy = "" in self._hooked_parts()  # a hook must never see (or edit) our storage
@@ -185,7 +208,7 @@ class HookedTransformer(
         padding_side: str | None = None,
         past_kv_cache: Any = None,
     ) -> Any:
-        """Runs the model (TransformerLens 3.x's signature, without a tokenizer or KV cache).
+        """Runs the model (TransformerLens 3.x's signature).
 
         Args:
             input: Token ids ``[batch, pos]`` (or ``[pos]``) in ``[0, d_vocab)``; with
@@ -203,11 +226,11 @@ class HookedTransformer(
             targets: Target ids ``[batch, pos]`` for the loss; by default the next token
                 (language-model loss over ``pos - 1`` positions).
             loss_mask: Bool ``[batch, pos]``: positions that count in the loss.
+            past_kv_cache: A :class:`~circuits.model.kv_cache.HookedTransformerKeyValueCache`:
+                ``input`` is the positions after the cached ones (see that module).
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"unknown return_type {return_type!r}")
-        if past_kv_cache is not None:
-            raise ValueError("past_kv_cache is not supported by circuits models")
         if is_text(input):  # text needs the tokenizer; padding comes with its mask
             input, text_mask = self.tokenize(input, prepend_bos, padding_side)  # type: ignore[arg-type]
             input = input.to(self.W_E.device)
@@ -215,9 +238,15 @@ class HookedTransformer(
                 attention_mask = text_mask.to(self.W_E.device)
         elif prepend_bos or padding_side is not None:
             raise ValueError("prepend_bos/padding_side apply to text input only")
+        if past_kv_cache is not None:
+            if start_at_layer is not None or stop_at_layer is not None:
+                raise ValueError("past_kv_cache runs the whole model: no start/stop_at_layer")
+            return kv_cache.forward(
+                self, input, past_kv_cache, attention_mask=attention_mask, return_type=return_type
+            )
         if start_at_layer is None:
             residual, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
-                input, attention_mask
+                input, attention_mask=attention_mask
             )
         else:
             residual = self._check_residual(input, "input (with start_at_layer)")
@@ -227,7 +256,8 @@ class HookedTransformer(
             if self._hooked_parts():
                 residual = residual.clone()  # a hook may edit it in place: not the caller's
         hooked = self._hooked_parts()
-        fast = fast_path.supports(self.cfg) and attention_mask is None
+        # Train mode only: in eval mode model(x) is the hooked path's answer, bit for bit.
+        fast = self.training and fast_path.supports(self.cfg) and attention_mask is None
         tables = None
         if fast and start_at_layer is None and "" not in hooked and tokens is not None:
             tables = fast_path.embedding_tables(self.cfg, tokens, self.W_E, self.W_pos)
