@@ -31,10 +31,10 @@ def check_name(name: object) -> str:
 
     if isinstance(name, Path):
         return str(name)
-    if not isinstance(name, str) or not name.strip():
-        raise TypeError(
-            f"model_name must be a non-empty string or a path, got {type(name).__name__} {name!r}"
-        )
+    if not isinstance(name, str):
+        raise TypeError(f"model_name must be a string or a path, got {type(name).__name__}")
+    if not name.strip():
+        raise ValueError(f"model_name is empty ({name!r}): give a model name or a directory")
     return name
 
 
