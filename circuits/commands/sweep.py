@@ -80,11 +80,11 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from circuits.cli import CliError
     from circuits.sweep.driver import run_sweep
-    from circuits.sweep.executors import check_scheduler
+    from circuits.sweep.executors import MAX_WORKERS, check_scheduler
     from circuits.sweep.spec import SweepSpec
 
-    if args.workers < 0:
-        raise CliError(f"--workers must be >= 0, got {args.workers}")
+    if not 0 <= args.workers <= MAX_WORKERS:
+        raise CliError(f"--workers must be in [0, {MAX_WORKERS}], got {args.workers}")
     if args.max_runs is not None and args.max_runs < 1:
         raise CliError(f"--max-runs must be >= 1, got {args.max_runs}")
     check_scheduler(args.scheduler)

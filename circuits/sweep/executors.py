@@ -23,6 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+# Local worker processes at most (a process pool or a LocalCluster): each loads torch.
+MAX_WORKERS = 256
+
 
 def prepare_worker() -> None:
     """A worker's initializer: one torch thread, and every module a run needs imported now.
@@ -113,6 +116,11 @@ def engine(workers: int = 2, scheduler: str | None = None) -> Iterator[Engine]:
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+    if workers > MAX_WORKERS:  # each is a process with torch loaded (~300 MB)
+        raise ValueError(
+            f"workers={workers:,} is more than {MAX_WORKERS} processes on this machine; use a "
+            "Dask scheduler address for a cluster"
+        )
     check_scheduler(scheduler)
     if scheduler is None:
         if workers == 0:
