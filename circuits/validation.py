@@ -111,8 +111,17 @@ def check_int(value: object, name: str, low: int | None = None, high: int | None
     return value
 
 
-def check_fields(cls: type, data: object, what: str, extra: Iterable[str] = ()) -> dict[str, Any]:
-    """``data`` as a dict of ``cls``'s dataclass fields (plus ``extra`` accepted names).
+def check_fields(
+    cls: type,
+    data: object,
+    what: str,
+    extra: Iterable[str] = (),
+    *,
+    exclude: Iterable[str] = (),
+    noun: str = "field",
+) -> dict[str, Any]:
+    """``data`` as a dict of ``cls``'s dataclass fields (plus ``extra`` accepted names, minus
+    ``exclude``: fields not read from data).
 
     The strict half of every ``from_dict``: a non-mapping or an unknown key is refused, all
     unknown keys named in one message.
@@ -122,12 +131,12 @@ def check_fields(cls: type, data: object, what: str, extra: Iterable[str] = ()) 
     """
     if not hasattr(data, "keys") or not hasattr(data, "__getitem__"):
         raise ValueError(f"{what} must be a mapping (a JSON object), got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)} | set(extra)
+    known = ({f.name for f in dataclasses.fields(cls)} | set(extra)) - set(exclude)
     out = dict(data)  # type: ignore[call-overload]
     unknown = sorted(set(out) - known, key=str)
     if unknown:
         raise ValueError(
-            f"unknown {what} field(s): {', '.join(map(str, unknown))}; "
+            f"unknown {what} {noun}(s): {', '.join(map(str, unknown))}; "
             f"known: {', '.join(sorted(known))}"
         )
     return out

@@ -14,12 +14,12 @@ from typing import Any
 
 from circuits.names import head_name
 
-__all__ = ["TOP_INDUCTION_HEADS", "induction_circuit", "ranked_heads", "top_head"]
+__all__ = ["TOP_INDUCTION_HEADS", "induction_circuit", "ranked_heads", "score_rule", "top_head"]
 
 TOP_INDUCTION_HEADS = 2
 
 
-def _rule(name: str) -> tuple[int, str]:
+def score_rule(name: str) -> tuple[int, str]:
     """``(first layer that counts, "higher" | "lower")`` of a registered score; an unknown
     name (a score registered by a run that is not registered here) counts every layer."""
     from circuits.analysis.scores import get_score
@@ -37,7 +37,7 @@ def ranked_heads(name: str, table: Any) -> list[tuple[float, int, int]]:
 
     Plain floats (no tensor round trip), so the values are those of the history.
     """
-    first_layer, direction = _rule(name)
+    first_layer, direction = score_rule(name)
     rows = table.tolist() if hasattr(table, "tolist") else table
     sign = -1.0 if direction == "higher" else 1.0
     cells = [

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from circuits.analysis.phase import formation, phase_change
-from circuits.names import head_name
+from circuits.analysis.summary import induction_circuit, ranked_heads, score_rule
 from circuits.sweep.spec import RunSpec
 from circuits.sweep.store import CHECKPOINTS, HISTORIES
 
-TOP_INDUCTION_HEADS = 2
 DEFAULT_THRESHOLD = 0.4  # ARENA's threshold for previous-token and induction heads
 
 
@@ -103,23 +102,17 @@ def base_row(run: RunSpec) -> dict[str, Any]:
 
 
 def _train_and_record(run: RunSpec, root: str | None, start: float) -> dict[str, Any]:
-    from circuits.config import ModelConfig
-    from circuits.model import HookedTransformer
-    from circuits.tasks import make_task
-    from circuits.training import TrainConfig, train
+    from circuits.run import RunConfig
+    from circuits.training import train
 
-    s = run.settings
-    model = HookedTransformer(ModelConfig.from_dict(s["model"]))
-    task_kwargs = dict(s["task"])
-    task = make_task(task_kwargs.pop("name"), **task_kwargs)
-    train_settings = dict(s["train"])
+    settings = {**run.settings, "train": dict(run.settings["train"])}
     checkpoint = None
     if run.checkpoint:
         if root is None:
             raise ValueError("run.checkpoint needs the sweep directory")
         checkpoint = str(Path(root) / CHECKPOINTS / run.run_id)
-        train_settings["checkpoint_dir"] = checkpoint
-    cfg = TrainConfig.from_dict(train_settings)
+        settings["train"]["checkpoint_dir"] = checkpoint
+    model, task, cfg = RunConfig.from_dict(settings).build()
     seconds_at: dict[int, float] = {}
 
     def note_time(step: int, _record: Any) -> None:
@@ -134,8 +127,6 @@ def _train_and_record(run: RunSpec, root: str | None, start: float) -> dict[str,
 
 
 # --- reading a finished training run: the one place that knows the history's format ---
-
-RECORD_FIELDS = ("step", "loss", "accuracy", "train_loss", "seconds")
 
 
 def flat_record(record: Any) -> dict[str, Any]:
@@ -152,33 +143,6 @@ def flat_record(record: Any) -> dict[str, Any]:
     return out
 
 
-def _rule(name: str) -> tuple[int, str]:
-    """``(first layer that counts, "higher" | "lower")`` of a head score."""
-    try:
-        from circuits.analysis.scores import get_score
-
-        spec = get_score(name)
-        return spec.min_layer, spec.direction
-    except (ImportError, ValueError):  # before the score registry, or an unregistered name
-        return (1 if name == "induction" else 0), "higher"
-
-
-def _ranked(matrix: Any, first_layer: int = 0, direction: str = "higher") -> list[tuple]:
-    """``(score, layer, head)`` of a ``[n_layers][n_heads]`` score table, best first.
-
-    Plain floats (no tensor round trip), so the values in a row are those of the history.
-    """
-    table = matrix.tolist() if hasattr(matrix, "tolist") else matrix
-    sign = -1.0 if direction == "higher" else 1.0
-    cells = [
-        (float(v), layer, head)
-        for layer, scores in enumerate(table)
-        if layer >= first_layer
-        for head, v in enumerate(scores)
-    ]
-    return sorted(cells, key=lambda c: (sign * c[0], c[1], c[2]))
-
-
 def _is_table(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and isinstance(value[0], list)
 
@@ -190,6 +154,8 @@ def score_series(history: list[Any]) -> dict[str, list[tuple[int, float]]]:
     the layers that count (``induction`` from layer 1: it needs composition), as the score
     registry defines it. A score with no counted head (induction in one layer) has no series.
     """
+    from circuits.records import FIELDS  # torch: imported where a history is read
+
     out: dict[str, list[tuple[int, float]]] = {}
     for record in history:
         r = flat_record(record)
@@ -197,9 +163,8 @@ def score_series(history: list[Any]) -> dict[str, list[tuple[int, float]]]:
         for key, value in r.items():
             if key in ("accuracy", "loss"):
                 out.setdefault(key, []).append((step, float(value)))
-            elif key not in RECORD_FIELDS and _is_table(value):
-                first_layer, direction = _rule(key)
-                ranked = _ranked(value, first_layer, direction)
+            elif key not in FIELDS and _is_table(value):
+                ranked = ranked_heads(key, value)  # as the score registry ranks heads
                 if ranked:
                     out.setdefault(key, []).append((step, ranked[0][0]))
     return out
@@ -207,11 +172,7 @@ def score_series(history: list[Any]) -> dict[str, list[tuple[int, float]]]:
 
 def thresholds_of(cfg: Any) -> dict[str, float]:
     """The scores whose formation a run records: the training targets, else the 0.4 rule."""
-    targets = dict(getattr(cfg, "targets", None) or {})
-    for name in ("previous_token", "induction"):  # the target_* fields of earlier versions
-        value = getattr(cfg, f"target_{name}", None)
-        if value is not None:
-            targets.setdefault(name, value)
+    targets = dict(cfg.targets)
     if cfg.target_accuracy is not None:
         targets = {"accuracy": cfg.target_accuracy, **targets}
     set_ = {k: float(v) for k, v in targets.items()}
@@ -219,44 +180,13 @@ def thresholds_of(cfg: Any) -> dict[str, float]:
 
 
 def circuit_of(model: Any, final: Any) -> dict[str, Any]:
-    """The circuit a run ended with: top heads and the K-composition between them.
-
-    ``k_composition`` is the composition from the strongest K-composing earlier head into the
-    top induction head, its excess over the random-matrix baseline, and whether that source is
-    the top previous-token head (the induction circuit of Elhage et al. 2021).
-    """
-    from circuits.analysis.composition import all_composition_scores
-
-    out: dict[str, Any] = {
-        "previous_token_head": None,
-        "induction_heads": [],
-        "k_composition": None,
-    }
+    """The circuit a run ended with (:func:`circuits.analysis.summary.induction_circuit`): top
+    heads, and the K-composition from the strongest earlier head into the top induction head,
+    its excess over the random-matrix baseline, and whether that source is the top
+    previous-token head (the induction circuit of Elhage et al. 2021)."""
     final = flat_record(final) if final is not None else {}
-    if "previous_token" in final:
-        score, pl, ph = _ranked(final["previous_token"], *_rule("previous_token"))[0]
-        out["previous_token_head"] = {"head": head_name(pl, ph), "score": score}
-    ranked = _ranked(final["induction"], _rule("induction")[0]) if "induction" in final else []
-    if not ranked:
-        return out
-    out["induction_heads"] = [
-        {"head": head_name(la, h), "score": v} for v, la, h in ranked[:TOP_INDUCTION_HEADS]
-    ]
-    _, il, ih = ranked[0]
-    n_heads = model.cfg.n_heads
-    comp = all_composition_scores(model)
-    excess = comp.excess("K")[:il, :, il, ih]
-    sl, sh = divmod(int(excess.argmax()), n_heads)
-    source = head_name(sl, sh)
-    out["k_composition"] = {
-        "source": source,
-        "target": head_name(il, ih),
-        "score": float(comp.k[sl, sh, il, ih]),
-        "baseline": float(comp.baseline),
-        "excess": float(excess[sl, sh]),
-        "source_is_previous_token_head": source == (out["previous_token_head"] or {}).get("head"),
-    }
-    return out
+    scores = {k: final[k] for k in ("previous_token", "induction") if k in final}
+    return induction_circuit(model, scores)
 
 
 def record_of(
@@ -270,7 +200,7 @@ def record_of(
     series = score_series(result.history)
     final = flat_record(result.final) if result.final else {}
     thresholds = thresholds_of(cfg)
-    lower = [n for n in thresholds if n != "accuracy" and _rule(n)[1] == "lower"]
+    lower = [n for n in thresholds if n != "accuracy" and score_rule(n)[1] == "lower"]
     formed = formation(series, thresholds, seconds_at, lower=lower)
     phase = phase_change(result.history)
     row = base_row(run)

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from circuits.validation import check_fields
+
 PARTS = ("model", "task", "train")
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform", "int")
 # Fields that change how a run is watched or stored, not its numbers: left out of the run id,
@@ -261,18 +263,10 @@ class SweepSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], max_runs: int = MAX_RUNS) -> SweepSpec:
         """A spec from a mapping, rejecting unknown keys by name (``max_runs``: see the class)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a sweep spec must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)} - {"max_runs"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown sweep spec key(s): {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
+        data = check_fields(cls, data, "sweep spec", noun="key", exclude={"max_runs"})
         if "name" not in data:
             raise ValueError("a sweep spec needs a name")
-        return cls(**dict(data), max_runs=max_runs)
+        return cls(**data, max_runs=max_runs)
 
     @classmethod
     def load(cls, path: str | Path, max_runs: int = MAX_RUNS) -> SweepSpec:
