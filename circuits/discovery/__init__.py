@@ -10,7 +10,14 @@ Modules, one concept each: :mod:`~circuits.discovery.graph` (senders, receivers,
 :mod:`~circuits.discovery.acdc` (ACDC), :mod:`~circuits.discovery.evaluate` (faithfulness,
 completeness, minimality, ROC AUC), :mod:`~circuits.discovery.path_expansion` (direct, head and
 virtual-head terms; attention-score decomposition), :mod:`~circuits.discovery.handbuilt`
-(circuits with known weights).
+(circuits with known weights), :mod:`~circuits.discovery.text` (repeated natural text and IOI
+from a pretrained model's tokenizer), :mod:`~circuits.discovery.readout` (the unembedding at
+the metric's rows only).
+
+Every function that runs the model takes ``threads=`` (default 1, as training; restored
+afterwards). Graphs come at two granularities: ``Problem.build(..., level="node")`` scores heads
+and MLPs as wholes (the first pass on a big graph), ``"edge"`` (default) every sender -> q/k/v/
+MLP/logits edge. See docs/discovery-scale.md.
 
 Typical use::
 
@@ -42,6 +49,7 @@ from circuits.discovery.graph import Edge, Graph, Receiver, Sender
 from circuits.discovery.metrics import Metric, kl_to_clean, logit_diff, masked_loss
 from circuits.discovery.problem import Problem
 from circuits.discovery.scores import EdgeScores
+from circuits.discovery.text import IoiBatch, ioi_batch, repeated_text
 from circuits.discovery.threads import DEFAULT_THREADS
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "EdgeScores",
     "Graph",
     "GraphRun",
+    "IoiBatch",
     "Metric",
     "Problem",
     "Receiver",
@@ -66,6 +75,7 @@ __all__ = [
     "exact_patching",
     "faithfulness",
     "grade",
+    "ioi_batch",
     "kl_to_clean",
     "logit_diff",
     "masked_loss",
@@ -73,6 +83,7 @@ __all__ = [
     "node_attribution",
     "reference_circuit",
     "register_corruption",
+    "repeated_text",
     "roc_auc",
     "roc_curve",
     "run",

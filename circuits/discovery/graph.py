@@ -41,13 +41,12 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from circuits.model import capabilities
 from circuits.names import head_name
 
 SenderKind = Literal["embed", "pos", "head", "mlp"]
 ReceiverKind = Literal["q", "k", "v", "mlp", "logits", "all"]
 Level = Literal["edge", "node"]
-NORMS = (None, "LN", "LNPre", "RMS", "RMSPre")
-ACTS = ("gelu", "gelu_new", "relu", "solu_ln")
 
 
 @dataclass(frozen=True)
@@ -141,28 +140,12 @@ def check_supported(model: Any) -> None:
     Supported: any number of layers; attention-only or with MLPs (gelu, gelu_new, relu,
     solu_ln); normalization None, LN, LNPre (folded), RMS or RMSPre, recomputed per receiver;
     standard or shortformer positions. Not: rotary positions, grouped-query attention,
-    parallel attention and MLP.
+    parallel attention and MLP (``"edge_graph"`` in :mod:`circuits.model.capabilities`).
     """
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(model, "blocks") or not hasattr(model, "W_E"):
         raise TypeError(f"expected a circuits.HookedTransformer, got {type(model).__name__}")
-    norm = getattr(cfg, "normalization_type", None)
-    if norm not in NORMS:
-        raise ValueError(f"circuit discovery supports normalization_type {NORMS}, not {norm!r}")
-    pos = getattr(cfg, "positional_embedding_type", "standard")
-    if pos not in ("standard", "shortformer"):
-        raise ValueError(
-            f"circuit discovery supports positional_embedding_type 'standard' or 'shortformer', "
-            f"not {pos!r} (rotary positions are no sender in the residual stream)"
-        )
-    kv = getattr(cfg, "n_key_value_heads", None)
-    if kv is not None and kv != cfg.n_heads:
-        raise ValueError(f"grouped-query attention (n_key_value_heads={kv}) is not supported")
-    act = getattr(cfg, "act_fn", "gelu")
-    if not getattr(cfg, "attn_only", True) and act not in ACTS:
-        raise ValueError(f"circuit discovery supports act_fn {', '.join(ACTS)}, not {act!r}")
-    if getattr(cfg, "parallel_attn_mlp", False):
-        raise ValueError("parallel attention and MLP blocks are not supported")
+    capabilities.require(cfg, "edge_graph", "discover circuits on this model")
     if not model.W_E.is_floating_point():
         raise ValueError(f"the model's weights must be floating point, got {model.W_E.dtype}")
 

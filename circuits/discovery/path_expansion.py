@@ -29,7 +29,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.names import head_name
-from circuits.validation import check_layer_head, check_tokens
+from circuits.validation import check_int, check_layer_head, check_mask, check_tokens
 
 
 def _check_linear(model: Any) -> None:
@@ -113,9 +113,13 @@ def path_expansion(
     _check_linear(model)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     b, p = tokens.shape
-    mask = torch.ones(b, p, dtype=torch.bool) if mask is None else mask.bool()
-    if mask.shape != (b, p):
-        raise ValueError(f"mask {tuple(mask.shape)} does not match tokens {(b, p)}")
+    mask = torch.ones(b, p, dtype=torch.bool) if mask is None else check_mask(mask, (b, p))
+    if not bool(mask.any()):
+        raise ValueError("mask selects no position: sizes and importance would be undefined")
+    if targets is not None:
+        targets = check_tokens(targets, model.cfg.d_vocab_out, model.cfg.n_ctx, "targets")
+        if targets.shape != tokens.shape:
+            raise ValueError(f"targets {tuple(targets.shape)} do not match tokens {(b, p)}")
     patterns = _patterns(model, tokens)
     with torch.no_grad():
         x0 = model.W_E[tokens] + model.W_pos[:p]
@@ -175,8 +179,9 @@ class ScoreDecomposition:
         """Per component pair: mean score at the key after the earlier copy (``i - S + 1``)
         minus the mean over the other keys the query may see, at query positions ``mask``."""
         b, p = self.scores.shape[2], self.scores.shape[3]
-        if mask.shape != (b, p):
-            raise ValueError(f"mask {tuple(mask.shape)} does not match scores {(b, p)}")
+        # The key after the earlier copy is i - S + 1: S >= 1 keeps it at or before the query.
+        check_int(repeat_length, "repeat_length", 1, p)
+        mask = check_mask(mask, (b, p))
         i = torch.arange(p)
         target = i[None, :] == (i[:, None] - repeat_length + 1)  # [q, k]
         causal = i[None, :] <= i[:, None]

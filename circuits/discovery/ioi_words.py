@@ -1,0 +1,97 @@
+"""Word lists of the IOI template task (after Wang et al. 2023's), each with a leading space.
+
+:func:`circuits.discovery.text.ioi_batch` keeps the entries that are one token for the model's
+tokenizer; most of these are for GPT-2's and the zoo's tokenizers.
+"""
+
+from __future__ import annotations
+
+NAMES = (
+    " Mary",
+    " John",
+    " Tom",
+    " James",
+    " Dan",
+    " Sid",
+    " Martin",
+    " Amy",
+    " Lisa",
+    " Paul",
+    " Mark",
+    " Sarah",
+    " Kate",
+    " Anne",
+    " Jack",
+    " Alex",
+    " Ben",
+    " Joe",
+    " Mike",
+    " David",
+    " Michael",
+    " Robert",
+    " William",
+    " Richard",
+    " Thomas",
+    " Chris",
+    " Daniel",
+    " Matthew",
+    " Anthony",
+    " Steven",
+    " Andrew",
+    " Brian",
+    " Kevin",
+    " Jason",
+    " Jeff",
+    " Ryan",
+    " Gary",
+    " Eric",
+    " Jacob",
+    " Laura",
+    " Emma",
+    " Anna",
+    " Rose",
+    " Grace",
+    " Alice",
+    " Helen",
+)
+PLACES = (
+    " store",
+    " garden",
+    " restaurant",
+    " school",
+    " hospital",
+    " office",
+    " house",
+    " station",
+    " park",
+    " library",
+    " market",
+    " church",
+    " beach",
+    " museum",
+)
+OBJECTS = (
+    " drink",
+    " book",
+    " ring",
+    " kiss",
+    " bone",
+    " computer",
+    " necklace",
+    " snack",
+    " apple",
+    " ball",
+    " letter",
+    " gift",
+    " key",
+    " flower",
+    " card",
+    " cake",
+)
+# {A} the indirect object, {B} the subject, {P} a place, {O} an object; ABBA order, the answer
+# follows the last word. BABA prompts swap the first two names.
+TEMPLATES = (
+    "When{A} and{B} went to the{P},{B} gave a{O} to",
+    "After{A} and{B} went to the{P},{B} gave a{O} to",
+    "Then,{A} and{B} had a long day at the{P}.{B} gave a{O} to",
+)
