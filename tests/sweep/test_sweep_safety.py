@@ -223,3 +223,16 @@ def test_a_resumed_sweep_with_nothing_to_do_says_so(
     err = capsys.readouterr().err
     assert f"nothing to do: all 1 runs already have results in {out}" in err
     assert "nothing to run" not in err
+
+
+def test_a_pool_of_a_billion_workers_is_refused(tmp_path: Path, capsys) -> None:
+    from circuits.sweep.executors import MAX_WORKERS, engine
+
+    with pytest.raises(ValueError, match="more than 256"), engine(MAX_WORKERS + 1):
+        pass
+    spec = tmp_path / "s.json"
+    spec.write_text('{"name": "s"}')
+    out = tmp_path / "o"
+    assert main(["sweep", str(spec), "--workers", "1000000000", "--out", str(out)]) == 2
+    assert "--workers must be in [0, 256]" in capsys.readouterr().err
+    assert not out.exists()

@@ -152,3 +152,11 @@ def test_bad_spec_files_name_the_file(tmp_path: Path) -> None:
         read_spec_file(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="needs a name"):
         SweepSpec.from_dict({"grid": {}})
+
+
+def test_a_sweep_sets_the_evaluation_interval_that_resolves_formation() -> None:
+    spec = SweepSpec.from_dict({"name": "fine", "grid": {"train.eval_every": [25, 5]}})
+    assert [r.settings["train"]["eval_every"] for r in spec.runs()] == [25, 5]
+    assert len({r.run_id for r in spec.runs()}) == 2  # different runs, different ids
+    with pytest.raises(ValueError, match="eval_every"):
+        SweepSpec.from_dict({"name": "bad", "base": {"train": {"eval_every": 0}}})
