@@ -9,7 +9,6 @@ TransformerLens's weight processing by default. A local directory may hold a zoo
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,6 @@ from circuits.pretrained.hub import (
     PretrainedError,
     cached_files,
     download,
-    first_line,
     list_files,
 )
 from circuits.pretrained.options import (
@@ -33,6 +31,7 @@ from circuits.pretrained.options import (
     resolve_dtype,
 )
 from circuits.pretrained.tensors import check_finite, check_shapes, load_torch, read_json
+from circuits.pretrained.tokenizer import load_tokenizer
 from circuits.pretrained.zoo import TOKENIZER, config_from_neel, known_names, repository
 
 if TYPE_CHECKING:
@@ -234,46 +233,6 @@ def _attach_tokenizer(
         default_padding_side=padding_side,  # type: ignore[arg-type]
         default_prepend_bos=default_prepend_bos,
     )
-
-
-def load_tokenizer(name_or_path: str | Path, hub: HubOptions | None = None) -> Any:
-    """A Hugging Face tokenizer from a repository (cache or hub) or a local directory.
-
-    A tokenizer that ships its own Python code (``auto_map`` in its ``tokenizer_config.json``
-    or ``config.json``) is refused: nothing from a checkpoint ever runs.
-
-    Raises:
-        PretrainedError: it can't be found, downloaded or trusted.
-    """
-    from transformers import AutoTokenizer
-
-    hub = hub or HubOptions()
-    name = check_name(name_or_path)
-    directory = Path(name).expanduser()
-    if not directory.is_dir():
-        # Fetch the files ourselves (one clear error when offline), then load the snapshot
-        # directory: AutoTokenizer on a repository name also asks for the model's config.json.
-        directory = download(name, "tokenizer_config.json", hub).parent
-        for optional in _TOKENIZER_FILES:
-            with contextlib.suppress(PretrainedError):  # a file this kind of tokenizer lacks
-                download(name, optional, hub)
-    for config in ("tokenizer_config.json", "config.json"):
-        if (directory / config).is_file() and "auto_map" in read_json(directory / config):
-            raise PretrainedError(
-                f"the tokenizer {name!r} ships its own code (auto_map in {config}): refused, "
-                "circuits never runs code from a checkpoint; pass a tokenizer yourself "
-                "(tokenizer=...) or load without one (tokenizer=False)"
-            )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
-    except Exception as e:  # transformers raises many kinds for a broken tokenizer
-        raise PretrainedError(f"could not load the tokenizer {name!r}: {first_line(e)}") from None
-
-
-# Files a tokenizer repository may hold besides tokenizer_config.json (fast or GPT-2 style).
-_TOKENIZER_FILES = ("tokenizer.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 
 
 def _from_zoo(repo: str, hub: HubOptions) -> tuple[HookedTransformer, str | None]:
