@@ -192,7 +192,7 @@ def sections_for(
             "key position",
             "query position",
             causal=True,
-            scale="layer",
+            scale="head",  # one head can dwarf the rest of its layer
             value="attention score (pre-softmax)",
         ),
     )
@@ -204,7 +204,7 @@ def sections_for(
             "Full QK circuits W_E W_QK W_E^T",
             "key token",
             "query token",
-            scale="layer",
+            scale="head",  # one head can dwarf the rest of its layer
             value="attention score (pre-softmax)",
         ),
     )

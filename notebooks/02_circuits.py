@@ -107,4 +107,4 @@ plots.circuit_heatmap(attn, f"Positional attention of {previous[0]}", "key posit
 
 # %%
 plots.circuit_grid(circ.full_qk_circuit(model), "Full QK circuits", "key token", "query token",
-                   scale="layer", value="attention score (pre-softmax)")
+                   scale="head", value="attention score (pre-softmax)")
