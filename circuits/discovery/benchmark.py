@@ -39,7 +39,12 @@ def key_edges(prev: str, induction: list[str]) -> list[str]:
 
 
 def grade_methods(
-    model: Any, probe: Any, ig_steps: int = 5, tau: float = DEFAULT_TAU, seed: int = 0
+    model: Any,
+    probe: Any,
+    ig_steps: int = 5,
+    tau: float = DEFAULT_TAU,
+    seed: int = 0,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Runs exact patching, EAP, EAP-IG and ACDC on ``probe`` and grades them.
 
@@ -54,19 +59,19 @@ def grade_methods(
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
-    def timed(name: str, fn: Any, *args: Any) -> Any:
+    def timed(name: str, fn: Any) -> Any:
         # CPU time too: on a shared machine the wall time measures the neighbours as well.
         start, start_cpu = time.perf_counter(), time.process_time()
-        out = fn(*args)
+        out = fn()
         wall[name] = time.perf_counter() - start
         cpu[name] = time.process_time() - start_cpu
         return out
 
-    exact = timed("exact", exact_patching, problem)
+    exact = timed("exact", lambda: exact_patching(problem, threads=threads))
     reference = reference_circuit(exact)
-    eap = timed("EAP", edge_attribution, problem)
-    ig = timed("EAP-IG", edge_attribution, problem, ig_steps)
-    found = timed("ACDC", acdc, problem, tau)
+    eap = timed("EAP", lambda: edge_attribution(problem, threads=threads))
+    ig = timed("EAP-IG", lambda: edge_attribution(problem, ig_steps, threads=threads))
+    found = timed("ACDC", lambda: acdc(problem, tau, threads=threads))
     wanted = key_edges(prev, induction)
     return {
         "previous_token_head": prev,
@@ -89,7 +94,7 @@ def grade_methods(
         "reference_faithfulness": faithfulness(problem, reference),
         "seconds": wall,
         "cpu_seconds": cpu,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
     }
 
 
