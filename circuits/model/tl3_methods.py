@@ -11,7 +11,6 @@ A mixin that never imports the model class (it reaches the model through ``self`
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +30,6 @@ _SWITCHED = (
     (("hook_mlp_in",), "use_hook_mlp_in", "model.set_use_hook_mlp_in(True)"),
     (("hook_tokens",), "use_hook_tokens", "use_hook_tokens=True in the config"),
 )
-# from_pretrained arguments of TL3 that select something our loader does not have.
-_TL3_ONLY = ("checkpoint_index", "checkpoint_value", "checkpoint_label", "hf_model", "n_ctx")
 
 
 def switched_off(cfg: Any, name: str) -> str | None:
@@ -41,6 +38,15 @@ def switched_off(cfg: Any, name: str) -> str | None:
         if name.endswith(endings) and not getattr(cfg, switch, False):
             return f"{switch} is False: turn it on with {how}"
     return None
+
+
+def _best_device(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """TL3's default device for pretrained models: the best available one."""
+    if kwargs.get("device") is None and kwargs.get("move_to_device", True):
+        from transformer_lens.utilities import get_device
+
+        kwargs = {**kwargs, "device": get_device()}
+    return kwargs
 
 
 class TL3Mixin:
@@ -53,116 +59,20 @@ class TL3Mixin:
 
     # --- loading ---
     @classmethod
-    def from_pretrained(
-        cls,
-        model_name: str,
-        fold_ln: bool = True,
-        center_writing_weights: bool = True,
-        center_unembed: bool = True,
-        refactor_factored_attn_matrices: bool = False,
-        checkpoint_index: int | None = None,
-        checkpoint_value: int | None = None,
-        hf_model: Any = None,
-        device: str | torch.device | None = None,
-        n_devices: int = 1,
-        tokenizer: Any = None,
-        move_to_device: bool = True,
-        fold_value_biases: bool = True,
-        default_prepend_bos: bool | None = None,
-        default_padding_side: str | None = None,
-        dtype: Any = "float32",
-        first_n_layers: int | None = None,
-        **from_pretrained_kwargs: Any,
-    ) -> Any:
-        """TL3's ``HookedTransformer.from_pretrained``, for the names that
-        :func:`circuits.pretrained.from_pretrained` knows. ``device`` defaults to the best
-        available one, as in TL3; ``cache_dir``, ``revision`` and ``local_files_only`` go to
-        the hub. TL3 arguments our loader lacks are refused by name."""
-        from circuits.model.tl3_config import _dtype
+    def from_pretrained(cls, model_name: str, *args: Any, **kwargs: Any) -> Any:
+        """TL3's ``HookedTransformer.from_pretrained``: :func:`circuits.pretrained.from_pretrained`
+        (TL3's signature, names and defaults), except that ``device`` defaults to the best
+        available one (``utils.get_device()``), as in TL3."""
         from circuits.pretrained import from_pretrained
 
-        given = dict(
-            checkpoint_index=checkpoint_index,
-            checkpoint_value=checkpoint_value,
-            hf_model=hf_model,
-            first_n_layers=first_n_layers,
-            checkpoint_label=from_pretrained_kwargs.pop("checkpoint_label", None),
-            n_ctx=from_pretrained_kwargs.pop("n_ctx", None),
-        )
-        loader = inspect.signature(from_pretrained).parameters
-        unsupported = [f"{k}={v!r}" for k, v in given.items() if v is not None and k not in loader]
-        if n_devices != 1:
-            unsupported.append(f"n_devices={n_devices!r}")
-        unknown = sorted(k for k in from_pretrained_kwargs if k not in loader)
-        if unsupported or unknown:
-            raise ValueError(
-                "HookedTransformer.from_pretrained: circuits does not support "
-                f"{', '.join(unsupported + unknown)}"
-            )
-        if default_padding_side not in (None, "left", "right"):
-            raise ValueError(
-                f"default_padding_side must be 'left' or 'right', got {default_padding_side!r}"
-            )
-        if device is None and move_to_device:
-            from transformer_lens.utilities import get_device
-
-            device = get_device()
-        kwargs: dict[str, Any] = dict(from_pretrained_kwargs)
-        kwargs.update({k: v for k, v in given.items() if v is not None})
-        if "fold_value_biases" in loader:
-            kwargs["fold_value_biases"] = fold_value_biases
-        model = from_pretrained(
-            model_name,
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-            tokenizer=tokenizer is None,
-            default_prepend_bos=default_prepend_bos,
-            device=device if move_to_device else None,
-            dtype=_dtype(dtype),
-            **kwargs,
-        )
-        if "fold_value_biases" not in loader and fold_value_biases:
-            model.process_weights_(
-                fold_ln=False,
-                center_writing_weights=False,
-                center_unembed=False,
-                fold_value_biases=True,
-            )
-        if tokenizer is not None:
-            model.set_tokenizer(tokenizer, default_prepend_bos=default_prepend_bos)
-        if default_padding_side is not None and model.tokenizer is not None:
-            model.tokenizer.padding_side = default_padding_side
-        return model
+        return from_pretrained(model_name, *args, **_best_device(kwargs))
 
     @classmethod
-    def from_pretrained_no_processing(
-        cls,
-        model_name: str,
-        fold_ln: bool = False,
-        center_writing_weights: bool = False,
-        center_unembed: bool = False,
-        refactor_factored_attn_matrices: bool = False,
-        fold_value_biases: bool = False,
-        dtype: Any = torch.float32,
-        default_prepend_bos: bool | None = None,
-        default_padding_side: str | None = None,
-        **from_pretrained_kwargs: Any,
-    ) -> Any:
+    def from_pretrained_no_processing(cls, model_name: str, *args: Any, **kwargs: Any) -> Any:
         """:meth:`from_pretrained` with every weight-processing step off (TL3's wrapper)."""
-        return cls.from_pretrained(
-            model_name,
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-            dtype=dtype,
-            default_prepend_bos=default_prepend_bos,
-            default_padding_side=default_padding_side,
-            **from_pretrained_kwargs,
-        )
+        from circuits.pretrained import from_pretrained_no_processing
+
+        return from_pretrained_no_processing(model_name, *args, **_best_device(kwargs))
 
     def load_and_process_state_dict(
         self,
