@@ -169,7 +169,7 @@ def check_state_dict(
 
 # --- the model ---
 def save(
-    model: nn.Module,
+    model: Any,
     path: str | Path,
     *,
     overwrite: bool = False,
@@ -179,7 +179,7 @@ def save(
     """Saves ``model`` as a checkpoint directory at ``path`` (atomically).
 
     Args:
-        model: The model; its weights must be finite.
+        model: The model (a module with a ``cfg`` ModelConfig); its weights must be finite.
         path: The checkpoint directory (created; its parent too).
         overwrite: Replace an existing checkpoint at ``path``.
         metadata: JSON-serialisable fields recorded in ``metadata.json`` (e.g. ``task``,

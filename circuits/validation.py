@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:  # torch is imported where a tensor is checked: configs stay torch-free
     from torch import Tensor
@@ -82,7 +82,7 @@ def check_mask(mask: object, shape: tuple[int, ...], name: str = "mask") -> Tens
     return mask.bool()
 
 
-def is_int(value: object, low: int | None = None) -> bool:
+def is_int(value: object, low: int | None = None) -> TypeGuard[int]:
     """Whether ``value`` is an int (a bool is not) and at least ``low``: for callers whose
     error must say more than :func:`check_int`'s (or be a ``ValueError`` in a config)."""
     if isinstance(value, bool) or not isinstance(value, int):

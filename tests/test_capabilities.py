@@ -55,11 +55,28 @@ def old_gpt2(cfg: ModelConfig) -> bool:  # interop.gpt2.gpt2_config's checks
     )
 
 
+def old_bridge(cfg: ModelConfig) -> bool:  # interop.bridge.bridge_config's checks
+    return (
+        cfg.positional_embedding_type == "standard"
+        and cfg.n_key_value_heads is None
+        and cfg.act_fn in ("gelu", "gelu_new", "relu")
+        and cfg.normalization_type in (None, "LN")
+        and not (cfg.d_head > 1 and math.isclose(cfg.attn_scale, 1.0))
+    )
+
+
+def old_edge_graph(cfg: ModelConfig) -> bool:  # discovery.graph.check_supported's checks
+    kv, pos = cfg.n_key_value_heads, cfg.positional_embedding_type
+    return pos in ("standard", "shortformer") and kv in (None, cfg.n_heads)
+
+
 def test_capabilities_equal_the_checks_they_replaced() -> None:
     for cfg in configs():
         have = caps.capabilities(cfg)
         assert ("fast_path" in have) == old_fast_path(cfg), cfg
         assert ("gpt2" in have) == old_gpt2(cfg), cfg
+        assert ("tl4_bridge" in have) == old_bridge(cfg), cfg
+        assert ("edge_graph" in have) == old_edge_graph(cfg), cfg
         norm, pos = cfg.normalization_type, cfg.positional_embedding_type
         assert ("fold_ln" in have) == (norm in ("LN", "RMS") and pos != "shortformer")
         assert ("center_writing_weights" in have) == (cfg.normalization_type in ("LN", "LNPre"))

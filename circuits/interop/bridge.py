@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from circuits.config import ModelConfig
-from circuits.model import HookedTransformer
+from circuits.model import HookedTransformer, capabilities
 
 # Hooks whose meaning differs between the two models (see the module docstring).
 DIFFERENT_HOOKS = ("hook_attn_scores",)
-# Activations the native bridge computes as we do (checked by tests/test_interop_bridge.py).
-_BRIDGE_ACTS = ("gelu", "gelu_new", "relu")
+# What the native bridge computes as we do (activations: gelu, gelu_new, relu) is the
+# "tl4_bridge" capability of circuits.model.capabilities (checked by tests/test_interop_bridge.py).
 
 
 def bridge_config(cfg: ModelConfig) -> Any:
@@ -33,22 +33,7 @@ def bridge_config(cfg: ModelConfig) -> Any:
 
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"cfg must be a circuits ModelConfig, got {type(cfg).__name__}")
-    if cfg.positional_embedding_type != "standard":
-        raise ValueError(
-            "TransformerBridge's native model has only standard positional embeddings "
-            f"(this model's positional_embedding_type is {cfg.positional_embedding_type!r})"
-        )
-    problems = []
-    if cfg.n_key_value_heads is not None:
-        problems.append(f"grouped-query attention (n_key_value_heads={cfg.n_key_value_heads})")
-    if cfg.act_fn not in _BRIDGE_ACTS:
-        problems.append(f"act_fn={cfg.act_fn!r}")
-    if cfg.normalization_type not in (None, "LN"):
-        problems.append(f"normalization_type={cfg.normalization_type!r}")
-    if cfg.d_head > 1 and math.isclose(cfg.attn_scale, 1.0):
-        problems.append("attn_scale=1 (the native bridge refuses unscaled attention)")
-    if problems:
-        raise ValueError("cannot convert to a TransformerBridge: " + "; ".join(problems))
+    capabilities.require(cfg, "tl4_bridge", "convert to a TransformerBridge")
     return TransformerBridgeConfig(
         d_model=cfg.d_model,
         d_head=cfg.d_head,

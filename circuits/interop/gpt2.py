@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from circuits.config import ActFn, ModelConfig
-from circuits.model import HookedTransformer
+from circuits.model import HookedTransformer, capabilities
 
 # Our activation names -> Hugging Face's (same functions: exact erf GELU, tanh GELU, ReLU).
 ACT_TO_HF: dict[ActFn, str] = {"gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu"}
@@ -32,29 +32,10 @@ def gpt2_config(cfg: ModelConfig) -> Any:
     """The ``GPT2Config`` of ``cfg``; ValueError naming whatever GPT-2 cannot express."""
     from transformers import GPT2Config
 
-    problems = []
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"cfg must be a circuits ModelConfig, got {type(cfg).__name__}")
-    if cfg.attn_only or cfg.normalization_type != "LN":
-        problems.append("GPT-2 needs MLPs and LayerNorm (attn_only=False, normalization_type='LN')")
-    if cfg.positional_embedding_type != "standard":
-        problems.append(f"positional_embedding_type={cfg.positional_embedding_type!r}")
-    if cfg.n_heads * cfg.d_head != cfg.d_model:
-        problems.append(f"n_heads * d_head = {cfg.n_heads * cfg.d_head} != d_model={cfg.d_model}")
-    if cfg.d_vocab_out != cfg.d_vocab:
-        problems.append(f"d_vocab_out={cfg.d_vocab_out} != d_vocab={cfg.d_vocab}")
-    if cfg.act_fn not in ACT_TO_HF:
-        problems.append(f"act_fn={cfg.act_fn!r} (GPT-2 has {', '.join(ACT_TO_HF)})")
-    if cfg.n_key_value_heads is not None:
-        problems.append(f"grouped-query attention (n_key_value_heads={cfg.n_key_value_heads})")
-    scaled = math.isclose(cfg.attn_scale, math.sqrt(cfg.d_head))
-    if not scaled and cfg.attn_scale != 1.0:
-        problems.append(
-            f"attn_scale={cfg.attn_scale} (GPT-2 divides by sqrt(d_head)={math.sqrt(cfg.d_head):g} "
-            "or by 1)"
-        )
-    if problems:
-        raise ValueError("cannot convert to GPT-2: " + "; ".join(problems))
+    capabilities.require(cfg, "gpt2", "convert to GPT-2")
+    scaled = math.isclose(cfg.attn_scale, math.sqrt(cfg.d_head))  # else 1: unscaled
     return GPT2Config(
         vocab_size=cfg.d_vocab,
         n_positions=cfg.n_ctx,

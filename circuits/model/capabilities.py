@@ -51,18 +51,18 @@ def switch_off(*names: str) -> Requirement:
     )
 
 
-NO_GQA = field_in("n_key_value_heads", (None,))
+NO_GQA = Requirement(
+    "no grouped-query attention",
+    lambda cfg: getattr(cfg, "n_key_value_heads", None) is None,
+    lambda cfg: f"n_key_value_heads={cfg.n_key_value_heads}",
+)
 CAUSAL = Requirement(
     "attention_dir 'causal'",
     lambda cfg: getattr(cfg, "attention_dir", "causal") == "causal",
     lambda cfg: f"attention_dir={getattr(cfg, 'attention_dir', 'causal')!r}",
 )
 MLP_ACTS = ("gelu", "gelu_new", "relu")
-PLAIN_ACT = Requirement(
-    f"act_fn {' or '.join(map(repr, MLP_ACTS))} (or attn_only)",
-    lambda cfg: cfg.attn_only or cfg.act_fn in MLP_ACTS,
-    lambda cfg: f"act_fn={cfg.act_fn!r}",
-)
+PLAIN_ACT = field_in("act_fn", MLP_ACTS)
 HAS_MLP_AND_LN = Requirement(
     "MLPs and LayerNorm (attn_only=False, normalization_type='LN')",
     lambda cfg: not cfg.attn_only and cfg.normalization_type == "LN",
@@ -71,17 +71,23 @@ HAS_MLP_AND_LN = Requirement(
 HEADS_SPAN_D_MODEL = Requirement(
     "n_heads * d_head == d_model",
     lambda cfg: cfg.n_heads * cfg.d_head == cfg.d_model,
-    lambda cfg: f"n_heads * d_head = {cfg.n_heads * cfg.d_head}, d_model={cfg.d_model}",
+    lambda cfg: f"n_heads * d_head = {cfg.n_heads * cfg.d_head} != d_model={cfg.d_model}",
 )
 TIED_VOCAB = Requirement(
     "d_vocab_out == d_vocab",
     lambda cfg: cfg.d_vocab_out == cfg.d_vocab,
-    lambda cfg: f"d_vocab_out={cfg.d_vocab_out}, d_vocab={cfg.d_vocab}",
+    lambda cfg: f"d_vocab_out={cfg.d_vocab_out} != d_vocab={cfg.d_vocab}",
 )
 STANDARD_SCALE = Requirement(
     "attn_scale sqrt(d_head) or 1",
     lambda cfg: math.isclose(cfg.attn_scale, math.sqrt(cfg.d_head)) or cfg.attn_scale == 1.0,
     lambda cfg: f"attn_scale={cfg.attn_scale} (sqrt(d_head)={math.sqrt(cfg.d_head):g})",
+)
+
+SCALED = Requirement(
+    "scaled attention (TransformerLens 4's native model refuses attn_scale=1)",
+    lambda cfg: cfg.d_head <= 1 or not math.isclose(cfg.attn_scale, 1.0),
+    lambda cfg: f"attn_scale={cfg.attn_scale}: unscaled",
 )
 
 CAPABILITIES: dict[str, tuple[Requirement, ...]] = {
@@ -90,7 +96,7 @@ CAPABILITIES: dict[str, tuple[Requirement, ...]] = {
         CAUSAL,
         field_in("normalization_type", (None, "LN")),
         field_in("positional_embedding_type", ("standard", "shortformer")),
-        field_in("act_fn", MLP_ACTS),  # attn-only too: kept as the fast path always was
+        PLAIN_ACT,
         NO_GQA,
         switch_off("use_split_qkv_input", "use_attn_in", "use_hook_mlp_in"),
     ),
@@ -104,11 +110,20 @@ CAPABILITIES: dict[str, tuple[Requirement, ...]] = {
         field_in("positional_embedding_type", ("standard", "shortformer")),
         NO_GQA,
     ),
-    # Discovery's edge graph (circuits.discovery.graph).
+    # Discovery's edge graph (circuits.discovery.graph): every norm and activation, recomputed
+    # per receiver; rotary positions are no sender in the residual stream.
     "edge_graph": (
         field_in("positional_embedding_type", ("standard", "shortformer")),
-        NO_GQA,
-        CAUSAL,
+        Requirement(
+            "n_key_value_heads None (no grouped-query attention)",
+            lambda cfg: getattr(cfg, "n_key_value_heads", None) in (None, cfg.n_heads),
+            lambda cfg: f"n_key_value_heads={cfg.n_key_value_heads}",
+        ),
+        Requirement(
+            "parallel_attn_mlp off",
+            lambda cfg: not getattr(cfg, "parallel_attn_mlp", False),
+            lambda cfg: "parallel_attn_mlp=True",
+        ),
     ),
     # Exports (circuits.interop).
     "gpt2": (
@@ -126,6 +141,7 @@ CAPABILITIES: dict[str, tuple[Requirement, ...]] = {
         field_in("normalization_type", (None, "LN")),
         PLAIN_ACT,
         NO_GQA,
+        SCALED,
         CAUSAL,
     ),
 }
