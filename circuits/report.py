@@ -25,10 +25,23 @@ from circuits.tasks import Batch, next_token_targets
 # Token-by-token and position-by-position figures show at most this many rows and columns: a
 # pretrained model's 48k x 48k circuit would not fit a page (eigenvalues use every token).
 MAX_CIRCUIT_SIDE = 64
-# A model without a task is probed with the default repeated-random-tokens probe: this many
-# sequences for a small vocabulary, fewer for a large one (the scores' spread is already small
-# and loss and accuracy read ~1k positions).
-PROBE_BATCH, LARGE_VOCAB_PROBE_BATCH, LARGE_VOCAB = 64, 8, 4096
+# A model without a task is probed with the default repeated-random-tokens probe: up to 64
+# sequences, fewer where they would cost more than these budgets (the attention patterns every
+# head score reads; the forward pass plus the unembedding of the masked positions). Pattern
+# scores average over hundreds of positions per sequence: a few sequences already agree.
+PROBE_BATCH, MIN_PROBE_BATCH = 64, 4
+PATTERN_BYTES, PROBE_FLOPS = 256 * 2**20, 10**11
+
+
+def probe_batch(model: Any, length: int) -> int:
+    """How many default-probe sequences of ``2 x length`` tokens the report reads (see above)."""
+    cfg = model.cfg
+    pos = 2 * length
+    patterns = 2 * 4 * cfg.n_layers * cfg.n_heads * pos * pos  # the cache and its stacked copy
+    block_params = sum(p.numel() for p in model.blocks.parameters())
+    flops = 2 * pos * block_params + 2 * length * cfg.d_model * model.W_U.shape[-1]
+    fits = min(PATTERN_BYTES // patterns, PROBE_FLOPS // flops)
+    return int(max(MIN_PROBE_BATCH, min(PROBE_BATCH, fits)))
 
 
 def _leading(n: int) -> range:
@@ -50,16 +63,16 @@ def probes_for(model: Any, task: Any = None) -> tuple[Batch, Batch]:
 
     The probe is the task's own (``task.probe(64)``, what training evaluates), or, for a model
     without a task, the default repeated-random-tokens probe of
-    :func:`circuits.analysis.head_scores.default_probe` (64 sequences; 8 for a vocabulary
-    above 4096 tokens).
+    :func:`circuits.analysis.head_scores.default_probe` (64 sequences, fewer for a large model:
+    :func:`probe_batch`).
     """
-    from circuits.analysis.head_scores import default_probe
+    from circuits.analysis.head_scores import MAX_PROBE_REPEAT, default_probe
 
     if task is not None:
-        probe = task.probe(64)
+        probe = task.probe(PROBE_BATCH)
     else:
-        large = model.cfg.d_vocab > LARGE_VOCAB
-        probe = default_probe(model, batch_size=LARGE_VOCAB_PROBE_BATCH if large else PROBE_BATCH)
+        length = min(model.cfg.n_ctx // 2, MAX_PROBE_REPEAT)
+        probe = default_probe(model, batch_size=probe_batch(model, length))
     return probe, short_example(probe)
 
 

@@ -208,9 +208,51 @@ def test_report_figures_fit_and_do_not_collide_for_a_3_layer_3_head_model() -> N
         assert fig.layout.width <= MAX_WIDTH, title
         assert layout_problems(fig) == [], title
     assert len(sections["Composition scores"].data) == 3  # the V panel is there, and fits
-    for title in ("Positional QK circuits", "Token QK circuits"):
-        layout = sections[title].layout.to_plotly_json()
-        assert {"coloraxis", "coloraxis2", "coloraxis3"} <= set(layout), title  # per layer
+    for title in ("OV circuits", "Positional QK circuits", "Token QK circuits"):
+        # One colour scale per head (one head can dwarf the rest of its layer): said in the
+        # figure's title and each panel's (its largest |value|).
+        fig = sections[title]
+        assert "colour scale per head" in fig.layout.title.text, title
+        panels = [a.text for a in fig.layout.annotations if a.text.startswith("L")]
+        assert len(panels) == 9 and all("±" in t for t in panels), title
     for title in ("OV circuits", "Positional QK circuits", "Token QK circuits"):
         fig = sections[title]
         assert fig.layout.xaxis7.title.text and fig.layout.yaxis.title.text, title
+
+
+def test_the_default_probe_shrinks_for_large_models() -> None:
+    """Issue 22: the report probed every model with 64 x n_ctx tokens (64 x 2048 at
+    attn-only-2l's shape: tens of GB of patterns and logits, OOM-killed at 23 GB)."""
+    from circuits.benchmarks.shapes import build
+    from circuits.report import PATTERN_BYTES, probe_batch, probes_for
+
+    small = HookedTransformer(
+        ModelConfig(n_layers=2, d_model=32, n_ctx=48, d_vocab=32, n_heads=2, attn_only=True)
+    )
+    assert probes_for(small)[0].tokens.shape == (64, 48)
+    model = build("attn-only-2l", d_vocab=48262, n_ctx=2048)
+    probe, _ = probes_for(model)
+    batch, pos = probe.tokens.shape
+    assert pos == 128 and batch == probe_batch(model, 64) < 64
+    patterns = 4 * model.cfg.n_layers * model.cfg.n_heads * batch * pos * pos
+    assert 2 * patterns <= PATTERN_BYTES
+
+
+@pytest.mark.slow
+def test_report_at_the_attn_only_2l_shape_has_every_section_of_a_small_model() -> None:
+    from circuits.benchmarks.shapes import build
+
+    small = HookedTransformer(
+        ModelConfig(
+            n_layers=2,
+            d_model=32,
+            n_ctx=48,
+            d_vocab=32,
+            n_heads=2,
+            attn_only=True,
+            positional_embedding_type="shortformer",
+        )
+    )
+    want = [s.title for s in sections_for(small)]
+    got = [s.title for s in sections_for(build("attn-only-2l"))]
+    assert got == want and "Composition scores" in got and "OV circuits" in got
