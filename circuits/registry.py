@@ -33,7 +33,7 @@ class Registry(dict[str, T]):
         """
         with self._lock:
             if name in self and not replace:
-                raise ValueError(f"a {self.kind} named {name!r} is already registered")
+                raise ValueError(f"{self.kind} {name!r} is already registered")
             self[name] = entry
         return entry
 

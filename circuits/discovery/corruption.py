@@ -17,10 +17,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuits.registry import Registry
 from circuits.tasks import Batch
 
 Corruption = Callable[[Batch, Any, torch.Generator], Tensor]
-CORRUPTIONS: dict[str, Corruption] = {}
+CORRUPTIONS: Registry[Corruption] = Registry("corruption for task")
 # The metric Problem.build uses for a task when none is given.
 DEFAULT_METRICS: dict[str, str] = {}
 # Tasks whose corruption takes the model (for its tokenizer) instead of d_vocab.
@@ -37,9 +38,7 @@ def register_corruption(
         raise ValueError(f"metric must be 'loss' or 'logit_diff', got {metric!r}")
 
     def decorator(fn: Corruption) -> Corruption:
-        if task_name in CORRUPTIONS:
-            raise ValueError(f"a corruption for task {task_name!r} is already registered")
-        CORRUPTIONS[task_name] = fn
+        CORRUPTIONS.add(task_name, fn)
         DEFAULT_METRICS[task_name] = metric
         if takes_model:
             _TAKES_MODEL.add(task_name)
