@@ -297,8 +297,11 @@ class ModelConfig:
         when ``training``) and the activations of one ``[batch_size, n_ctx]`` batch."""
         copies = 4 if training else 1
         weights = 4 * copies * self.n_params_estimate()
-        width = max(self.d_model, self.d_mlp or 0, self.d_vocab_out)
-        per_token = self.n_layers * (8 * width + 3 * self.n_heads * self.n_ctx) + 2 * width
+        # Vocabulary-wide activations exist once (the logits), not per layer: counting them per
+        # layer refused GPT-2 small on a 24 GB machine.
+        width = max(self.d_model, self.d_mlp or 0)
+        per_token = self.n_layers * (8 * width + 3 * self.n_heads * self.n_ctx)
+        per_token += 2 * max(width, self.d_vocab_out)
         activations = 4 * batch_size * self.n_ctx * per_token * (2 if training else 1)
         return weights + activations
 

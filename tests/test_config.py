@@ -149,3 +149,11 @@ def test_sizes_that_cannot_fit_are_refused_before_allocation():
     small.check_fits(available_bytes=small.memory_estimate(training=False))
     with pytest.raises(ValueError, match="to train"):
         small.check_fits(available_bytes=small.memory_estimate(training=False), training=True)
+
+
+def test_gpt2_small_shape_fits_a_24_gb_machine_for_inference():
+    # The logits are the only vocabulary-wide activation; counting them once per layer
+    # estimated 21 GiB and refused GPT-2 small outright.
+    cfg = ModelConfig(n_layers=12, d_model=768, n_heads=12, d_vocab=50257, n_ctx=1024, d_mlp=3072)
+    assert cfg.memory_estimate(training=False) < 6 * 2**30
+    cfg.check_fits(24 * 2**30)
