@@ -33,7 +33,14 @@ def prompt(batch: int = 3, pos: int = 5, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 20, (batch, pos), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+# The three position types in the unit tier; the other variants with the slow tests.
+SLOW = ("rotary_partial_attn_only", "grouped_query", "split_qkv_rms")
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [pytest.param(v, marks=pytest.mark.slow) if v in SLOW else v for v in sorted(VARIANTS)],
+)
 def test_cached_generation_equals_uncached(variant: str) -> None:
     model = perturbed_model(**VARIANTS[variant])
     tokens = prompt()
@@ -225,3 +232,51 @@ def test_text_input_lists_and_return_types(standin_hub) -> None:
     assert ids.shape[0] == 1 and ids[0, 0].item() == model.tokenizer.bos_token_id
     streamed = "".join(model.generate_stream("The quick", max_tokens_per_yield=2, **kw))
     assert "The quick" + streamed == one
+
+
+# --- TL3's tests/integration/test_kv_cache.py, through forward(past_kv_cache=), on text ---
+def test_single_and_multiple_new_tokens_through_forward(standin_hub) -> None:
+    from circuits import HookedTransformer, TransformerLensKeyValueCache
+
+    model = HookedTransformer.from_pretrained("attn-only-2l", device="cpu")
+    pre_prompt_tokens = model.to_tokens("I went to Staten Island,")
+    for post in (" Sharon", " to buy myself a mandolin"):
+        new_tokens = model.to_tokens(post, prepend_bos=False)
+        full_prompt_tokens = torch.cat([pre_prompt_tokens, new_tokens], dim=-1)
+        no_cache_logits = model(full_prompt_tokens)
+        past_kv_cache = TransformerLensKeyValueCache.init_cache(
+            model.cfg, model.cfg.device, pre_prompt_tokens.shape[0]
+        )
+        model(pre_prompt_tokens, past_kv_cache=past_kv_cache)
+        with_cache_logits = model(new_tokens, past_kv_cache=past_kv_cache)
+        n = new_tokens.shape[-1]
+        # float32 rounding: within 1e-5 of the logits' scale (~30 here; TL3's test: 1e-4)
+        diff = (no_cache_logits[:, -n:] - with_cache_logits).abs().max()
+        assert diff <= 1e-5 * no_cache_logits.abs().max()
+    # A string goes through the tokenizer first, as in TL3.
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, "cpu", 1)
+    first = model("I went to Staten Island,", past_kv_cache=cache)
+    assert torch.equal(first, model(pre_prompt_tokens))  # the first cached forward: bitwise
+    with pytest.raises(ValueError, match="start/stop_at_layer"):
+        model(pre_prompt_tokens, past_kv_cache=cache, stop_at_layer=1)
+
+
+def test_bidirectional_attention_sees_later_positions_and_refuses_the_cache() -> None:
+    causal = perturbed_model()
+    both = perturbed_model(attention_dir="bidirectional")
+    tokens = prompt(1, 6)
+    changed = tokens.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % 20
+    with torch.no_grad():  # a later token changes earlier positions only when bidirectional
+        assert torch.equal(causal(tokens)[0, :5], causal(changed)[0, :5])
+        assert not torch.allclose(both(tokens)[0, :5], both(changed)[0, :5])
+        pattern = both.run_with_cache(tokens)[1]["pattern", 0]
+    assert bool((pattern.triu(1) > 0).any())  # attention above the diagonal
+    cache = HookedTransformerKeyValueCache.init_cache(both.cfg, "cpu", 1)
+    with pytest.raises(ValueError, match="causal"):
+        kv_cache.forward(both, tokens, cache)
+    # generate falls back to the full forward (the only right answer there).
+    kw = dict(stop_at_eos=False, do_sample=False, verbose=False)
+    assert torch.equal(
+        both.generate(tokens, 4, **kw), both.generate(tokens, 4, use_past_kv_cache=False, **kw)
+    )
