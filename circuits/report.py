@@ -148,6 +148,7 @@ def sections_for(
     if tuned_lens is not None:
         lenses.append(("Tuned lens", tuned_lens.lens(model, example.tokens)))
     for name, lens in lenses:
+        prob, _, top = lens.read(example.targets, 1)  # one pass over the logits
         add(
             name,
             "Probability of the next token at each position (column) when the residual "
@@ -155,9 +156,9 @@ def sections_for(
             "prediction. On a repeated sequence, induction shows as the second copy "
             "becoming predictable only after the induction layer.",
             plots.lens_heatmap(
-                lens.target_prob(example.targets)[:, 0],
+                prob[:, 0],
                 token_strings(model, example.tokens[0]),  # strings if the model has a tokenizer
-                token_strings(model, lens.top_k(1)[1][:, 0, :, 0]),
+                token_strings(model, top[:, 0, :, 0]),
                 "probability",
                 lens.labels,
                 title=f"{name}: probability of the next token",

@@ -250,6 +250,28 @@ class LensResult:
 
         return self._map(fn)
 
+    def read(
+        self, targets: Int[Tensor, "batch pos"], k: int = 1
+    ) -> tuple[
+        Float[Tensor, "point batch pos"],
+        Float[Tensor, "point batch pos k"],
+        Int[Tensor, "point batch pos k"],
+    ]:
+        """:meth:`target_prob` and :meth:`top_k` from one pass over the logits (half the cost
+        of calling both): the target's probability, and the top ``k`` probabilities and ids."""
+        flat = self._check_targets(targets).flatten()
+        check_int(k, "k", 1, self.d_vocab)
+
+        def fn(point: int, rows: slice, logits: Tensor) -> Tensor:
+            lse = logits.logsumexp(-1, keepdim=True)
+            picked = logits.gather(-1, flat[rows, None])
+            values, ids = logits.topk(k, dim=-1)
+            probs = (torch.cat([picked, values], -1) - lse).exp()
+            return torch.cat([probs, ids.to(probs.dtype)], -1)
+
+        both = self._map(fn)
+        return both[..., 0], both[..., 1 : k + 1], both[..., k + 1 :].long()
+
     def kl_to_final(self) -> Float[Tensor, "point batch pos"]:
         """``KL(final || lens)`` in nats at every point and position."""
 

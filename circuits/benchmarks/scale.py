@@ -143,8 +143,7 @@ def _setup(row: Row, model: Any, threads: int, workdir: Path, info: dict) -> Cal
         probe = _probe(model, row)
 
         def lens() -> Any:
-            result = logit_lens(model, probe.tokens, threads=threads)
-            return result.target_prob(probe.targets), result.top_k(1)
+            return logit_lens(model, probe.tokens, threads=threads).read(probe.targets, 1)
 
         return lens
     if row.what == "report":

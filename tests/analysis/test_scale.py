@@ -114,6 +114,10 @@ def test_lazy_lens_statistics_equal_the_full_logits(ln: str) -> None:
     ref_probs, ref_ids = eager.logits.log_softmax(-1).exp().topk(3, dim=-1)
     torch.testing.assert_close(probs, ref_probs, atol=1e-6, rtol=0)
     assert torch.equal(ids, ref_ids)
+    prob, top_probs, top_ids = lazy.read(targets, 3)
+    torch.testing.assert_close(prob, eager.target_prob(targets), atol=1e-6, rtol=0)
+    torch.testing.assert_close(top_probs, ref_probs, atol=1e-6, rtol=0)
+    assert torch.equal(top_ids, ref_ids)
     ref_kl = kl_divergence(model(tokens), eager.logits)
     torch.testing.assert_close(lazy.kl_to_final(), ref_kl, atol=1e-5, rtol=0)
 
