@@ -70,6 +70,7 @@ def _input_grads(
             post_offsets=post,
             embeddings=embeddings,
             logits=False,
+            keep_outputs=False,
         ).resid
         value = metric_values(model, metric, metric.rows(resid))[0]
         wrt = offsets + [t for t in post if t is not None]

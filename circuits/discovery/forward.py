@@ -110,6 +110,7 @@ def run(
     logits: bool = True,
     embeddings: tuple[Tensor, Tensor] | None = None,
     post_offsets: list[Tensor | None] | None = None,
+    keep_outputs: bool = True,
 ) -> GraphRun:
     """Runs ``model`` on ``tokens`` with the units of ``patch`` replaced by ``source``.
 
@@ -132,6 +133,8 @@ def run(
             replacing the model's (attribution's integrated-gradient path).
         post_offsets: Shortformer only: per attention group, a tensor like ``input_offsets``
             added after the norm (where positions join queries and keys), or None.
+        keep_outputs: Stack the senders' outputs into the result (else ``outputs`` is empty:
+            saves ``configs x batch x pos x n_senders x d_model`` floats).
     """
     cfg = model.cfg
     tokens = check_tokens(tokens, cfg.d_vocab, cfg.n_ctx).to(model.W_E.device)
@@ -232,7 +235,8 @@ def run(
     out_logits = None
     if logits:
         out_logits = final_norm(model, resid) @ model.W_U + model.b_U
-    return GraphRun(out_logits, torch.stack(outs, dim=-2), resid, kept if keep_inputs else None)
+    outputs = torch.stack(outs, dim=-2) if keep_outputs else resid.new_zeros(0)
+    return GraphRun(out_logits, outputs, resid, kept if keep_inputs else None)
 
 
 def source_outputs(

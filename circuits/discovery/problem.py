@@ -181,6 +181,7 @@ class Problem:
                     start=start,
                     prefix=prefix,
                     logits=False,
+                    keep_outputs=False,
                 ).resid
                 out.append(metric_values(self.model, metric, metric.rows(resid)))
         return torch.cat(out).cpu()
