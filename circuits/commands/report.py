@@ -56,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
 def _is_checkpoint(name: str) -> bool:
     from pathlib import Path
 
+    from circuits.pretrained.gpt2 import gpt2_repository
     from circuits.pretrained.zoo import repository
 
     path = Path(name)
-    # A name that is no directory here is a checkpoint unless it is a zoo name (so a mistyped
-    # path still gets the checkpoint loader's "no such directory" error).
+    # A name that is no directory here is a checkpoint unless it is a zoo or GPT-2 name (so a
+    # mistyped path still gets the checkpoint loader's "no such directory" error).
     if not path.is_dir():
-        return repository(name) is None
+        return repository(name) is None and gpt2_repository(name) is None
     return (path / "metadata.json").is_file()
 
 

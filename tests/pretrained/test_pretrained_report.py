@@ -29,3 +29,14 @@ def test_a_local_model_without_its_tokenizer_loads_with_a_warning(
     with pytest.warns(UserWarning, match="no tokenizer"):
         model = from_pretrained(snapshot(zoo_cache, "gelu-1l"), cache_dir=tmp_path)
     assert model.tokenizer is None
+
+
+def test_report_takes_a_gpt2_name(gpt2_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    # `gpt2` was taken for a checkpoint path ("no such directory") before the CLI knew
+    # the GPT-2 names.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(gpt2_cache))
+    out = tmp_path / "g.html"
+    assert cli.main(["report", "gpt2", "-o", str(out)]) == 0
+    assert "circuits report: gpt2" in out.read_text()
