@@ -125,13 +125,17 @@ class LowRank:
         else:
             inv = u.new_ones(c, n)
         V = self.W_U.shape[1]
-        flat_u, flat_inv = u.reshape(c * n, -1), inv.reshape(c * n, 1)
-        rows = torch.arange(n, device=u.device).repeat(c)
-        per = max(1, _CHUNK // V)
-        out = []
-        for i in range(0, c * n, per):
-            sl = slice(i, i + per)
-            logits = torch.addmm(self.A[rows[sl]], flat_u[sl], B)
-            logits = torch.addcmul(self.b_U, logits, flat_inv[sl])
-            out.append(self.metric.row_values(logits[None], rows[sl])[0])
-        return torch.cat(out).reshape(c, n).mean(-1)
+        # Row blocks across every config: A's rows broadcast, no gathered copy of them.
+        per = max(1, _CHUNK // (V * c))
+        cs = max(1, _CHUNK // V)  # configs per chunk when even one row is too many
+        out = torch.empty(c, n, dtype=u.dtype, device=u.device)
+        for r0 in range(0, n, per):
+            rows = slice(r0, min(r0 + per, n))
+            for c0 in range(0, c, cs):
+                cc = slice(c0, c0 + cs)
+                ub = u[cc, rows]  # [c', r, e]
+                logits = torch.baddbmm(self.A[rows][None], ub, B.expand(ub.shape[0], -1, -1))
+                logits = torch.addcmul(self.b_U, logits, inv[cc, rows, None])
+                ids = torch.arange(rows.start, rows.stop, device=u.device)
+                out[cc, rows] = self.metric.row_values(logits, ids)
+        return out.mean(-1)
