@@ -45,7 +45,7 @@ def test_load_and_process_state_dict(standin_hub) -> None:
 
 
 def test_all_composition_scores_follow_tl3_definition() -> None:
-    model = perturbed_model(n_layers=3, d_model=16, n_heads=2)
+    model = perturbed_model(n_layers=3, d_model=16, n_heads=2).requires_grad_(False)
     OV = model.W_V @ model.W_O  # [layer, head, d_model, d_model]
     QK = model.W_Q @ model.W_K.transpose(-1, -2)
 
