@@ -1,0 +1,133 @@
+"""The atlas benchmark: many seeds of the default preset trained one at a time vs stacked.
+
+``step_profile`` times one training step per model, alternating the single-model step of
+:func:`circuits.train` (fast path, fused AdamW) and the stacked step of
+:mod:`circuits.training.batched` for groups of ``G`` seeds, on 1 and 2 threads, in one
+process (so a loaded machine slows both alike). ``python -m circuits.benchmarks.atlas`` prints
+the table (``--quick`` for a smoke run); ``circuits bench --cases atlas`` records it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from circuits.losses import cross_entropy
+from circuits.presets import build, run_config
+
+__all__ = ["case_atlas", "step_flops", "step_profile"]
+
+
+def _single_step(seed: int) -> Callable[[], None]:
+    from circuits.training import make_optimizer
+
+    model, task, cfg = build("induction", seed)
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step() -> None:
+        batch = task.sample(cfg.batch_size, gen)
+        loss = cross_entropy(model(batch.tokens), batch.tokens, batch.targets, batch.mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+    return step
+
+
+def _stacked_step(seeds: Sequence[int]) -> Callable[[], None]:
+    from circuits.training.batched import BatchedRun
+
+    runs = [build("induction", s) for s in seeds]
+    group = BatchedRun([m for m, _, _ in runs], [t for _, t, _ in runs], [c for _, _, c in runs])
+    return group.step
+
+
+def step_flops(instances: int = 1) -> float:
+    """FLOPs of one training step of the default preset (forward matmuls x 3 for the backward)."""
+    cfg = run_config("induction")
+    m, t, tr = cfg.model, cfg.task, cfg.train
+    tokens = tr.batch_size * t.seq_len
+    he = m.n_heads * m.d_head
+    per_layer = 2 * tokens * (4 * m.d_model * he) + 2 * 2 * tr.batch_size * m.n_heads * (
+        t.seq_len**2 * m.d_head
+    )
+    unembed = 2 * tokens * m.d_model * m.d_vocab
+    return 3.0 * instances * (m.n_layers * per_layer + unembed)
+
+
+def step_profile(
+    groups: Sequence[int] = (4, 8, 16, 32),
+    threads: Sequence[int] = (1, 2),
+    steps: int = 20,
+    rounds: int = 5,
+) -> list[dict[str, Any]]:
+    """Milliseconds per model-step, single vs stacked, alternating, per thread count and group.
+
+    Returns one row per (threads, G): medians over ``rounds`` of ``steps`` steps each.
+    """
+    rows = []
+    saved = torch.get_num_threads()
+    try:
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+            single = _single_step(0)
+            for G in groups:
+                stacked = _stacked_step(range(G))
+                for _ in range(3):  # warm-up
+                    single(), stacked()
+                t_single: list[float] = []
+                t_stacked: list[float] = []
+                for r in range(rounds):
+                    order = [(single, t_single, 1), (stacked, t_stacked, G)]
+                    for fn, out, per in order if r % 2 == 0 else order[::-1]:
+                        start = time.perf_counter()
+                        for _ in range(steps):
+                            fn()
+                        out.append((time.perf_counter() - start) / steps / per * 1e3)
+                s, b = statistics.median(t_single), statistics.median(t_stacked)
+                rows.append(
+                    {
+                        "threads": n_threads,
+                        "G": G,
+                        "single_ms": s,
+                        "stacked_ms": b,
+                        "speedup": s / b,
+                        "stacked_gflops": step_flops() / (b * 1e-3) / 1e9,
+                    }
+                )
+    finally:
+        torch.set_num_threads(saved)
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| threads | G | single ms/model-step | stacked ms/model-step | single/stacked | "
+        "stacked GFLOP/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['threads']} | {r['G']} | {r['single_ms']:.2f} | {r['stacked_ms']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['stacked_gflops']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def case_atlas(quick: bool) -> dict[str, Any]:
+    """The step profile (``circuits bench --cases atlas``)."""
+    rows = step_profile(groups=(4, 16) if quick else (4, 8, 16, 32), rounds=2 if quick else 5)
+    return {"rows": rows, "markdown": markdown(rows)}
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(case_atlas("--quick" in sys.argv)["markdown"])
