@@ -23,6 +23,7 @@ from torch import Tensor
 
 from circuits.analysis.names import head_name, parse_head_name
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.analysis.resources import DEFAULT_THREADS, torch_threads
 from circuits.losses import cross_entropy
 from circuits.validation import check_layer_head, check_mask, check_tokens
 
@@ -214,8 +215,12 @@ def ablation_effects(
     method: Literal["zero", "mean"] = "zero",
     mean_tokens: Int[Tensor, "batch pos"] | None = None,
     freeze_patterns: bool = False,
+    *,
+    threads: int | None = DEFAULT_THREADS,
 ) -> Float[Tensor, "n_layers n_heads"]:
     """``metric(ablated) - metric(clean)`` for each head ablated on its own.
+
+    ``threads``: torch threads while it runs (restored after; None: torch's setting).
 
     Memory: one forward pass at a time and its output O(batch pos d_vocab_out), which the
     metric reads; time ``n_layers n_heads + 1`` forward passes.
@@ -223,15 +228,17 @@ def ablation_effects(
     check_model(model)
     _check_metric(metric)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
-    with torch.no_grad():
-        clean = _scalar(metric(model(tokens)), "on the clean run")
     out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-    for layer in range(model.cfg.n_layers):
-        for head in range(model.cfg.n_heads):
-            logits = run_with_ablation(
-                model, tokens, [(layer, head)], method, mean_tokens, freeze_patterns
-            ).logits
-            out[layer, head] = _scalar(metric(logits), f"ablating {head_name(layer, head)}") - clean
+    with torch_threads(threads):
+        with torch.no_grad():
+            clean = _scalar(metric(model(tokens)), "on the clean run")
+        for layer in range(model.cfg.n_layers):
+            for head in range(model.cfg.n_heads):
+                logits = run_with_ablation(
+                    model, tokens, [(layer, head)], method, mean_tokens, freeze_patterns
+                ).logits
+                name = head_name(layer, head)
+                out[layer, head] = _scalar(metric(logits), f"ablating {name}") - clean
     return out
 
 
@@ -241,6 +248,8 @@ def patch_heads(
     corrupted_tokens: Int[Tensor, "batch pos"],
     metric: Metric,
     direction: Literal["noising", "denoising"] = "noising",
+    *,
+    threads: int | None = DEFAULT_THREADS,
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Activation patching of each head's output (``hook_z``, all positions), one at a time.
 
@@ -251,6 +260,7 @@ def patch_heads(
 
     Memory: every layer's ``hook_z`` of the source run O(n_layers batch pos n_heads d_head),
     and one forward pass with its output at a time (the metric reads the logits).
+    ``threads``: torch threads while it runs (restored after; None: torch's setting).
     """
     check_model(model)
     _check_metric(metric)
@@ -272,8 +282,8 @@ def patch_heads(
         else (corrupted_tokens, clean_tokens)
     )
     names = [_z_name(layer) for layer in range(cfg.n_layers)]
-    donor = _cache(model, source, names)
-    with torch.no_grad():
+    with torch_threads(threads), torch.no_grad():
+        donor = _cache(model, source, names)
         base = _scalar(metric(model(run_on)), f"on the {direction} base run")
         out = torch.zeros(cfg.n_layers, cfg.n_heads)
         for layer, name in enumerate(names):

@@ -33,6 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
+from circuits.analysis.resources import DEFAULT_THREADS, torch_threads
 from circuits.analysis.weights import get_weights, head_name
 from circuits.validation import check_int, check_layer_head
 
@@ -206,7 +207,12 @@ class CompositionScores:
 
 
 def all_composition_scores(
-    model: HookedModel, n_samples: int = 64, seed: int = 0, fold_ln: bool = False
+    model: HookedModel,
+    n_samples: int = 64,
+    seed: int = 0,
+    fold_ln: bool = False,
+    *,
+    threads: int | None = DEFAULT_THREADS,
 ) -> CompositionScores:
     """Q, K and V composition for every (earlier head, later head) pair, plus the baseline.
 
@@ -215,17 +221,18 @@ def all_composition_scores(
         n_samples: Random matrix pairs for the baseline (cached per shape and seed).
         seed: Seed of the baseline.
         fold_ln: Fold ``ln1`` centring and gains into the reading weights (see module doc).
+        threads: Torch threads while it runs (restored after; None: torch's setting).
 
     Memory: as :func:`composition_scores`, three times over; the baseline O(n_samples d_model
     d_head).
     """
     check_model(model)
-    with torch.no_grad():
+    with torch_threads(threads), torch.no_grad():
         w = get_weights(model, fold_ln=fold_ln)
         c = _Collapsed.of(w.W_Q, w.W_K, w.W_V, w.W_O)
         q, k, v = (_pair_scores(c.left, c.right[mode]) for mode in MODES)
-    d_model, d_head = w.W_Q.shape[-2:]
-    mean, std = random_baseline(int(d_model), int(d_head), n_samples, seed)
+        d_model, d_head = w.W_Q.shape[-2:]
+        mean, std = random_baseline(int(d_model), int(d_head), n_samples, seed)
     return CompositionScores(q, k, v, mean, std, n_samples)
 
 

@@ -112,6 +112,8 @@ class TunedLens(nn.Module):
         """Trains the translators on ``task`` batches (``task.sample``); the model is frozen.
 
         Returns the loss (sum over layers of the mean ``KL(final || lens)``) at every step.
+        Memory: each step's lens logits with their gradients, O(n_layers batch_size n_ctx
+        d_vocab): fit on small batches for a large vocabulary.
         """
         check_model(model)
         self._check_model(model)
