@@ -111,13 +111,15 @@ def path_expansion(
             (default: all).
     """
     _check_linear(model)
-    tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx).to(model.W_E.device)
     b, p = tokens.shape
     mask = torch.ones(b, p, dtype=torch.bool) if mask is None else check_mask(mask, (b, p))
+    mask = mask.to(tokens.device)
     if not bool(mask.any()):
         raise ValueError("mask selects no position: sizes and importance would be undefined")
     if targets is not None:
         targets = check_tokens(targets, model.cfg.d_vocab_out, model.cfg.n_ctx, "targets")
+        targets = targets.to(tokens.device)
         if targets.shape != tokens.shape:
             raise ValueError(f"targets {tuple(targets.shape)} do not match tokens {(b, p)}")
     patterns = _patterns(model, tokens)
@@ -181,8 +183,8 @@ class ScoreDecomposition:
         b, p = self.scores.shape[2], self.scores.shape[3]
         # The key after the earlier copy is i - S + 1: S >= 1 keeps it at or before the query.
         check_int(repeat_length, "repeat_length", 1, p)
-        mask = check_mask(mask, (b, p))
-        i = torch.arange(p)
+        mask = check_mask(mask, (b, p)).to(self.scores.device)
+        i = torch.arange(p, device=self.scores.device)
         target = i[None, :] == (i[:, None] - repeat_length + 1)  # [q, k]
         causal = i[None, :] <= i[:, None]
         other = causal & ~target
@@ -202,14 +204,14 @@ def score_decomposition(
     """Splits the attention scores of head ``(layer, head)`` by query and key component."""
     _check_linear(model)
     check_layer_head(layer, head, model.cfg.n_layers, model.cfg.n_heads)
-    tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
+    tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx).to(model.W_E.device)
     b, p = tokens.shape
     with torch.no_grad():
         _, cache = model.run_with_cache(
             tokens, names_filter=lambda n: n.endswith("hook_z") or n == "hook_embed"
         )
         comps = {"embed": model.W_E[tokens], "pos": model.W_pos[:p].expand(b, p, -1)}
-        bias = torch.zeros(model.cfg.d_model)
+        bias = torch.zeros_like(model.W_E[0])
         for l1 in range(layer):
             attn = model.blocks[l1].attn
             z = cache[f"blocks.{l1}.attn.hook_z"]
