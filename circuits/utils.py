@@ -4,7 +4,7 @@
 TransformerLens 4 removed ``transformer_lens.utils`` but kept its functions, with the same
 names and definitions, in ``transformer_lens.utilities``: they are re-exported from there (so
 they are TransformerLens's own code, not copies). ``sample_logits`` is the one exception: it is
-ours (:func:`circuits.model.generation.sample_logits`) behind TL3's positional signature, because
+ours (:func:`circuits.model.sampling.sample_logits`) behind TL3's positional signature, because
 TransformerLens's silently inverts the distribution for a negative temperature and crashes
 inside torch for ``top_k=0``.
 
@@ -83,7 +83,7 @@ def sample_logits(
     The arguments are validated first (``temperature >= 0``, ``1 <= top_k <= d_vocab``,
     ``0 < top_p <= 1``, finite ``freq_penalty >= 0``, finite logits) with one ``ValueError``.
     """
-    from circuits.model.generation import sample_logits as _sample
+    from circuits.model.sampling import sample_logits as _sample
 
     return _sample(
         final_logits,
