@@ -128,6 +128,8 @@ def generate_stream(
     Arguments as :func:`generate`; the pieces joined are :func:`generate`'s new ids.
     """
     check_int(max_tokens_per_yield, "max_tokens_per_yield", 1)
+    if return_type not in ("input", "str", "tokens"):
+        raise ValueError(f"return_type must be 'input', 'str' or 'tokens', got {return_type!r}")
     steps = _steps(
         model, input, max_new_tokens, stop_at_eos, eos_token_id, do_sample, top_k, top_p,
         temperature, freq_penalty, use_past_kv_cache, prepend_bos, padding_side, verbose,

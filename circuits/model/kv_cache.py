@@ -143,7 +143,13 @@ def check_cache(model: Any, cache: Any, batch: int, new: int) -> int:
         raise ValueError(f"the cache has {len(cache.entries)} layers, the model {cfg.n_layers}")
     heads = cfg.n_key_value_heads or cfg.n_heads
     offset = cache.pos_so_far
+    device = model.W_E.device
     for entry in cache.entries:
+        if entry.past_keys.device != device or entry.past_values.device != device:
+            raise ValueError(
+                f"the cache is on {entry.past_keys.device}, the model on {device}: make it with "
+                "init_cache(model.cfg, model.cfg.device, batch)"
+            )
         shape = tuple(entry.past_keys.shape)
         if shape != (batch, offset, heads, cfg.d_head) or shape != tuple(entry.past_values.shape):
             raise ValueError(

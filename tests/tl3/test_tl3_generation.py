@@ -280,3 +280,40 @@ def test_bidirectional_attention_sees_later_positions_and_refuses_the_cache() ->
     assert torch.equal(
         both.generate(tokens, 4, **kw), both.generate(tokens, 4, use_past_kv_cache=False, **kw)
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(max_new_tokens=True),
+        dict(max_new_tokens=2.0),
+        dict(temperature=float("nan")),
+        dict(temperature=float("inf")),
+        dict(top_p=float("nan")),
+        dict(top_k=2.5),
+        dict(eos_token_id=[-1]),
+        dict(eos_token_id="a"),
+        dict(eos_token_id=[]),
+        dict(return_type="logits"),
+        dict(seed=-1),
+        dict(seed=True),
+        dict(input=torch.zeros(2, 0, dtype=torch.long)),
+        dict(input=torch.zeros(2, 3, 5)),  # embeddings of the wrong width
+        dict(input=[[1, 2]]),
+        dict(input=torch.full((1, 3), float("nan")).unsqueeze(-1).expand(1, 3, 32)),
+    ],
+)
+def test_hostile_generate_arguments_are_one_clear_error(kwargs: dict) -> None:
+    model = perturbed_model()
+    kwargs = dict(input=prompt(), max_new_tokens=2, stop_at_eos=False, verbose=False) | kwargs
+    with pytest.raises((ValueError, TypeError)):
+        generate(model, **kwargs)
+    with pytest.raises((ValueError, TypeError)):
+        list(model.generate_stream(**kwargs))
+
+
+def test_a_cache_on_another_device_is_refused() -> None:
+    model = perturbed_model()
+    cache = HookedTransformerKeyValueCache.init_cache(model.cfg, "meta", 1)
+    with pytest.raises(ValueError, match=r"on meta"):
+        kv_cache.forward(model, prompt(1), cache)
