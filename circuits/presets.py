@@ -68,6 +68,64 @@ PRESETS: dict[str, dict[str, Any]] = {
             targets={"previous_token": 0.9},
         ),
     },
+    # Grokking (Nanda et al. 2023), sized by measurement to grok on 2 CPU cores in minutes:
+    # the paper's 1-layer ReLU MLP model without LayerNorm at half its width (d_model 64,
+    # d_mlp 256), full batch, AdamW with strong weight decay, a 10-step warm-up. p = 113 as in
+    # the paper; a larger train fraction and higher lr * weight decay than its 0.3 and 1e-3 * 1
+    # shorten the delay between memorising and generalising (bench/RESULTS.md, "Tasks").
+    # The probe is the whole held-out test set; training stops at 99% held-out accuracy.
+    "modular_addition": {
+        "model": dict(
+            n_layers=1,
+            d_model=64,
+            n_heads=4,
+            d_mlp=256,
+            act_fn="relu",
+            n_ctx=3,
+            d_vocab=114,
+            normalization_type=None,
+        ),
+        "task": dict(name="modular_addition", p=113, train_fraction=0.4, full_batch=True),
+        "train": dict(
+            steps=3000,
+            batch_size=1,
+            lr=3e-3,
+            weight_decay=2.0,
+            betas=(0.9, 0.98),
+            warmup_steps=10,
+            grad_clip=None,
+            eval_every=25,
+            probe_size=113 * 113,
+            target_accuracy=0.99,
+            scores=(),
+        ),
+    },
+    # Statistical induction heads (Edelman et al. 2024): 2 attention-only layers with
+    # LayerNorm, one head each, k = 3 states, sequences of 64, AdamW betas (0.9, 0.95) and
+    # weight decay 0.1 as in the paper. Uniform -> unigram -> bigram within a few hundred steps.
+    "markov_icl": {
+        "model": dict(
+            n_layers=2,
+            d_model=32,
+            n_heads=1,
+            n_ctx=64,
+            d_vocab=3,
+            attn_only=True,
+            normalization_type="LN",
+        ),
+        "task": dict(name="markov_icl", k=3, seq_len=64),
+        "train": dict(
+            steps=600,
+            batch_size=64,
+            lr=3e-3,
+            weight_decay=0.1,
+            betas=(0.9, 0.95),
+            warmup_steps=20,
+            eval_every=50,
+            probe_size=64,
+            scores=("previous_token", "statistical_induction"),
+        ),
+    },
 }
 
 

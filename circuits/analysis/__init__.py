@@ -68,6 +68,7 @@ from circuits.analysis.head_scores import (
 )
 from circuits.analysis.in_context import in_context_learning_score, loss_by_position
 from circuits.analysis.logit_lens import LensResult, accumulated_resid, logit_lens
+from circuits.analysis.markov import statistical_induction_score  # noqa: F401 (registers it)
 from circuits.analysis.names import parse_head_name
 from circuits.analysis.protocol import HookedModel
 from circuits.analysis.resources import torch_threads

@@ -34,6 +34,8 @@ from circuits.tasks.base import (
     probe_seed,
 )
 from circuits.tasks.induction import InductionTask
+from circuits.tasks.markov_icl import MarkovICLTask
+from circuits.tasks.modular_addition import ModularAdditionTask
 from circuits.tasks.probes import (
     distinct_ids,
     induction_determined,
@@ -53,6 +55,8 @@ from circuits.tasks.shift import ShiftByOneTask
 
 register_task("induction")(InductionTask)
 register_task("shift")(ShiftByOneTask)
+register_task("modular_addition")(ModularAdditionTask)
+register_task("markov_icl")(MarkovICLTask)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -60,6 +64,8 @@ __all__ = [
     "TASKS",
     "Batch",
     "InductionTask",
+    "MarkovICLTask",
+    "ModularAdditionTask",
     "ShiftByOneTask",
     "Task",
     "TaskBase",
