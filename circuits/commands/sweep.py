@@ -43,6 +43,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument(
+        "--batch-seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train up to N runs that differ only in their seeds as one stacked group in one "
+        "worker task (default 1: each run on its own; see docs/atlas.md)",
+    )
+    p.add_argument(
         "--out",
         metavar="DIR",
         help="sweep directory (default: sweeps/NAME); must be new, empty or a sweep of ours",
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.workers <= MAX_WORKERS:
         raise CliError(f"--workers must be in [0, {MAX_WORKERS}], got {args.workers}")
+    if args.batch_seeds < 1:
+        raise CliError(f"--batch-seeds must be >= 1, got {args.batch_seeds}")
     if args.max_runs is not None and args.max_runs < 1:
         raise CliError(f"--max-runs must be >= 1, got {args.max_runs}")
     check_scheduler(args.scheduler)
@@ -97,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         resume=args.resume,
         quiet=args.quiet,
+        batch_seeds=args.batch_seeds,
     )
     print(summary.line(out), file=sys.stderr)
     print(f"results: {out / 'results.jsonl'}")

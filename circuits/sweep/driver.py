@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from circuits.sweep.executors import check_reachable, engine
+from circuits.sweep.groups import execute_group, group_runs
 from circuits.sweep.progress import SweepProgress
 from circuits.sweep.runner import execute
 from circuits.sweep.spec import RunSpec, SweepSpec
@@ -69,6 +70,7 @@ def run_sweep(
     executor: Executor | None = None,
     resume: bool = False,
     quiet: bool = False,
+    batch_seeds: int = 1,
 ) -> SweepSummary:
     """Runs every run of ``spec`` not yet finished in ``out``.
 
@@ -81,6 +83,8 @@ def run_sweep(
         executor: Use this executor instead (``workers`` in flight; it is not shut down).
         resume: Continue a sweep in ``out``, skipping runs that have a row.
         quiet: No progress bar.
+        batch_seeds: Train up to this many runs that differ only in their seeds as one
+            stacked group (see :mod:`circuits.sweep.groups`); 1 runs each on its own.
 
     Raises:
         FileExistsError: ``out`` holds files that are not a sweep of ours, results without
@@ -92,11 +96,12 @@ def run_sweep(
     store = ResultsStore(out)
     store.check(resume)  # refuses someone's directory, or a link, before any work
     done = store.done()
-    todo = [r for r in runs if r.run_id not in done]
+    groups = group_runs(runs, batch_seeds, done)  # over the whole spec: resume keeps them
+    todo = [r for g in groups for r in g]
     start = time.perf_counter()
     if executor is not None:
         store.start(spec.to_dict(), resume)
-        counts = _run_all(executor, max(workers, 1), todo, store, quiet)
+        counts = _run_all(executor, max(workers, 1), groups, store, quiet)
         description = type(executor).__name__
     elif not todo:
         store.start(spec.to_dict(), resume)
@@ -105,7 +110,7 @@ def run_sweep(
         check_reachable(scheduler)  # seconds, not Dask's 20 s timeout; nothing written yet
         with engine(workers, scheduler) as eng:
             store.start(spec.to_dict(), resume)
-            counts = _run_all(eng.executor, eng.slots, todo, store, quiet)
+            counts = _run_all(eng.executor, eng.slots, groups, store, quiet)
             description = eng.description
     ok, failed, lost = counts
     return SweepSummary(
@@ -121,18 +126,25 @@ def run_sweep(
 
 
 def _run_all(
-    executor: Executor, slots: int, todo: list[RunSpec], store: ResultsStore, quiet: bool
+    executor: Executor, slots: int, groups: list[list[RunSpec]], store: ResultsStore, quiet: bool
 ) -> tuple[int, int, int]:
     root = str(store.root.resolve())
-    pending: Iterator[RunSpec] = iter(todo)
-    in_flight: dict[Future[Any], RunSpec] = {}
+    pending: Iterator[list[RunSpec]] = iter(groups)
+    in_flight: dict[Future[Any], list[RunSpec]] = {}
     lost = 0
-    with SweepProgress(len(todo), quiet) as bar:
+    with SweepProgress(sum(map(len, groups)), quiet) as bar:
 
         def submit_next() -> None:
-            run = next(pending, None)
-            if run is not None:
-                in_flight[executor.submit(execute, run, root)] = run
+            group = next(pending, None)
+            if group is None:
+                return
+            # A group is one task: its runs' rows come back together. A run alone is
+            # execute's as before (one row, not a list).
+            if len(group) == 1:
+                in_flight[executor.submit(execute, group[0], root)] = group
+            else:
+                in_flight[executor.submit(execute_group, group, root)] = group
+            for _ in group:
                 bar.started()
 
         for _ in range(slots):
@@ -140,21 +152,23 @@ def _run_all(
         while in_flight:
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                run = in_flight.pop(future)
+                group = in_flight.pop(future)
                 error = future.exception()
                 if error is None:
-                    result = future.result()
-                    store.append(result["row"], result["history"])
-                    bar.finished(ok=result["row"]["status"] == "ok")
+                    results = future.result()
+                    for result in results if isinstance(results, list) else [results]:
+                        store.append(result["row"], result["history"])
+                        bar.finished(ok=result["row"]["status"] == "ok")
                 else:
-                    # The worker died or the executor broke: not the run's failure, so no row
-                    # (a resumed sweep runs it again).
-                    lost += 1
-                    bar.finished(ok=False)
-                    print(
-                        f"sweep: run {run.run_id} lost ({type(error).__name__}: {error})",
-                        file=sys.stderr,
-                    )
+                    # The worker died or the executor broke: not the runs' failure, so no row
+                    # (a resumed sweep runs them again).
+                    for run in group:
+                        lost += 1
+                        bar.finished(ok=False)
+                        print(
+                            f"sweep: run {run.run_id} lost ({type(error).__name__}: {error})",
+                            file=sys.stderr,
+                        )
                 try:
                     submit_next()
                 except RuntimeError as e:  # a broken pool refuses new work

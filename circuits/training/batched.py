@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -31,7 +31,7 @@ from circuits.training import stacked
 from circuits.training.batched_eval import evaluate_stacked
 from circuits.training.config import TrainConfig, targets_met
 from circuits.training.loop import TrainingDiverged, check_compatible
-from circuits.training.state import TrainResult
+from circuits.training.state import TrainResult, save_training
 
 __all__ = ["BatchedRun", "train_batched"]
 
@@ -78,8 +78,8 @@ def check_group(
             if d != dicts[0]:
                 diff = sorted(k for k in {*d, *dicts[0]} if d.get(k) != dicts[0].get(k))
                 raise ValueError(
-                    f"runs 0 and {i} of a batched group differ in their {what} ({', '.join(diff)}); "
-                    "a group shares everything but the seeds"
+                    f"runs 0 and {i} of a batched group differ in their {what} "
+                    f"({', '.join(diff)}); a group shares everything but the seeds"
                 )
     if cfgs[0].checkpoint_dir is not None:
         raise ValueError(
@@ -100,6 +100,9 @@ class BatchedRun:
         cfgs: Each instance's train config (the same but for ``seed``/``progress``).
         memory_budget: Bytes the group may use (default: half the device's free memory);
             a larger group is refused before anything is allocated.
+        on_leave: Called as ``on_leave(i, group)`` when run ``i`` (its index in ``models``)
+            finished and its weights were written to its model, while its optimizer state is
+            still in the group (:meth:`save_training`).
     """
 
     def __init__(
@@ -108,8 +111,10 @@ class BatchedRun:
         tasks: Sequence[Task],
         cfgs: Sequence[TrainConfig],
         memory_budget: int | None = None,
+        on_leave: Callable[[int, BatchedRun], None] | None = None,
     ) -> None:
         check_group(models, tasks, cfgs)
+        self.on_leave = on_leave
         cfg = cfgs[0]
         self.cfg, self.model_cfg = cfg, models[0].cfg
         device = torch.device(cfg.device) if cfg.device else next(models[0].parameters()).device
@@ -175,8 +180,10 @@ class BatchedRun:
         if bad:  # before the optimizer step, so the survivors' states are untouched by them
             for j in bad:
                 i = self.active[j]
-                msg = f"training diverged at step {self.steps}: loss is {values[j]} (lr={self.cfg.lr})"
-                self.results[i] = TrainingDiverged(msg)
+                self.results[i] = TrainingDiverged(
+                    f"training diverged at step {self.steps}: loss is {values[j]} "
+                    f"(lr={self.cfg.lr})"
+                )
             self._drop(bad, write_back=False)
             values = [v for j, v in enumerate(values) if j not in bad]
             if not self.active:
@@ -194,6 +201,32 @@ class BatchedRun:
             self._evaluate()
         if self.steps == self.cfg.steps:
             self._drop(list(range(len(self.active))), write_back=True)
+
+    def save_training(self, i: int, path: str, train_config: TrainConfig) -> None:
+        """Writes run ``i``'s resumable training checkpoint, as :func:`circuits.train` writes
+        it when a run stops (``train_config`` recorded): its weights, its slice of the AdamW
+        moments, the shared schedule, its data generator, losses and history. Valid while the
+        run is still stacked, i.e. from ``on_leave``."""
+        j = self.active.index(i)
+        opt = self.optimizer.state_dict()  # one param group, parameters in the model's order
+        opt["state"] = {
+            k: {
+                name: (v[j].clone() if name in ("exp_avg", "exp_avg_sq") else v.clone())
+                for name, v in state.items()
+            }
+            for k, state in opt["state"].items()
+        }
+        save_training(
+            path,
+            self.models[i],
+            step=self.steps,
+            optimizer=_Saved(opt),
+            schedule=self.schedule,
+            generator=self.generators[i],
+            result=self.results[i],
+            task=self.tasks[i],
+            train_config=train_config.to_dict(),
+        )
 
     def _clip(self, max_norm: float) -> None:
         """Each instance's gradients scaled as ``clip_grad_norm_`` scales one model's."""
@@ -233,11 +266,13 @@ class BatchedRun:
         seconds = time.perf_counter() - self.start
         for j in positions:
             i = self.active[j]
-            if write_back:
-                stacked.unstack_into(self.params, j, self.models[i])
             result = self.results[i]
             if isinstance(result, TrainResult):
                 result.seconds = seconds
+            if write_back:
+                stacked.unstack_into(self.params, j, self.models[i])
+                if self.on_leave is not None:
+                    self.on_leave(i, self)
         keep_pos = [j for j in range(len(self.active)) if j not in set(positions)]
         keep = torch.tensor(keep_pos, dtype=torch.long, device=self.device)
         for p in self.params.values():
@@ -252,11 +287,22 @@ class BatchedRun:
         self.active = [self.active[j] for j in keep_pos]
 
 
+class _Saved:
+    """A state dict standing in for an optimizer (``save_training`` calls ``state_dict()``)."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
+
+
 def train_batched(
     models: Sequence[HookedTransformer],
     tasks: Sequence[Task],
     cfgs: Sequence[TrainConfig],
     memory_budget: int | None = None,
+    on_leave: Callable[[int, BatchedRun], None] | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
     """Trains ``models`` in place as one stacked group; one result per run, in order.
 
@@ -265,12 +311,14 @@ def train_batched(
     a :class:`~circuits.training.TrainingDiverged` for a run whose loss became NaN or inf (its
     model keeps its initial weights; the others go on).
 
+    ``memory_budget`` and ``on_leave``: see :class:`BatchedRun`.
+
     Raises:
         ValueError: The runs differ in more than their seeds, the architecture cannot be
             stacked (:func:`circuits.training.stacked.unsupported`), or the group does not fit
             in memory (checked before allocating).
     """
-    group = BatchedRun(models, tasks, cfgs, memory_budget)
+    group = BatchedRun(models, tasks, cfgs, memory_budget, on_leave)
     cfg = group.cfg
     bar = tqdm(
         total=cfg.steps,

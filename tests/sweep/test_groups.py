@@ -1,0 +1,131 @@
+"""``--batch-seeds``: runs that differ only in their seeds trained as stacked groups."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from circuits.sweep import ResultsStore, SweepSpec, run_sweep
+from circuits.sweep.groups import execute_group, group_runs
+from circuits.sweep.runner import execute
+
+# Fields of a row that do not depend on the float rounding of a stacked step.
+KEY = ("run_id", "status", "steps", "solved_at", "success", "axes")
+
+
+def rows_by_id(path: Path) -> dict[str, dict]:
+    return {r["run_id"]: r for r in ResultsStore(path).rows()}
+
+
+def test_groups_share_everything_but_the_seeds(small_spec: dict) -> None:
+    runs = SweepSpec.from_dict(small_spec).runs()  # 2 learning rates x 4 seeds
+    groups = group_runs(runs, 4)
+    assert [len(g) for g in groups] == [4, 4]
+    for g in groups:
+        assert len({r.settings["train"]["lr"] for r in g}) == 1
+        assert len({r.axes["seed"] for r in g}) == 4
+    assert [len(g) for g in group_runs(runs, 3)] == [3, 1, 3, 1]
+    assert [len(g) for g in group_runs(runs, 1)] == [1] * 8
+    assert sorted(r.run_id for g in group_runs(runs, 3) for r in g) == sorted(
+        r.run_id for r in runs
+    )
+
+
+def test_finished_runs_leave_their_group_and_the_groups_stay(small_spec: dict) -> None:
+    runs = SweepSpec.from_dict(small_spec).runs()
+    done = {runs[0].run_id, runs[5].run_id}
+    groups = group_runs(runs, 4, done)
+    assert [[r.run_id for r in g] for g in groups] == [
+        [r.run_id for r in runs[1:4]],
+        [r.run_id for r in runs[4:8] if r.run_id not in done],
+    ]
+
+
+def test_mixed_architectures_fall_back_to_per_architecture_groups(small_spec: dict) -> None:
+    grid = {"model.d_model": [16, 32], "model.positional_embedding_type": ["standard", "rotary"]}
+    runs = SweepSpec.from_dict({**small_spec, "grid": grid, "seeds": 3}).runs()
+    groups = group_runs(runs, 8)
+    stacked = [g for g in groups if len(g) > 1]
+    alone = [g for g in groups if len(g) == 1]
+    assert len(stacked) == 2 and all(len(g) == 3 for g in stacked)  # one per d_model
+    assert {g[0].settings["model"]["d_model"] for g in stacked} == {16, 32}
+    assert len(alone) == 6  # rotary cannot be stacked: each of its runs on its own
+    assert all(g[0].settings["model"]["positional_embedding_type"] == "rotary" for g in alone)
+    with pytest.raises(ValueError, match="batch_seeds"):
+        group_runs(runs, 0)
+
+
+def test_a_groups_rows_are_the_runs_rows(small_spec: dict) -> None:
+    runs = SweepSpec.from_dict({**small_spec, "grid": {"train.lr": [0.03]}, "seeds": 3}).runs()
+    batched = execute_group(runs)
+    for run, result in zip(runs, batched, strict=True):
+        single = execute(run)
+        row, ref = result["row"], single["row"]
+        assert {k: row[k] for k in KEY} == {k: ref[k] for k in KEY}
+        assert set(row) == set(ref)
+        assert row["formed"].keys() == ref["formed"].keys()
+        for name, f in ref["formed"].items():
+            assert row["formed"][name]["step"] == f["step"]
+        history, ref_history = result["history"], single["history"]
+        assert set(history) == set(ref_history)
+        assert history["losses"] == pytest.approx(ref_history["losses"], abs=1e-4)
+
+
+def test_checkpoint_true_writes_each_runs_resumable_checkpoint(
+    small_spec: dict, tmp_path: Path
+) -> None:
+    from circuits import checkpoint
+    from circuits.model import HookedTransformer
+    from circuits.training import read_training_metadata, resume
+
+    base = {**small_spec["base"], "train": {**small_spec["base"]["train"], "steps": 10}}
+    spec = SweepSpec.from_dict({**small_spec, "base": base, "seeds": 2, "checkpoint": True})
+    summary = run_sweep(spec, tmp_path, workers=0, quiet=True, batch_seeds=2)
+    assert summary.ok == 4
+    for row in ResultsStore(tmp_path).rows():
+        path = Path(row["checkpoint"])
+        assert path == (tmp_path / "checkpoints" / row["run_id"]).resolve()
+        model = checkpoint.load(path, HookedTransformer)
+        assert model.cfg.seed == row["axes"]["seed"]
+        assert read_training_metadata(path)["step"] == row["steps"] == 10
+    # One of them resumed for 5 more steps, as a checkpoint of circuits.train would be.
+    _, _, _, result = resume(Path(row["checkpoint"]), steps=15, progress=False)
+    assert result.steps == 15 and len(result.losses) == 15
+
+
+class DiesOnSecondGroup(Executor):
+    """Runs inline, but the second task's worker 'dies' (its future raises)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        self.calls += 1
+        future: Future = Future()
+        if self.calls == 2:
+            future.set_exception(SystemExit("worker killed"))
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_a_killed_group_resumes_to_the_same_rows(small_spec: dict, tmp_path: Path) -> None:
+    spec = SweepSpec.from_dict(small_spec)
+    whole = run_sweep(spec, tmp_path / "whole", workers=0, quiet=True, batch_seeds=4)
+    assert whole.ok == 8
+    out = tmp_path / "killed"
+    first = run_sweep(spec, out, executor=DiesOnSecondGroup(), quiet=True, batch_seeds=4)
+    assert (first.ok, first.lost) == (4, 4)  # the killed group left no row
+    assert len(ResultsStore(out).rows()) == 4
+    kept = rows_by_id(out)
+    second = run_sweep(spec, out, workers=0, quiet=True, resume=True, batch_seeds=4)
+    assert (second.skipped, second.ran) == (4, 4)  # no finished run redone
+    resumed, reference = rows_by_id(out), rows_by_id(tmp_path / "whole")
+    assert resumed.keys() == reference.keys()
+    for run_id, row in resumed.items():
+        assert {k: row[k] for k in KEY} == {k: reference[run_id][k] for k in KEY}
+        if run_id in kept:
+            assert row == kept[run_id]
