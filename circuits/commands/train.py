@@ -65,6 +65,8 @@ def add_parser(sub: Any) -> None:
         "or any score registered with circuits.analysis.scores.register_score) reaches VALUE; "
         "repeatable; replaces the preset's score targets",
     )
+    for flag, _, metavar, what in INTERVENTION_FLAGS:
+        p.add_argument(flag, action="append", metavar=metavar, help=what)
     p.add_argument("--out", metavar="DIR", help="save a resumable checkpoint directory here")
     p.add_argument(
         "--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps"
@@ -103,6 +105,18 @@ FLAGS = {
     "--batch-size": ("batch_size", "train", "batch_size"),
     "--threads": ("threads", "train", "threads"),
 }
+# Interventions during training (circuits.training.interventions): each flag is repeatable and
+# takes an optional step range @START:STOP (steps already taken; STOP may be left empty).
+_RANGE = "; optional @START:STOP step range; repeatable"
+INTERVENTION_FLAGS = (
+    ("--clamp-pattern", "clamp_pattern", "HEAD=previous|FILE.json",
+     "clamp a head's attention pattern to the previous-token oracle or a [pos, pos] JSON "
+     "pattern, e.g. L0H0=previous" + _RANGE),
+    ("--zero-head", "ablate", "HEAD", "zero a head's output, e.g. L1H0" + _RANGE),
+    ("--ablate", "ablate", "COMPONENT", "zero-ablate a head or MLP, e.g. L0H1@0:100" + _RANGE),
+    ("--freeze", "freeze", "PATTERN",
+     "do not update parameters whose names match, e.g. 'blocks.0.*'" + _RANGE),
+)  # fmt: skip
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit int
 
 
@@ -116,6 +130,14 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         parts["train"].update(target_accuracy=None, targets={})
     if getattr(args, "target", None):
         parts["train"]["targets"] = parse_targets(args.target)
+    if any(getattr(args, flag[2:].replace("-", "_"), None) for flag, *_ in INTERVENTION_FLAGS):
+        from circuits.training.interventions import parse_flag
+
+        parts["train"]["interventions"] = [
+            parse_flag(kind, value).to_dict()
+            for flag, kind, *_ in INTERVENTION_FLAGS
+            for value in getattr(args, flag[2:].replace("-", "_")) or ()
+        ]
     return parts
 
 
@@ -227,7 +249,11 @@ def resume_changes(args: argparse.Namespace) -> tuple[dict[str, Any], str | None
     from circuits.cli import CliError
     from circuits.training import read_training_metadata, resume_plan
 
-    fixed = ("task", "seed", "layers", "d_model", "heads", "lr", "batch_size", "threads")
+    fixed: tuple[str, ...] = ("task", "seed", "layers", "d_model", "heads", "lr", "batch_size")
+    fixed += (
+        "threads",
+        *(f[2:].replace("-", "_") for f, *_ in INTERVENTION_FLAGS),
+    )  # recorded in the run
     given = [f"--{f.replace('_', '-')}" for f in fixed if getattr(args, f) is not None]
     if given:
         raise CliError(f"--resume continues a run as it was configured; drop {', '.join(given)}")

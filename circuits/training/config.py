@@ -15,6 +15,7 @@ from typing import Any
 
 from circuits.analysis.scores import applicable, get_score, score_names
 from circuits.records import EvalRecord
+from circuits.training.interventions import Intervention, interventions_from
 from circuits.validation import check_fields, check_int, is_number
 
 __all__ = ["TARGET_ALIASES", "TrainConfig", "targets_met"]
@@ -54,6 +55,9 @@ class TrainConfig:
         device: Move the model here before training ("cpu", "cuda", "mps", ...); None trains
             where the model already is. Batches are drawn on the CPU (the same data stream
             on every device) and moved to the model's device.
+        interventions: Clamps, ablations and freezes applied while training, each for a range
+            of steps (:mod:`circuits.training.interventions`; dicts are read with
+            ``intervention_from_dict``).
         target_induction: Deprecated: ``targets={"induction": ...}``. Write-only (an init
             argument, not a field: read ``targets``), so it stays out of ``to_dict``.
         target_previous_token: Deprecated: ``targets={"previous_token": ...}``, likewise.
@@ -77,6 +81,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     threads: int | None = 1
     device: str | None = None
+    interventions: tuple[Intervention, ...] = ()
     target_induction: InitVar[float | None] = None
     target_previous_token: InitVar[float | None] = None
 
@@ -120,6 +125,7 @@ class TrainConfig:
             except (RuntimeError, TypeError) as e:
                 raise ValueError(f"device must be a torch device name, got {self.device!r}") from e
             object.__setattr__(self, "device", str(self.device))
+        object.__setattr__(self, "interventions", interventions_from(self.interventions))
 
     def _normalise_targets(self, aliases: dict[str, float]) -> None:
         if not isinstance(self.targets, Mapping):
@@ -165,6 +171,7 @@ class TrainConfig:
         d["betas"] = list(self.betas)
         d["targets"] = dict(self.targets)
         d["scores"] = None if self.scores is None else list(self.scores)
+        d["interventions"] = [i.to_dict() for i in self.interventions]
         return d
 
     @classmethod

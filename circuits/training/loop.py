@@ -26,6 +26,7 @@ from circuits.model import HookedTransformer
 from circuits.records import EvalRecord
 from circuits.tasks import Task
 from circuits.training.config import TARGET_ALIASES, TrainConfig, targets_met
+from circuits.training.intervention_plan import InterventionPlan
 from circuits.training.state import (
     RESUMABLE_CHANGES,
     TrainingCheckpoint,
@@ -112,6 +113,7 @@ def train(
     """
     cfg = cfg or TrainConfig()
     check_compatible(model, task)
+    plan = InterventionPlan(cfg.interventions, model, task.seq_len, cfg.steps)  # checks first
     if cfg.device is not None:
         model.to(cfg.device)
     device = next(model.parameters()).device
@@ -147,6 +149,7 @@ def train(
     model.train()
     try:
         for step in range(result.steps + 1, cfg.steps + 1):
+            plan.apply(step - 1)  # hooks and freezes of this step; its evaluation sees them too
             batch = _to_device(task.sample(cfg.batch_size, generator), device)
             logits = model(batch.tokens)
             loss = cross_entropy(logits, batch.tokens, batch.targets, batch.mask)
@@ -198,6 +201,7 @@ def train(
             if done:
                 break
     finally:
+        plan.close()
         torch.set_num_threads(threads)
         bar.close()
         model.eval()
