@@ -43,23 +43,23 @@ SLOW = ("rotary_partial_attn_only", "grouped_query", "split_qkv_rms")
 )
 def test_cached_generation_equals_uncached(variant: str) -> None:
     model = perturbed_model(**VARIANTS[variant])
-    tokens = prompt()
+    tokens = prompt(batch=2)
     kw = dict(stop_at_eos=False, verbose=False)
-    cached = model.generate(tokens, 15, do_sample=False, use_past_kv_cache=True, **kw)
-    plain = model.generate(tokens, 15, do_sample=False, use_past_kv_cache=False, **kw)
+    cached = model.generate(tokens, 10, do_sample=False, use_past_kv_cache=True, **kw)
+    plain = model.generate(tokens, 10, do_sample=False, use_past_kv_cache=False, **kw)
     assert torch.equal(cached, plain)
     sampled = [
-        model.generate(tokens, 15, seed=4, use_past_kv_cache=use, **kw) for use in (True, False)
+        model.generate(tokens, 10, seed=4, use_past_kv_cache=use, **kw) for use in (True, False)
     ]
     assert torch.equal(sampled[0], sampled[1])
     # Logits position by position: one cached step at a time against one uncached forward.
     cache = HookedTransformerKeyValueCache.init_cache(model.cfg, "cpu", tokens.shape[0])
     with torch.no_grad():
         steps = [kv_cache.forward(model, cached[:, :5], cache)]
-        steps += [kv_cache.forward(model, cached[:, i : i + 1], cache) for i in range(5, 20)]
+        steps += [kv_cache.forward(model, cached[:, i : i + 1], cache) for i in range(5, 15)]
         full = model(cached)
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
-    assert cache.entries[0].past_keys.shape[1] == 20
+    assert cache.entries[0].past_keys.shape[1] == 15
 
 
 @pytest.mark.parametrize("variant", ["standard", "shortformer", "rotary"])

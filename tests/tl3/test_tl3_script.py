@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "tl3.md"
 
@@ -27,6 +29,7 @@ def test_the_script_changes_one_import_line_only() -> None:
     assert "circuits" not in code.replace("import circuits as transformer_lens", "")
 
 
+@pytest.mark.slow  # a fresh interpreter, the stand-in, patching and generation: ~7 s quiet
 def test_the_tl3_script_runs_offline_on_the_standin(tmp_path: Path) -> None:
     path = tmp_path / "tl3_script.py"
     path.write_text(script())
