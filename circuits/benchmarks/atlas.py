@@ -107,6 +107,69 @@ def step_profile(
     return rows
 
 
+def sweep_side_by_side(
+    seeds: int = 128,
+    batch_seeds: Sequence[int] = (1, 32),
+    workers: int = 2,
+    checkpoint: bool = True,
+    rounds: int = 1,
+) -> list[dict[str, Any]]:
+    """``circuits sweep`` of ``seeds`` seeds of the default preset with its defaults (2-worker
+    pool) and ``checkpoint: true``, per ``--batch-seeds`` value, alternating, each from a fresh
+    directory. Wall time includes the pool's start-up, every run and every row written."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from circuits.sweep import ResultsStore, SweepSpec, run_sweep
+
+    spec = SweepSpec.from_dict(
+        {"name": "atlas", "preset": "induction", "seeds": seeds, "checkpoint": checkpoint}
+    )
+    flops = step_flops()
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="atlas-bench-"))
+    try:
+        for r in range(rounds):
+            for size in batch_seeds if r % 2 == 0 else batch_seeds[::-1]:
+                out = tmp / f"{size}-{r}"
+                start = time.perf_counter()
+                summary = run_sweep(spec, out, workers=workers, quiet=True, batch_seeds=size)
+                wall = time.perf_counter() - start
+                runs = ResultsStore(out).rows()
+                steps = sum(row.get("steps") or 0 for row in runs)
+                rows.append(
+                    {
+                        "batch_seeds": size,
+                        "workers": workers,
+                        "seeds": seeds,
+                        "wall_s": wall,
+                        "ok": summary.ok,
+                        "success": sum(bool(row.get("success")) for row in runs)
+                        / max(len(runs), 1),
+                        "seeds_per_min": 60 * seeds / wall,
+                        "gflops": steps * flops / wall / 1e9,
+                    }
+                )
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| --batch-seeds | workers | seeds | wall s | seeds/min | targets met | GFLOP/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch_seeds']} | {r['workers']} | {r['seeds']} | {r['wall_s']:.1f} | "
+            f"{r['seeds_per_min']:.0f} | {r['success']:.0%} | {r['gflops']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| threads | G | single ms/model-step | stacked ms/model-step | single/stacked | "
@@ -128,6 +191,14 @@ def case_atlas(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    print(case_atlas("--quick" in sys.argv)["markdown"])
+    parser = argparse.ArgumentParser(description="atlas benchmarks (issue 24)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sweep", type=int, metavar="SEEDS", help="sweep side by side instead")
+    parser.add_argument("--batch-seeds", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args()
+    if args.sweep:
+        print(sweep_markdown(sweep_side_by_side(args.sweep, args.batch_seeds)))
+    else:
+        print(case_atlas(args.quick)["markdown"])

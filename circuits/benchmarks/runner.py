@@ -15,7 +15,7 @@ import torch
 from circuits.benchmarks import cases as c
 from circuits.benchmarks.measure import machine
 
-CASES = ("train", "cache", "composition", "induction", "scale")
+CASES = ("train", "cache", "composition", "induction", "scale", "atlas")
 # Cases compared side by side in results.json / RESULTS.md; "scale" writes scale_results.*.
 SIDE_BY_SIDE = ("train", "cache", "composition", "induction")
 
@@ -111,7 +111,15 @@ def run(
         start = time.perf_counter()
         scale = case_scale(quick, threads or torch.get_num_threads(), log)
         log(f"  [scale: {time.perf_counter() - start:.1f}s]")
-    for case in (name for name in cases if name != "scale"):
+    atlas = None
+    if "atlas" in cases:  # issue 24: stacked seeds vs one model at a time
+        from circuits.benchmarks.atlas import case_atlas
+
+        start = time.perf_counter()
+        atlas = case_atlas(quick)
+        log(atlas["markdown"])
+        log(f"  [atlas: {time.perf_counter() - start:.1f}s]")
+    for case in (name for name in cases if name not in ("scale", "atlas")):
         start = time.perf_counter()
         for name, r in runners[case]().items():
             results["cases"][name] = r
@@ -129,6 +137,10 @@ def run(
         if results["cases"]:
             write_file(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
             write_file(out / "RESULTS.md", markdown(results).encode())
+        if atlas is not None:
+            payload = {"machine": results["machine"], "rows": atlas["rows"]}
+            write_file(out / "atlas_results.json", (json.dumps(payload, indent=2) + "\n").encode())
+            write_file(out / "atlas_results.md", (atlas["markdown"] + "\n").encode())
         if scale is not None:
             from circuits.benchmarks.scale import markdown as scale_markdown
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CASES = ("train", "cache", "composition", "induction", "scale")
+CASES = ("train", "cache", "composition", "induction", "scale", "atlas")
 DEFAULT_CASES = ("train", "cache", "composition", "induction")
 
 
@@ -32,8 +32,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--cases",
         default=",".join(DEFAULT_CASES),
-        help=f"comma-separated subset of {','.join(CASES)} (default: all but scale; scale, the "
-        "zoo and GPT-2 shapes, writes scale_results.json/.md and takes minutes)",
+        help=f"comma-separated subset of {','.join(CASES)} (default: all but scale and atlas; "
+        "scale, the zoo and GPT-2 shapes, writes scale_results.json/.md and takes minutes; atlas, "
+        "stacked seeds vs one model per step, writes atlas_results.json/.md)",
     )
     p.add_argument(
         "--out",

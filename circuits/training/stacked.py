@@ -4,7 +4,8 @@
 ``[G, *shape]``, and run with batched matmuls written out (``bmm``/``baddbmm``), so a step over
 ``G`` small models is one sequence of kernels instead of ``G``. The forward pass is the fast
 path's (:mod:`circuits.model.fast_path`) with an instance axis in front: layer 0 of a model
-without LayerNorm projects Q, K and V from two small tables, attention is explicit.
+without LayerNorm projects Q, K and V from two small tables; attention is the fused kernel on
+one thread and explicit matmuls on several or when the patterns are wanted (evaluation).
 
 Interface: :func:`unsupported` (why a config cannot be stacked, or None), :func:`stack` /
 :func:`unstack_into` (models <-> stacked tensors), :func:`forward`, :func:`instance_losses`,
@@ -126,12 +127,18 @@ def forward(
         else:
             normed = _layer_norm(resid, params, f"{pre}.ln1", cfg)
             qkv = torch.baddbmm(b_QKV, normed, W_QKV).view(G, b, p, -1)
-        q, k, v = rearrange(qkv, "G b p (t n e) -> t (G b n) p e", t=3, n=h).unbind(0)
-        scores = torch.baddbmm(causal, q, k.transpose(1, 2), alpha=1 / cfg.attn_scale)
-        pattern = scores.softmax(dim=-1)
-        if patterns is not None:
-            patterns.append(pattern.view(G, b, h, p, p))
-        z = rearrange(torch.bmm(pattern, v), "(G b n) p e -> G (b p) (n e)", G=G, n=h)
+        if patterns is None and torch.get_num_threads() == 1:
+            # One thread: the fused kernel beats the matmuls spelled out (as on the fast path).
+            q, k, v = rearrange(qkv, "G b p (t n e) -> t (G b) n p e", t=3, n=h).unbind(0)
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / cfg.attn_scale)
+            z = rearrange(z, "(G b) n p e -> G (b p) (n e)", G=G)
+        else:
+            q, k, v = rearrange(qkv, "G b p (t n e) -> t (G b n) p e", t=3, n=h).unbind(0)
+            scores = torch.baddbmm(causal, q, k.transpose(1, 2), alpha=1 / cfg.attn_scale)
+            pattern = scores.softmax(dim=-1)
+            if patterns is not None:
+                patterns.append(pattern.view(G, b, h, p, p))
+            z = rearrange(torch.bmm(pattern, v), "(G b n) p e -> G (b p) (n e)", G=G, n=h)
         W_O = rearrange(params[f"{pre}.attn.W_O"], "G n e d -> G (n e) d")
         resid = resid + torch.baddbmm(params[f"{pre}.attn.b_O"].unsqueeze(1), z, W_O)
         if not cfg.attn_only:
