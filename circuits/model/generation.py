@@ -12,7 +12,7 @@ the cache and the logits agree to float rounding (tests check 1e-5).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -138,7 +138,7 @@ def generate_stream(
     prompt = next(steps)
     text = return_type == "str" or (return_type == "input" and prompt.text)
     pending: list[Tensor] = []
-    for new in steps:
+    for new, _ in steps:
         pending.append(new[:, None])
         if len(pending) == max_tokens_per_yield:
             yield _piece(model, pending, text)
@@ -176,6 +176,7 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     sliding_window: bool = False,
+    **generation_kwargs: Any,
 ) -> Any:
     """Extends a prompt with the model's predictions (TransformerLens 3's ``generate``).
 
@@ -202,6 +203,10 @@ def generate(
         generator: A generator to draw from instead (on the model's device).
         sliding_window: Past ``n_ctx``, feed the model the last ``n_ctx`` positions (without
             the cache); by default a request that would exceed ``n_ctx`` is refused.
+        generation_kwargs: TL3's Hugging Face options: ``output_logits=True`` returns a
+            ``GenerateDecoderOnlyOutput`` (``sequences`` and each step's ``logits
+            [batch, d_vocab_out]``); ``return_dict_in_generate`` is accepted (TL3 ignores it).
+            Any other is refused by name (TL3 warns and ignores it).
 
     Returns:
         Text (one string for one prompt), ids ``[batch, pos + n]`` (``[pos + n]`` for a 1-D
@@ -214,6 +219,10 @@ def generate(
     """
     if return_type not in RETURN_TYPES:
         raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+    unknown = sorted(set(generation_kwargs) - {"output_logits", "return_dict_in_generate"})
+    if unknown:
+        raise ValueError(f"generate does not take {', '.join(unknown)}")
+    output_logits = bool(generation_kwargs.get("output_logits", False))
     steps = _steps(
         model, input, max_new_tokens, stop_at_eos, eos_token_id, do_sample, top_k, top_p,
         temperature, freq_penalty, use_past_kv_cache, prepend_bos, padding_side, verbose,
@@ -222,9 +231,19 @@ def generate(
     prompt: _Prompt = next(steps)
     batch = prompt.shape[0]
     device = model.W_E.device
-    new_ids = [new[:, None] for new in steps]
+    new_ids, step_logits = [], []
+    for new, logits in steps:
+        new_ids.append(new[:, None])
+        if output_logits:
+            step_logits.append(logits.clone())
     generated = torch.cat(new_ids, dim=1) if new_ids else torch.empty(batch, 0, device=device)
     generated = generated.long()
+    if output_logits:  # TL3: Hugging Face's output, the sequences and each step's logits
+        from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+        ids = generated if prompt.tokens is None else torch.cat([prompt.tokens, generated], 1)
+        sequences = cast("torch.LongTensor", ids)
+        return GenerateDecoderOnlyOutput(sequences=sequences, logits=tuple(step_logits))
     if return_type == "input":
         return_type = "str" if prompt.text else "tokens" if prompt.embeds is None else "embeds"
     if return_type == "embeds":
@@ -329,7 +348,7 @@ def _steps(
             embeds = torch.cat([embeds, model.embed(new[:, None])], dim=1)
         if mask is not None:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        yield new
+        yield new, logits[:, -1, :]
         # (A meta tensor has no values: shapes only, so no early stop there.)
         if eos and device.type != "meta" and bool(finished.all()):
             break

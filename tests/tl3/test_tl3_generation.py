@@ -317,3 +317,18 @@ def test_a_cache_on_another_device_is_refused() -> None:
     cache = HookedTransformerKeyValueCache.init_cache(model.cfg, "meta", 1)
     with pytest.raises(ValueError, match=r"on meta"):
         kv_cache.forward(model, prompt(1), cache)
+
+
+def test_output_logits_as_tl3() -> None:
+    model = perturbed_model()
+    tokens = prompt()
+    kw = dict(stop_at_eos=False, do_sample=False, verbose=False)
+    out = model.generate(tokens, 4, output_logits=True, return_dict_in_generate=True, **kw)
+    assert torch.equal(out.sequences, model.generate(tokens, 4, **kw))
+    assert len(out.logits) == 4 and out.logits[0].shape == (3, 20)
+    with torch.no_grad():
+        expected = model(out.sequences[:, :-1])[:, -4:]
+    for step, logits in enumerate(out.logits):
+        torch.testing.assert_close(logits, expected[:, step], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="num_beams"):
+        model.generate(tokens, 4, num_beams=2, **kw)
