@@ -276,7 +276,9 @@ def measure(row: Row, threads: int, quick: bool, timeout: float = ROW_TIMEOUT) -
         except EOFError:
             proc.join(5)
             code = proc.exitcode
-            why = f"signal {-code}: the OOM killer?" if code is not None and code < 0 else code
+            why: Any = code
+            if code is not None and code < 0:
+                why = f"signal {-code}" + (": the OOM killer?" if code == -9 else "")
             out = {"error": f"the child process died ({why})"}
     else:
         out = {"error": f"stopped after {timeout:.0f} s"}
