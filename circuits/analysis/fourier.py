@@ -40,6 +40,7 @@ __all__ = [
     "gini",
     "key_frequencies",
     "logit_projection",
+    "mechanism_summary",
     "neuron_activations",
     "neuron_fractions",
     "progress_measures",
@@ -310,4 +311,25 @@ def progress_measures(
         "gini_embed": gini(embedding_norms(model, p)),
         "gini_unembed": gini(unembedding_norms(model, p)),
         "weight_norm_sq": float(sum(t.detach().double().pow(2).sum() for t in params)),
+    }
+
+
+def mechanism_summary(
+    model: HookedModel, p: int, train_rows: Tensor, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Whether ``model`` adds mod ``p`` by the Fourier mechanism, in numbers: the key
+    frequencies found from its neurons, the share of the embedding's squared frequency norm
+    they hold, the share of neurons they explain, and the progress measures with them.
+
+    Memory: ``O(p^2 d_mlp)`` (every neuron on every input) and ``O(p^3)`` (all logits).
+    """
+    key = key_frequencies(neuron_activations(model, p), threshold=threshold)
+    norms = embedding_norms(model, p).pow(2)
+    idx = torch.tensor([k - 1 for k in key.freqs], dtype=torch.long)
+    share = float(norms[idx].sum() / norms.sum()) if key.freqs else 0.0
+    return {
+        "key_frequencies": list(key.freqs),
+        "embedding_share": share,
+        "neurons_explained": key.explained,
+        **progress_measures(model, p, key.freqs, train_rows),
     }

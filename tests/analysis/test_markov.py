@@ -1,0 +1,146 @@
+"""Known-answer tests of circuits.analysis.markov: the estimators against brute force, KL, the
+statistical-induction score on ideal patterns, and a hand-built 2-layer model implementing a
+statistical induction head (previous-token head in layer 0, token match in layer 1)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from circuits.analysis import markov
+from circuits.analysis.head_scores import evaluate
+from circuits.analysis.scores import ScoreContext
+from circuits.config import ModelConfig
+from circuits.model import HookedTransformer
+
+
+def _brute_bigram(seq: list[int], k: int) -> torch.Tensor:
+    out = []
+    for t, x in enumerate(seq):
+        counts = [1.0] * k
+        for s in range(t):
+            if seq[s] == x:
+                counts[seq[s + 1]] += 1
+        out.append([c / sum(counts) for c in counts])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _brute_unigram(seq: list[int], k: int) -> torch.Tensor:
+    out = []
+    for t in range(len(seq)):
+        counts = [1.0 + seq[: t + 1].count(j) for j in range(k)]
+        out.append([c / sum(counts) for c in counts])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_estimators_match_brute_force():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 4, (3, 25), generator=g)
+    for b in range(3):
+        seq = tokens[b].tolist()
+        assert torch.allclose(markov.bigram_estimator(tokens, 4)[b], _brute_bigram(seq, 4))
+        assert torch.allclose(markov.unigram_estimator(tokens, 4)[b], _brute_unigram(seq, 4))
+
+
+def test_bigram_known_answer():
+    est = markov.bigram_estimator(torch.tensor([[0, 1, 0, 1, 0]]), 2)
+    assert est[0, 4].tolist() == pytest.approx([1 / 4, 3 / 4])  # 0 was followed by 1 twice
+
+
+def test_kl_is_zero_for_the_strategy_itself():
+    s = markov.unigram_estimator(torch.tensor([[0, 1, 1, 2]]), 3)
+    assert torch.allclose(markov.kl_by_position(s, s.log()), torch.zeros(4, dtype=torch.float64))
+    assert (markov.kl_by_position(s, torch.zeros_like(s)) > 0).all()
+
+
+def test_phase_picks_the_closest_strategy():
+    kls = {"uniform": [0.3, 0.3], "unigram": [0.2, 0.1], "bigram": [0.05, 0.5]}
+    assert markov.phase(kls) == "unigram"
+    assert markov.phase(kls, slice(0, 1)) == "bigram"
+
+
+def _ctx(tokens: torch.Tensor, patterns: torch.Tensor) -> ScoreContext:
+    ctx = ScoreContext(model=None, probe=SimpleNamespace(tokens=tokens), cache=None)
+    ctx.__dict__["patterns"] = patterns
+    return ctx
+
+
+def test_statistical_induction_score_on_ideal_and_uniform_patterns():
+    tokens = torch.randint(0, 3, (4, 30), generator=torch.Generator().manual_seed(1))
+    mask = markov.statistical_induction_mask(tokens).double()
+    ideal = mask / mask.sum(-1, keepdim=True).clamp(min=1)
+    pos = torch.arange(30)
+    uniform = (pos[None, :] <= pos[:, None]).double()
+    uniform = (uniform / uniform.sum(-1, keepdim=True)).expand(4, 30, 30)
+    patterns = torch.stack([ideal, uniform], dim=1)[None]  # [layer, batch, head, q, k]
+    score = markov.statistical_induction_score(_ctx(tokens, patterns))
+    assert score[0, 0] == pytest.approx(1.0)
+    assert 0.2 < float(score[0, 1]) < 0.5  # about 1/k of the keys qualify
+
+
+def _hand_built(k: int, n_ctx: int) -> HookedTransformer:
+    """Residual = [token one-hot | previous token | head output (k each) | position one-hot].
+
+    L0H0 attends from position i to i - 1 (positions) and writes the key's token into the
+    previous-token block; L1H0 matches the query's token against keys' previous token and
+    writes the key's token into the output, which the unembedding reads: a statistical
+    induction head, predicting the average of the tokens that followed earlier copies.
+    """
+    d = 3 * k + n_ctx
+    cfg = ModelConfig(
+        n_layers=2,
+        d_model=d,
+        n_heads=1,
+        d_head=d,
+        n_ctx=n_ctx,
+        d_vocab=k,
+        attn_only=True,
+        normalization_type=None,
+    )
+    model = HookedTransformer(cfg)
+    big = 300.0  # scores are divided by sqrt(d_head)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.embed.W_E[:, :k] = torch.eye(k)
+        model.pos_embed.W_pos[:, 3 * k :] = torch.eye(n_ctx)
+        a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+        for i in range(1, n_ctx):
+            a0.W_Q[0, 3 * k + i, i] = big  # query at i looks for key i - 1
+            a0.W_K[0, 3 * k + i - 1, i] = 1.0
+        a0.W_Q[0, 3 * k, 0] = big
+        a0.W_K[0, 3 * k, 0] = 1.0
+        a0.W_V[0, :k, :k] = torch.eye(k)
+        a0.W_O[0, :k, k : 2 * k] = torch.eye(k)  # key's token -> previous-token block
+        a1.W_Q[0, :k, :k] = big * torch.eye(k)  # query's token ...
+        a1.W_K[0, k : 2 * k, :k] = torch.eye(k)  # ... against the key's previous token
+        a1.W_V[0, :k, :k] = torch.eye(k)
+        a1.W_O[0, :k, 2 * k : 3 * k] = torch.eye(k)
+        model.unembed.W_U[2 * k : 3 * k, :] = 4.0 * torch.eye(k)
+    return model
+
+
+def test_hand_built_statistical_induction_head_is_found_and_predicts_bigrams():
+    task_k, T = 3, 48
+    model = _hand_built(task_k, T)
+    from circuits.tasks import MarkovICLTask
+
+    batch, chains = MarkovICLTask(k=task_k, seq_len=T).probe_chains(64)
+    scores = evaluate(model, batch, ["previous_token", "statistical_induction"]).scores
+    assert scores["previous_token"][0, 0] > 0.95
+    assert scores["statistical_induction"][1, 0] > 0.9
+    kls = markov.strategy_kls(model, batch.tokens, chains)
+    assert markov.phase(kls) == "bigram"
+    late = slice(-T // 4, None)
+    assert kls["bigram"][late].mean() < 0.5 * kls["unigram"][late].mean()
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="states"):
+        markov.bigram_estimator(torch.tensor([[0, 3]]), 3)
+    with pytest.raises(ValueError, match="k"):
+        markov.unigram_estimator(torch.tensor([[0, 0]]), 1)
+    with pytest.raises(TypeError, match="Markov"):
+        markov.PhaseTracker(_hand_built(2, 8), SimpleNamespace())
