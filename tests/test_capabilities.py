@@ -97,3 +97,13 @@ def test_require_names_every_unmet_requirement() -> None:
     assert "positional_embedding_type='rotary'" in message and "n_key_value_heads=2" in message
     with pytest.raises(ValueError, match="unknown capability 'flying'"):
         caps.supports(cfg, "flying")
+
+
+def test_bidirectional_attention_has_no_causal_only_capability() -> None:
+    # Discovery's patched forward, the fast path and both exports mask causally.
+    cfg = ModelConfig(
+        n_layers=1, d_model=16, n_ctx=8, d_vocab=10, n_heads=4, attention_dir="bidirectional"
+    )
+    have = caps.capabilities(cfg)
+    for name in ("edge_graph", "fast_path", "gpt2", "tl4_bridge"):
+        assert name not in have, name

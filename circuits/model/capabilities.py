@@ -124,6 +124,7 @@ CAPABILITIES: dict[str, tuple[Requirement, ...]] = {
             lambda cfg: not getattr(cfg, "parallel_attn_mlp", False),
             lambda cfg: "parallel_attn_mlp=True",
         ),
+        CAUSAL,
     ),
     # Exports (circuits.interop).
     "gpt2": (
