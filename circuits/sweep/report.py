@@ -62,12 +62,16 @@ def sweep_report(path: str | Path, title: str | None = None) -> str:
     spec_file = root / SPEC
     spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
     store = ResultsStore(root)
-    series = {}
+    series, finals = {}, {}
     for r in rows:
         if r.get("status") == "ok" and r.get("history"):
             # The trajectories show the runs that have a history file.
             with contextlib.suppress(FileNotFoundError):
-                series[r["run_id"]] = store.history(r["run_id"]).get("series", {})
+                history = store.history(r["run_id"])
+                series[r["run_id"]] = history.get("series", {})
+                last = (history.get("history") or [{}])[-1]
+                if "previous_token" in last:
+                    finals[r["run_id"]] = last["previous_token"]
     axes = sp.swept_axes(rows)
     score = "induction" if any(r.get("formed", {}).get("induction") for r in rows) else None
     score = score or next(
@@ -110,6 +114,7 @@ def sweep_report(path: str | Path, title: str | None = None) -> str:
             f"step 0. Phase change rule: {PHASE_RULE}.",
             trajectories,
         )
+    _atlas_sections(rows, series, finals, score, add)
     stats = formation_stats(rows, score)
     summary: dict[str, Any] = {
         "sweep": spec.get("name", root.name),
@@ -132,3 +137,56 @@ def sweep_report(path: str | Path, title: str | None = None) -> str:
     for r in [r for r in rows if r.get("status") != "ok"][:5]:
         summary[f"failed {r['run_id']}"] = r.get("error")
     return render(sections, title or f"circuits sweep: {summary['sweep']}", summary)
+
+
+def _atlas_sections(
+    rows: list[dict[str, Any]],
+    series: dict[str, Any],
+    finals: dict[str, Any],
+    score: str,
+    add: Any,
+) -> None:
+    """The formation atlas (:mod:`circuits.plots.atlas`): distributions over seeds per setting.
+    A figure the sweep has no data for (no phase change, no layer-0 head) is left out."""
+    from circuits.plots import atlas
+
+    figures = [
+        (
+            "Formation step: distribution",
+            f"Each run's {score} formation step (a point), per setting, with the 10%, 50% and "
+            "90% quantiles in the setting's name.",
+            lambda: atlas.formation_quantiles(rows, score),
+        ),
+        (
+            "Aligned trajectories: median and 10-90% band",
+            f"The {score} score against steps since each run's phase change: the median over "
+            "the setting's runs and the band between its 10% and 90% quantiles (where at "
+            "least 3 runs have a value).",
+            lambda: atlas.aligned_band(rows, series, score),
+        ),
+        (
+            "Previous-token head",
+            "Which layer-0 head each run ended with as its top previous-token head, and "
+            "(diamonds) in how many runs the work is split: two or more layer-0 heads with a "
+            "final previous-token score of 0.4 or more (read from the scores, not ablations).",
+            lambda: atlas.previous_token_heads(rows, finals),
+        ),
+        (
+            "K-composition excess",
+            "How much the K-composition from the top previous-token head into the top "
+            "induction head exceeds that of random matrices of the same shapes, per run.",
+            lambda: atlas.k_composition_excess(rows),
+        ),
+        (
+            "Failure modes",
+            f"Runs whose {score} formed on time, late (after twice the setting's median), "
+            "never within their steps, or that failed with an error.",
+            lambda: atlas.failure_modes(rows, score),
+        ),
+    ]
+    for title, caption, make in figures:
+        try:
+            figure = make()
+        except ValueError:  # nothing of this kind in the sweep: no empty figure
+            continue
+        add(title, caption, figure)

@@ -129,3 +129,11 @@ def test_a_killed_group_resumes_to_the_same_rows(small_spec: dict, tmp_path: Pat
         assert {k: row[k] for k in KEY} == {k: reference[run_id][k] for k in KEY}
         if run_id in kept:
             assert row == kept[run_id]
+
+
+def test_sweep_report_shows_the_atlas(small_spec: dict, tmp_path: Path) -> None:
+    from circuits.sweep.report import sweep_report
+
+    run_sweep(SweepSpec.from_dict(small_spec), tmp_path, workers=0, quiet=True, batch_seeds=4)
+    page = sweep_report(tmp_path)
+    assert "Failure modes" in page and "K-composition excess" in page

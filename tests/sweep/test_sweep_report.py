@@ -131,8 +131,10 @@ def test_formation_stats_and_the_page(sweep_dir: Path) -> None:
     assert (stats["runs"], stats["failed"], stats["formed"], stats["success"]) == (9, 1, 7, 7)
     assert stats["q1"] <= 120 <= stats["q3"] and len(steps) == stats["formed"]
     page = sweep_report(sweep_dir)
-    # Formation, success, two phase diagrams, trajectories.
-    assert len(re.findall(r'<div id="fig-s\d+"', page)) == 5
+    # Formation, success, two phase diagrams, trajectories; the atlas's formation-step
+    # distribution and failure modes (its other figures need data these rows lack).
+    assert len(re.findall(r'<div id="fig-s\d+"', page)) == 7
+    assert "Formation step: distribution" in page and "Failure modes" in page
     assert "median 120" in page and "TrainingDiverged: loss is nan" in page
     assert page.count("<script") >= 6  # plotly.js inline once, then one call per figure
     one_axis = sweep_report(sweep_dir / "results.jsonl", title="t")
