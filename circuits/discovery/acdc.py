@@ -8,7 +8,9 @@ matter, so they are removed without a forward pass. At node level the same greed
 over the nodes, latest first.
 
 Each test is one forward of the general engine (:mod:`circuits.discovery.forward`) resumed at
-the receiver's group from the clean run, with the unembedding at the metric's rows only.
+the receiver's group from the clean run, with the unembedding at the metric's rows only; on
+attention-only models the edges into the logits and the last layer go through the low-rank
+readout instead (:mod:`circuits.discovery.acdc_fast`; the same decisions, tested).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from circuits.discovery.acdc_fast import LastLayer
 from circuits.discovery.metrics import Metric
 from circuits.discovery.problem import Problem
 from circuits.discovery.scores import EdgeScores
@@ -117,7 +120,10 @@ def acdc(
     for i, e in enumerate(graph.edges):
         outgoing.setdefault(e.sender.name, []).append(i)
     with torch_threads(threads):
+        fast = LastLayer(problem, metric) if LastLayer.applies(problem) else None
         current = float(problem.evaluate(patched.float(), metric)[0])
+        if fast is not None:
+            current = fast.clean_value()
         n_forward = 1
         for gi, ids, node in tqdm(_order(problem), disable=not progress, desc="ACDC"):
             if node is not None and bool(patched[outgoing.get(node, [])].all()):
@@ -125,12 +131,23 @@ def acdc(
                 continue
             for i in ids:
                 patched[i] = True
-                # Edges into earlier groups are all still clean here: resume at this group.
-                value = float(problem.evaluate(patched.float(), metric, start=gi)[0])
+                how = None
+                if fast is not None and fast.handles(graph.edges[i]):
+                    value, how = fast.test(i, patched)
+                else:
+                    if fast is not None:  # leaving the low-rank part: measure the state anew
+                        before = patched.clone()
+                        before[i] = False
+                        current = float(problem.evaluate(before.float(), metric)[0])
+                        fast = None
+                    # Edges into earlier groups are all still clean here: resume at this group.
+                    value = float(problem.evaluate(patched.float(), metric, start=gi)[0])
                 n_forward += 1
                 scores[i] = value - current
                 if value - current < tau:
                     current = value
+                    if how is not None and fast is not None:
+                        fast.accept(how)
                 else:
                     patched[i] = False
     scores = scores.to(problem.model.W_E.dtype)

@@ -114,6 +114,12 @@ class LowRank:
             self._B[key] = (Wc, Wc @ self.W_U)
         return self._B[key]
 
+    def shift(self, key: object, W: Float[Tensor, "e d_model"], u: Float[Tensor, "rows e"]) -> None:
+        """Moves the base to ``base + u @ W`` (``A`` updated at rank ``e``)."""
+        Wc, B = self._factor(key, W)
+        self.base = self.base + u @ Wc
+        self.A = self.A + u @ B
+
     def values(
         self, key: object, W: Float[Tensor, "e d_model"], u: Float[Tensor, "configs rows e"]
     ) -> Float[Tensor, " configs"]:

@@ -130,3 +130,26 @@ def test_one_edge_patch_matches_the_models_split_input_hooks(name: str) -> None:
     with torch.no_grad():
         got = run(model, g, clean, g.mask(["L0H1->L1H2.k"]).float()[None], src).logits[0]
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["attn_only", "attn_only_shortformer", "one_layer"])
+def test_acdc_low_rank_path_makes_the_general_engines_decisions(name: str, monkeypatch) -> None:
+    """ACDC tests edges into the logits and an attention-only model's last layer through the
+    low-rank readout; with it switched off (every test a general-engine forward) the circuit,
+    the scores and the KL are the same."""
+    import sys
+
+    from circuits.discovery import acdc
+
+    module = sys.modules["circuits.discovery.acdc"]
+    model = perturbed_model(**VARIANTS[name])
+    for source in ("corrupted", "zero"):
+        problem = Problem.build(model, repeated_tokens(3, 6, 20, seed=0), source=source)
+        for tau in (0.0, 0.01):
+            fast = acdc(problem, tau=tau)
+            with monkeypatch.context() as m:
+                m.setattr(module.LastLayer, "applies", staticmethod(lambda problem: False))
+                slow = acdc(problem, tau=tau)
+            assert torch.equal(fast.circuit, slow.circuit)
+            torch.testing.assert_close(fast.scores.scores, slow.scores.scores, atol=1e-6, rtol=0)
+            assert fast.kl == pytest.approx(slow.kl, abs=1e-6)
