@@ -21,7 +21,7 @@ demo: $(STAMP)
 test: $(STAMP) lint docs chromium
 	$(BIN)/python -m pytest
 
-## test-fast: the unit tier only (about a minute on a quiet 2-core machine)
+## test-fast: the unit tier only (a few minutes on a quiet 2-core machine)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebook and not browser"
 
