@@ -10,6 +10,9 @@ from typing import Any
 # circuits.sweep.spec.MAX_RUNS, written out so that --help imports nothing heavy (a test checks
 # that the two agree).
 MAX_RUNS = 10_000
+# Seeds per stacked group by default, chosen by measuring sweeps of the default preset on 2
+# workers against one run per task (bench/RESULTS.md, "Batched seeds").
+BATCH_SEEDS = 16
 
 
 def add_parser(sub: Any) -> None:
@@ -45,10 +48,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--batch-seeds",
         type=int,
-        default=1,
+        default=BATCH_SEEDS,
         metavar="N",
         help="train up to N runs that differ only in their seeds as one stacked group in one "
-        "worker task (default 1: each run on its own; see docs/atlas.md)",
+        f"worker task (default {BATCH_SEEDS}; 1: each run on its own; see docs/atlas.md)",
     )
     p.add_argument(
         "--out",
