@@ -3,8 +3,14 @@
 ``step_profile`` times one training step per model, alternating the single-model step of
 :func:`circuits.train` (fast path, fused AdamW) and the stacked step of
 :mod:`circuits.training.batched` for groups of ``G`` seeds, on 1 and 2 threads, in one
-process (so a loaded machine slows both alike). ``python -m circuits.benchmarks.atlas`` prints
-the table (``--quick`` for a smoke run); ``circuits bench --cases atlas`` records it.
+process (so a loaded machine slows both alike). ``eval_cost`` measures an evaluation in
+training steps (stacked and single); ``sweep_side_by_side`` runs ``circuits sweep`` of many
+seeds per ``--batch-seeds`` value, alternating.
+
+    python -m circuits.benchmarks.atlas [--quick]          # the step profile
+    python -m circuits.benchmarks.atlas --eval-cost        # an evaluation, in steps
+    python -m circuits.benchmarks.atlas --sweep 128 --batch-seeds 1 16
+    circuits bench --cases atlas                            # the step profile, recorded
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 from circuits.losses import cross_entropy
 from circuits.presets import build, run_config
 
-__all__ = ["case_atlas", "step_flops", "step_profile"]
+__all__ = ["case_atlas", "eval_cost", "step_flops", "step_profile", "sweep_side_by_side"]
 
 
 def _single_step(seed: int) -> Callable[[], None]:
@@ -105,6 +111,53 @@ def step_profile(
     finally:
         torch.set_num_threads(saved)
     return rows
+
+
+def eval_cost(G: int = 32, rounds: int = 6) -> dict[str, float]:
+    """An evaluation's cost in training steps, stacked (``G`` seeds) and single, alternating:
+    the medians of one step and one evaluation (probe loss, accuracy, the tracked head scores)
+    on one thread. ``eval_every = k`` then costs ``ratio / k`` of the training time."""
+    from circuits.analysis.head_scores import evaluate
+    from circuits.training.batched import BatchedRun
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [build("induction", s) for s in range(G)]
+        group = BatchedRun(
+            [m for m, _, _ in runs], [t for _, t, _ in runs], [c for _, _, c in runs]
+        )
+        group.step()
+        single = _single_step(0)
+        model, task, cfg = build("induction", 0)
+        probe = task.probe(cfg.probe_size)
+        names = cfg.recorded_scores(probe)
+        times: dict[str, list[float]] = {
+            k: [] for k in ("step", "eval", "single_step", "single_eval")
+        }
+        fns = {
+            "step": group.step,
+            "eval": group._evaluate,
+            "single_step": single,
+            "single_eval": lambda: evaluate(model.eval(), probe, names),
+        }
+        for r in range(rounds):
+            for name in fns if r % 2 == 0 else list(fns)[::-1]:
+                start = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(saved)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "G": G,
+        "stacked_step_ms": med["step"] * 1e3,
+        "stacked_eval_ms": med["eval"] * 1e3,
+        "stacked_ratio": med["eval"] / med["step"],
+        "single_step_ms": med["single_step"] * 1e3,
+        "single_eval_ms": med["single_eval"] * 1e3,
+        "single_ratio": med["single_eval"] / med["single_step"],
+    }
 
 
 def sweep_side_by_side(
@@ -196,9 +249,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="atlas benchmarks (issue 24)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sweep", type=int, metavar="SEEDS", help="sweep side by side instead")
-    parser.add_argument("--batch-seeds", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--batch-seeds", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--eval-cost", action="store_true", help="an evaluation in steps")
     args = parser.parse_args()
-    if args.sweep:
+    if args.eval_cost:
+        print(eval_cost())
+    elif args.sweep:
         print(sweep_markdown(sweep_side_by_side(args.sweep, args.batch_seeds)))
     else:
         print(case_atlas(args.quick)["markdown"])
