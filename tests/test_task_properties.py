@@ -47,7 +47,27 @@ def check_shift(batch: Batch) -> None:
             assert targets[t] == tokens[t - 1]
 
 
-ORACLES = {"induction": check_induction, "shift": check_shift}
+def check_modular_addition(batch: Batch) -> None:
+    assert batch.mask[:, -1].all() and not batch.mask[:, :-1].any(), "only '=' is a target"
+    for (a, b, eq), target in zip(
+        batch.tokens.tolist(), batch.targets[:, -1].tolist(), strict=True
+    ):
+        assert target == (a + b) % eq, (a, b, eq, target)
+
+
+def check_markov_icl(batch: Batch) -> None:
+    """A Markov chain's next state is never determined, only its distribution: every position
+    is a target and the target is the next token of the sampled chain."""
+    assert batch.mask.all()
+    assert torch.equal(batch.targets[:, :-1], batch.tokens[:, 1:])
+
+
+ORACLES = {
+    "induction": check_induction,
+    "shift": check_shift,
+    "modular_addition": check_modular_addition,
+    "markov_icl": check_markov_icl,
+}
 
 
 @st.composite
