@@ -46,6 +46,8 @@ class InterventionPlan:
 
     def apply(self, step: int) -> None:
         """Sets the model up for step ``step`` (steps already taken)."""
+        if not self.interventions:
+            return
         hooks = dict(self.model.hook_dict)
         frozen: set[str] = set()
         for index, i in enumerate(self.interventions):
@@ -59,9 +61,8 @@ class InterventionPlan:
                     handle.remove()
             if on:
                 frozen.update(i.parameters(self.model))
-        if self.interventions:
-            for name, p in self.model.named_parameters():
-                p.requires_grad_(self._grad[name] and name not in frozen)
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(self._grad[name] and name not in frozen)
 
     def close(self) -> None:
         """Removes every hook and restores ``requires_grad``."""
@@ -69,7 +70,7 @@ class InterventionPlan:
             for handle in handles:
                 handle.remove()
         self._handles.clear()
-        for name, p in self.model.named_parameters():
+        for name, p in self.model.named_parameters() if self.interventions else ():
             p.requires_grad_(self._grad[name])
 
     def __enter__(self) -> InterventionPlan:

@@ -223,6 +223,7 @@ def test_plan_close_restores_the_model():
         [ClampPattern(layer=0, head=0), Freeze(pattern="unembed.*")], model, 48, 5
     )
     plan.apply(0)
+    model.reset_hooks()  # TransformerLens's reset leaves the training hooks alone
     assert model._hooked_parts() == {"blocks.0"} and not model.unembed.W_U.requires_grad
     plan.close()
     assert not model._hooked_parts() and model.unembed.W_U.requires_grad
