@@ -29,8 +29,14 @@ from circuits.presets import build
 from circuits.training import train
 
 
-def modular_addition(seed: int) -> dict[str, Any]:
-    model, task, cfg = build("modular_addition", seed=seed)
+def modular_addition(
+    seed: int,
+    task_changes: dict[str, Any] | None = None,
+    train_changes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    model, task, cfg = build(
+        "modular_addition", seed=seed, task=task_changes or {}, train=train_changes or {}
+    )
     cfg = cfg.replace(progress=False)
     train_batch = task.batch(task.pairs("train"))
     rows: list[dict[str, Any]] = []
@@ -95,7 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["modular_addition", "markov_icl"])
     p.add_argument("--out", help="write the JSON here")
+    p.add_argument("--train-fraction", type=float, help="modular_addition: instead of the preset's")
+    p.add_argument("--lr", type=float, help="modular_addition: instead of the preset's")
+    p.add_argument("--weight-decay", type=float, help="modular_addition: instead of the preset's")
+    p.add_argument("--eval-every", type=int, help="modular_addition: instead of the preset's")
+    p.add_argument("--steps", type=int, help="modular_addition: instead of the preset's")
     args = p.parse_args(argv)
+    task_changes = {} if args.train_fraction is None else {"train_fraction": args.train_fraction}
+    train_changes = {
+        k: getattr(args, k)
+        for k in ("lr", "weight_decay", "eval_every", "steps")
+        if getattr(args, k) is not None
+    }
     out: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
@@ -105,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "seed": args.seed,
     }
-    for name, fn in (("modular_addition", modular_addition), ("markov_icl", markov_icl)):
-        if args.only in (None, name):
-            out[name] = fn(args.seed)
+    if args.only in (None, "modular_addition"):
+        out["modular_addition"] = modular_addition(args.seed, task_changes, train_changes)
+        out["modular_addition"]["train_changes"] = train_changes
+    if args.only in (None, "markov_icl"):
+        out["markov_icl"] = markov_icl(args.seed)
     out["machine"]["load_average_after"] = list(__import__("os").getloadavg())
     text = json.dumps(out, indent=1)
     if args.out:
