@@ -171,7 +171,11 @@ class TrainConfig:
         d["betas"] = list(self.betas)
         d["targets"] = dict(self.targets)
         d["scores"] = None if self.scores is None else list(self.scores)
+        # Written only when there are any: a run without them keeps the dict (and so a sweep's
+        # run id and a checkpoint's train_config) of the versions before interventions.
         d["interventions"] = [i.to_dict() for i in self.interventions]
+        if not self.interventions:
+            del d["interventions"]
         return d
 
     @classmethod

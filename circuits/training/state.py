@@ -227,8 +227,11 @@ class TrainingCheckpoint:
                 f"resume={path}: the checkpoint was trained on another task: {saved_task}"
             )
         saved_cfg = TrainConfig.from_dict(meta["train_config"]).to_dict()
+        new_cfg = cfg.to_dict()  # either may lack a key the other has (interventions)
         differ = [
-            k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved_cfg[k] != v
+            k
+            for k in sorted({*new_cfg, *saved_cfg})
+            if k not in RESUMABLE_CHANGES and saved_cfg.get(k) != new_cfg.get(k)
         ]
         if differ:
             raise ValueError(f"resume={path}: train config differs in {', '.join(differ)}")

@@ -298,3 +298,25 @@ def test_clamping_the_previous_token_head_forms_induction_no_later():
     assert summary["n"] == 3, rows
     assert summary["median_clamped"] <= summary["median_plain"], rows
     assert statistics.median(r["clamped"]["final_loss"] for r in rows) < 1.0, rows
+
+
+def test_a_run_without_interventions_keeps_its_train_config_dict():
+    # Sweep run ids and checkpoints' train_config of runs without interventions stay as before.
+    assert "interventions" not in TrainConfig().to_dict()
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    "saved, given", [([], [Ablate(component="L1H0")]), ([Ablate(component="L1H0")], [])]
+)
+def test_resume_refuses_added_or_dropped_interventions(tmp_path, saved, given):
+    model, task, cfg = small_run(steps=4, interventions=saved)
+    train(model, task, cfg.replace(checkpoint_dir=str(tmp_path / "run")))
+    fresh, task2, cfg2 = small_run(steps=8, interventions=given)
+    with pytest.raises(ValueError, match="train config differs in interventions"):
+        train(
+            fresh,
+            task2,
+            cfg2.replace(checkpoint_dir=str(tmp_path / "run")),
+            resume=tmp_path / "run",
+        )
