@@ -49,11 +49,22 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_page(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    import torch
+
     offline_hub(monkeypatch)
     monkeypatch.chdir(ROOT)  # examples name data/... relative to the repository
+    # A page may set torch's global state as a user's script would (TransformerLens-style code
+    # starts with torch.set_grad_enabled(False)); the next page must not inherit it.
+    grad, dtype = torch.is_grad_enabled(), torch.get_default_dtype()
+    threads = torch.get_num_threads()
     namespace: dict = {"__name__": "__docs__"}
-    for block in runnable(python_blocks(path)):
-        exec(compile(block, str(path), "exec"), namespace)
+    try:
+        for block in runnable(python_blocks(path)):
+            exec(compile(block, str(path), "exec"), namespace)
+    finally:
+        torch.set_grad_enabled(grad)
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
     return namespace
 
 
