@@ -320,3 +320,30 @@ def all_finite(model: nn.Module) -> bool:
     import torch
 
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# Names this module exported in earlier versions. The atomic-write helpers live in
+# circuits.files (returned here with a DeprecationWarning); the training state moved up to
+# circuits.training, which this module must not import (the layer contract): a clear error.
+_MOVED_TO_FILES = ("CheckpointBusy", "check_writable", "write_file", "writer_lock")
+_MOVED_TO_TRAINING = ("load_training", "read_training_metadata", "save_training", "training_run")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_FILES:
+        import warnings
+
+        from circuits import files
+
+        warnings.warn(
+            f"circuits.checkpoint.{name} moved to circuits.files.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(files, name)
+    if name in _MOVED_TO_TRAINING:
+        raise AttributeError(
+            f"circuits.checkpoint.{name} moved to circuits.training.{name} (the training state "
+            "owns its checkpoint)"
+        )
+    raise AttributeError(f"module 'circuits.checkpoint' has no attribute {name!r}")

@@ -126,3 +126,17 @@ def test_one_rotary_table() -> None:
     angles = ids[:, None] / torch.cat([freq, freq])  # halves (GPT-NeoX), written out
     torch.testing.assert_close(sin, angles.sin())
     torch.testing.assert_close(cos, angles.cos())
+
+
+def test_names_checkpoint_used_to_export() -> None:
+    """Atomic-write helpers still resolve (with a warning); the training state's functions,
+    now in circuits.training (a layer above), are refused naming where they went."""
+    from circuits import files, training
+
+    with pytest.warns(DeprecationWarning, match=r"moved to circuits\.files\.writer_lock"):
+        assert checkpoint.writer_lock is files.writer_lock
+    with pytest.raises(AttributeError, match=r"moved to circuits\.training\.load_training"):
+        checkpoint.load_training  # noqa: B018
+    assert callable(training.load_training)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        checkpoint.nope  # noqa: B018
