@@ -320,3 +320,24 @@ def test_resume_refuses_added_or_dropped_interventions(tmp_path, saved, given):
             cfg2.replace(checkpoint_dir=str(tmp_path / "run")),
             resume=tmp_path / "run",
         )
+
+
+def test_an_ablated_mlp_outputs_zero_inside_its_range_only():
+    model, task, cfg = build("induction", seed=0, model={"attn_only": False})
+    cfg = cfg.replace(
+        steps=4,
+        eval_every=2,
+        progress=False,
+        target_accuracy=None,
+        targets={},
+        interventions=[Ablate(component="L1MLP", stop=2)],
+    )
+    tokens = task.probe(2).tokens
+    seen = {}
+
+    def check(step, record):
+        _, cache = model.run_with_cache(tokens)
+        seen[step] = [bool((cache[f"blocks.{i}.hook_mlp_out"] == 0).all()) for i in (0, 1)]
+
+    train(model, task, cfg, callback=check)
+    assert seen == {2: [False, True], 4: [False, False]}
