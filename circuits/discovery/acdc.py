@@ -132,10 +132,12 @@ def acdc(
             for i in ids:
                 patched[i] = True
                 how = None
-                if fast is not None and fast.handles(graph.edges[i]):
+                edge = graph.edges[i]
+                if fast is not None and fast.handles(edge):
                     value, how = fast.test(i, patched)
                 else:
-                    if fast is not None:  # leaving the low-rank part: measure the state anew
+                    if fast is not None and not fast.in_scope(edge):
+                        # Leaving the low-rank part: measure the state anew.
                         before = patched.clone()
                         before[i] = False
                         current = float(problem.evaluate(before.float(), metric)[0])
@@ -146,8 +148,11 @@ def acdc(
                 scores[i] = value - current
                 if value - current < tau:
                     current = value
-                    if how is not None and fast is not None:
-                        fast.accept(how)
+                    if fast is not None:
+                        if how is not None:
+                            fast.accept(how)
+                        else:
+                            fast.reset(patched, gi)
                 else:
                     patched[i] = False
     scores = scores.to(problem.model.W_E.dtype)

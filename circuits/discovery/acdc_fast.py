@@ -54,11 +54,36 @@ class LastLayer:
             zero = rows.new_zeros(1, rows.shape[0], W.shape[0])
             return float(self.low.values((self.layer, 0), W, zero)[0])
 
-    def handles(self, edge: Edge) -> bool:
+    def in_scope(self, edge: Edge) -> bool:
+        """Whether ``edge`` is in a group this state follows (the logits, the last layer)."""
         r = edge.receiver
-        if r.kind == "logits":
-            return edge.sender.kind == "head"
-        return r.layer == self.layer and r.kind in ("q", "k", "v")
+        return r.kind == "logits" or (r.layer == self.layer and r.kind in ("q", "k", "v"))
+
+    def handles(self, edge: Edge) -> bool:
+        """Whether :meth:`test` scores ``edge`` (in scope, and not an embedding -> logits edge,
+        which moves the state at full rank: the general engine tests it, then :meth:`reset`)."""
+        return self.in_scope(edge) and (
+            edge.receiver.kind != "logits" or edge.sender.kind == "head"
+        )
+
+    def reset(self, patched: Tensor, start: int) -> None:
+        """Rebuilds the readout's base from the general engine's run of ``patched``."""
+        from circuits.discovery.forward import run
+
+        p = self.problem
+        with torch.no_grad():
+            resid = run(
+                self.model,
+                p.graph,
+                p.tokens,
+                patched.float()[None],
+                p.source,
+                start=start,
+                prefix=p.clean_outputs,
+                logits=False,
+                keep_outputs=False,
+            ).resid[0]
+            self.low = LowRank(self.model, self.metric, self.metric.rows(resid), keep=2)
 
     def _z(self, head: int, patched: Tensor) -> Tensor:
         """Head ``head``'s z ``[b, p, e]`` with the patched edges into its q, k, v."""

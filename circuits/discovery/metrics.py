@@ -72,11 +72,16 @@ class Metric:
         index = (slice(None),) * lead + (bi.to(x.device), pi.to(x.device))
         return x[index]
 
-    def _clean_rows(self, device: torch.device) -> Tensor:
-        assert self.clean_logits is not None
-        c = self.clean_logits
-        rows = c if c.ndim == 2 else self.rows(c)
-        return rows.to(device).log_softmax(-1)
+    def _kl_terms(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Clean probabilities ``[n_rows, d_vocab]`` and ``sum p log p`` ``[n_rows]`` (cached)."""
+        cache = self.__dict__.setdefault("_kl_cache", {})
+        if device not in cache:
+            assert self.clean_logits is not None
+            c = self.clean_logits
+            logp = (c if c.ndim == 2 else self.rows(c)).to(device).log_softmax(-1)
+            p = logp.exp()
+            cache[device] = (p, (p * logp).sum(-1))
+        return cache[device]
 
     def row_values(
         self, logits: Float[Tensor, "configs rows d_vocab"], rows: slice | Tensor = slice(None)
@@ -84,8 +89,10 @@ class Metric:
         """The metric's per-row value for logits at rows ``rows`` (a slice or an index tensor)
         of the mask's positions."""
         if self.name == "kl":
-            clean = self._clean_rows(logits.device)[rows]
-            return (clean.exp() * (clean - logits.log_softmax(-1))).sum(-1)
+            # KL(p || q) = sum p log p - sum p * logits + logsumexp(logits): three passes.
+            p, plogp = self._kl_terms(logits.device)
+            p, plogp = p[rows], plogp[rows]
+            return plogp - (logits * p).sum(-1) + logits.logsumexp(-1)
         assert self.targets is not None
         target = self.rows(self.targets).to(logits.device)[rows]
         index = target.expand(logits.shape[0], -1).unsqueeze(-1)

@@ -118,7 +118,7 @@ class LowRank:
         """Moves the base to ``base + u @ W`` (``A`` updated at rank ``e``)."""
         Wc, B = self._factor(key, W)
         self.base = self.base + u @ Wc
-        self.A = self.A + u @ B
+        self.A.addmm_(u, B)  # in place: A is this object's own
 
     def values(
         self, key: object, W: Float[Tensor, "e d_model"], u: Float[Tensor, "configs rows e"]

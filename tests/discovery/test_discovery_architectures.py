@@ -145,7 +145,8 @@ def test_acdc_low_rank_path_makes_the_general_engines_decisions(name: str, monke
     model = perturbed_model(**VARIANTS[name])
     for source in ("corrupted", "zero"):
         problem = Problem.build(model, repeated_tokens(3, 6, 20, seed=0), source=source)
-        for tau in (0.0, 0.01):
+        # tau > 0: at tau = 0, edges with no effect are decided by float noise either way.
+        for tau in (0.003, 0.01):
             fast = acdc(problem, tau=tau)
             with monkeypatch.context() as m:
                 m.setattr(module.LastLayer, "applies", staticmethod(lambda problem: False))
