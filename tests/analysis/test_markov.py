@@ -144,3 +144,22 @@ def test_bad_input():
         markov.unigram_estimator(torch.tensor([[0, 0]]), 1)
     with pytest.raises(TypeError, match="Markov"):
         markov.PhaseTracker(_hand_built(2, 8), SimpleNamespace())
+
+
+def test_phase_tracker_records_each_evaluation_and_keeps_the_mode():
+    from circuits.presets import build
+    from circuits.training import train
+
+    model, task, cfg = build("markov_icl", seed=0, train={"steps": 20, "eval_every": 10})
+    tracker = markov.PhaseTracker(model, task, batch_size=16)
+    modes = []
+    train(
+        model,
+        task,
+        cfg.replace(progress=False),
+        callback=lambda s, r: (tracker(s, r), modes.append(model.training)),
+    )
+    assert [h["step"] for h in tracker.history] == [10, 20]
+    assert all(h["phase"] in markov.STRATEGIES for h in tracker.history)
+    assert set(tracker.history[0]) == {"step", "uniform", "unigram", "bigram", "true", "phase"}
+    assert modes == [True, True]  # the loop calls back in training mode: the tracker restores it
