@@ -59,3 +59,28 @@ def test_train_induction_reports_the_circuit(capsys):
     assert k["score"] > k["baseline"] + 3 * k["baseline_std"]
     ablation = summary["ablate_source"]
     assert ablation["accuracy_before"] - ablation["accuracy_after"] >= 0.5
+
+
+def test_report_threads_are_used_and_restored(tmp_path, monkeypatch, capsys):
+    import torch
+
+    import circuits.report
+
+    seen = []
+    build = circuits.report.build_report
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("threads"))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(circuits.report, "build_report", spy)
+    before = torch.get_num_threads()
+    out = tmp_path / "r.html"
+    assert main(["report", "data/shift_1l", "-o", str(out), "--threads", "2"]) == 0
+    assert seen == [2] and out.is_file() and torch.get_num_threads() == before
+
+
+def test_report_refuses_negative_threads_before_writing(tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", "data/shift_1l", "-o", str(out), "--threads", "-1"]) == 2
+    assert "--threads" in capsys.readouterr().err and not out.exists()

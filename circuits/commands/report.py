@@ -29,6 +29,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--title", help="page title (default: from the checkpoint name)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the analysis (default: 1, as training; 0: torch's default)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="replace an existing file at --output that is not a circuits report",
@@ -43,11 +49,14 @@ def run(args: argparse.Namespace) -> int:
     # Before the work: never inside a checkpoint directory, never over a file we did not
     # write (without --force), only where a file can be written.
     output = args.output or "report.html"
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    threads = args.threads or None
     check_report_path(output, force=args.force)
     if _is_checkpoint(args.checkpoint):
-        page = report_from_checkpoint(args.checkpoint, args.title)
+        page = report_from_checkpoint(args.checkpoint, args.title, threads=threads)
     else:
-        page = _pretrained_report(args.checkpoint, args.title)
+        page = _pretrained_report(args.checkpoint, args.title, threads)
     path = write_report(page, output, force=args.force)
     print(wrote_line(path, default=args.output is None))
     return 0
@@ -67,9 +76,11 @@ def _is_checkpoint(name: str) -> bool:
     return (path / "metadata.json").is_file()
 
 
-def _pretrained_report(name: str, title: str | None) -> str:
+def _pretrained_report(name: str, title: str | None, threads: int | None = 1) -> str:
     from circuits.pretrained import from_pretrained
     from circuits.report import build_report
 
     model = from_pretrained(name)
-    return build_report(model, None, None, None, title=title or f"circuits report: {name}")
+    return build_report(
+        model, None, None, None, title=title or f"circuits report: {name}", threads=threads
+    )

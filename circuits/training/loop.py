@@ -169,7 +169,9 @@ def train(
             if step % cfg.eval_every == 0 or done:
                 model.eval()
                 record = dataclasses.replace(
-                    evaluate(model, probe, recorded, step=step),
+                    evaluate(
+                        model, probe, recorded, step=step, threads=None
+                    ),  # the run's own threads
                     train_loss=result.losses[-1],
                     seconds=time.perf_counter() - start,
                 )
