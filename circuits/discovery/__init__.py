@@ -30,6 +30,7 @@ Typical use::
 
 from __future__ import annotations
 
+from circuits.analysis.resources import DEFAULT_THREADS
 from circuits.discovery.acdc import DEFAULT_TAU, AcdcResult, acdc, acdc_sweep
 from circuits.discovery.attribution import edge_attribution, node_attribution
 from circuits.discovery.corruption import CORRUPTIONS, corrupt, register_corruption
@@ -50,7 +51,6 @@ from circuits.discovery.metrics import Metric, kl_to_clean, logit_diff, masked_l
 from circuits.discovery.problem import Problem
 from circuits.discovery.scores import EdgeScores
 from circuits.discovery.text import IoiBatch, ioi_batch, repeated_text
-from circuits.discovery.threads import DEFAULT_THREADS
 
 __all__ = [
     "CORRUPTIONS",

@@ -23,11 +23,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from circuits.analysis.resources import torch_threads
 from circuits.discovery.acdc_fast import LastLayer
 from circuits.discovery.metrics import Metric
 from circuits.discovery.problem import Problem
 from circuits.discovery.scores import EdgeScores
-from circuits.discovery.threads import torch_threads
 
 # KL (nats, averaged over the metric's positions) an edge may add and still be pruned. Chosen on
 # the default induction preset (bench/discovery_results.md): it keeps the induction circuit on

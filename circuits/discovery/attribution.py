@@ -24,12 +24,12 @@ import einops
 import torch
 from torch import Tensor
 
+from circuits.analysis.resources import torch_threads
 from circuits.discovery.forward import run
 from circuits.discovery.metrics import Metric
 from circuits.discovery.problem import Problem
 from circuits.discovery.readout import metric_values
 from circuits.discovery.scores import EdgeScores
-from circuits.discovery.threads import torch_threads
 from circuits.validation import check_int
 
 

@@ -162,7 +162,7 @@ def naive_exact_patching(
     Returns:
         Scores ``[len(units)]`` in the order of ``units``.
     """
-    from circuits.discovery.threads import torch_threads
+    from circuits.analysis.resources import torch_threads
 
     metric = metric or problem.metric
     model, graph = problem.model, problem.graph

@@ -16,10 +16,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from circuits.analysis.resources import torch_threads
 from circuits.discovery.metrics import Metric
 from circuits.discovery.problem import Problem
 from circuits.discovery.scores import EdgeScores
-from circuits.discovery.threads import torch_threads
 
 
 def faithfulness(

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from circuits.analysis.resources import torch_threads
 from circuits.discovery.metrics import Metric
 from circuits.discovery.problem import Problem
 from circuits.discovery.readout import LowRank, row_values, sparse_metric_values, supports_lowrank
 from circuits.discovery.scores import EdgeScores
-from circuits.discovery.threads import torch_threads
 
 # Activation elements per chunk of configs (batch x pos x width per config).
 _CHUNK_ELEMENTS = 8_000_000

@@ -9,12 +9,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuits.analysis.resources import torch_threads
 from circuits.discovery.corruption import DEFAULT_METRICS, corrupt
 from circuits.discovery.forward import SourceKind, run, source_outputs
 from circuits.discovery.graph import Graph, Level
 from circuits.discovery.metrics import Metric, kl_to_clean, logit_diff, masked_loss
 from circuits.discovery.readout import final_norm, metric_values
-from circuits.discovery.threads import torch_threads
 from circuits.tasks import Batch
 from circuits.validation import check_batch, check_int, check_tokens
 
