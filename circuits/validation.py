@@ -11,6 +11,49 @@ if TYPE_CHECKING:  # torch is imported where a tensor is checked: configs stay t
     from torch import Tensor
 
 
+def check_residual(x: object, name: str, d_model: int, n_ctx: int) -> Tensor:
+    """Validates a residual stream ``[batch, pos <= n_ctx, d_model]`` (float) and returns it.
+
+    Raises:
+        ValueError: Not a float tensor, or a shape other than ``[batch, pos, d_model]`` with
+            ``pos <= n_ctx``.
+    """
+    from torch import Tensor
+
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor [batch, pos, d_model]")
+    if x.ndim != 3 or x.shape[-1] != d_model or x.shape[1] > n_ctx:
+        raise ValueError(
+            f"{name} must have shape [batch, pos <= {n_ctx}, "
+            f"d_model={d_model}], got {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_attention_mask(mask: object, like: Tensor) -> Tensor | None:
+    """Validates an attention mask ``[batch, pos]`` of 0 (padding) and 1 (token) for token ids
+    (or a residual's first feature) ``like``; returns it on ``like``'s device (None stays None).
+
+    Raises:
+        ValueError: A float or complex mask, a shape other than ``like``'s, or values other
+            than 0 and 1.
+    """
+    from torch import Tensor
+
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.is_floating_point() or mask.is_complex():
+        raise ValueError("attention_mask must be an integer or bool tensor [batch, pos]")
+    if mask.shape != like.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(mask.shape)} does not match the input's "
+            f"{tuple(like.shape)}"
+        )
+    if mask.device.type != "meta" and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    return mask.to(like.device)
+
+
 def check_tokens(
     tokens: object, d_vocab: int, n_ctx: int, name: str = "tokens", device: Any = None
 ) -> Tensor:

@@ -2,9 +2,12 @@
 
 ``from_pretrained`` / ``from_pretrained_no_processing`` (classmethods over
 :func:`circuits.pretrained.from_pretrained`), ``all_composition_scores``, ``all_head_labels``,
-``load_and_process_state_dict``, ``tokens_to_residual_directions`` on strings, ``to(...,
-print_details=)``, ``to_tokens(ids, prepend_bos=True)``, and TL3's ``check_hooks_to_add``: a hook
-added by name at a hook point that a config switch leaves silent is refused, naming the switch.
+``load_and_process_state_dict``, the single weight-processing steps (``fold_layer_norm``,
+``center_writing_weights``, ``center_unembed``, ``fold_value_biases``,
+``refactor_factored_attn_matrices``: each returns a new state dict),
+``tokens_to_residual_directions`` on strings, ``to(..., print_details=)``,
+``to_tokens(ids, prepend_bos=True)``, and TL3's ``check_hooks_to_add``: a hook added by name at
+a hook point that a config switch leaves silent is refused, naming the switch.
 
 A mixin that never imports the model class (it reaches the model through ``self``).
 """
@@ -17,6 +20,9 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from circuits.model import processing
+from circuits.model.processing import StateDict
 
 # Hook-point name endings that only fire when a config switch is on: switch, its setter.
 _SWITCHED = (
@@ -76,7 +82,7 @@ class TL3Mixin:
 
     def load_and_process_state_dict(
         self,
-        state_dict: dict[str, Tensor],
+        state_dict: StateDict,
         fold_ln: bool = True,
         center_writing_weights: bool = True,
         center_unembed: bool = True,
@@ -92,6 +98,32 @@ class TL3Mixin:
             fold_value_biases=fold_value_biases,
             refactor_factored_attn_matrices=refactor_factored_attn_matrices,
         )
+
+    # --- weight processing, step by step (the model's own is process_weights_) ---
+    def fold_layer_norm(
+        self,
+        state_dict: StateDict,
+        fold_biases: bool = True,
+        center_weights: bool = True,
+    ) -> StateDict:
+        """See :func:`circuits.model.processing.fold_layer_norm` (returns a new state dict)."""
+        return processing.fold_layer_norm(state_dict, self.cfg, fold_biases, center_weights)
+
+    def center_writing_weights(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.center_writing_weights`."""
+        return processing.center_writing_weights(state_dict, self.cfg)
+
+    def center_unembed(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.center_unembed`."""
+        return processing.center_unembed(state_dict)
+
+    def fold_value_biases(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.fold_value_biases`."""
+        return processing.fold_value_biases(state_dict, self.cfg)
+
+    def refactor_factored_attn_matrices(self, state_dict: StateDict) -> StateDict:
+        """See :func:`circuits.model.processing.refactor_factored_attn_matrices`."""
+        return processing.refactor_factored_attn_matrices(state_dict, self.cfg)
 
     # --- analysis helpers ---
     def all_composition_scores(

@@ -38,7 +38,7 @@ from circuits.model.state_dict import to_tl3_state_dict
 from circuits.model.text import TextMixin, is_text
 from circuits.model.tl3_methods import TL3Mixin
 from circuits.model.weights import WeightsMixin
-from circuits.validation import check_tokens
+from circuits.validation import check_attention_mask, check_residual, check_tokens
 
 __all__ = ["HookedTransformer", "TransformerBlock", "cross_entropy"]
 
@@ -177,7 +177,7 @@ class HookedTransformer(
             if attention_mask is None and not bool(text_mask.all()):
                 attention_mask = text_mask
         tokens = check_tokens(input, self.cfg.d_vocab, self.cfg.n_ctx, device=self.W_E.device)
-        attention_mask = self._check_attention_mask(attention_mask, tokens)
+        attention_mask = check_attention_mask(attention_mask, tokens)
         copy = "" in self._hooked_parts()  # a hook must never see (or edit) our storage
         if self.cfg.use_hook_tokens:
             tokens = self.hook_tokens(tokens.clone() if copy else tokens)
@@ -249,10 +249,12 @@ class HookedTransformer(
                 input, attention_mask=attention_mask
             )
         else:
-            residual = self._check_residual(input, "input (with start_at_layer)")
+            residual = check_residual(
+                input, "input (with start_at_layer)", self.cfg.d_model, self.cfg.n_ctx
+            )
             if tokens is not None:
                 tokens = check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx)
-            attention_mask = self._check_attention_mask(attention_mask, residual[..., 0])
+            attention_mask = check_attention_mask(attention_mask, residual[..., 0])
             if self._hooked_parts():
                 residual = residual.clone()  # a hook may edit it in place: not the caller's
         hooked = self._hooked_parts()
@@ -287,30 +289,6 @@ class HookedTransformer(
         loss = self.loss(logits, tokens, targets, loss_mask, loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
-    def _check_residual(self, x: Any, name: str) -> Tensor:
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor [batch, pos, d_model]")
-        if x.ndim != 3 or x.shape[-1] != self.cfg.d_model or x.shape[1] > self.cfg.n_ctx:
-            raise ValueError(
-                f"{name} must have shape [batch, pos <= {self.cfg.n_ctx}, "
-                f"d_model={self.cfg.d_model}], got {tuple(x.shape)}"
-            )
-        return x
-
-    def _check_attention_mask(self, mask: Any, like: Tensor) -> Tensor | None:
-        if mask is None:
-            return None
-        if not isinstance(mask, Tensor) or mask.is_floating_point() or mask.is_complex():
-            raise ValueError("attention_mask must be an integer or bool tensor [batch, pos]")
-        if mask.shape != like.shape:
-            raise ValueError(
-                f"attention_mask shape {tuple(mask.shape)} does not match the input's "
-                f"{tuple(like.shape)}"
-            )
-        if mask.device.type != "meta" and bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
-        return mask.to(like.device)
-
     @staticmethod
     def loss(
         logits: Float[Tensor, "batch pos d_vocab"],
@@ -336,31 +314,6 @@ class HookedTransformer(
     def to_tl3_state_dict(self) -> StateDict:
         """The weights as TL3's ``state_dict()`` holds them (buffers added; a copy)."""
         return to_tl3_state_dict(self.state_dict(), self.cfg)
-
-    def fold_layer_norm(
-        self,
-        state_dict: StateDict,
-        fold_biases: bool = True,
-        center_weights: bool = True,
-    ) -> StateDict:
-        """See :func:`circuits.model.processing.fold_layer_norm` (returns a new state dict)."""
-        return processing.fold_layer_norm(state_dict, self.cfg, fold_biases, center_weights)
-
-    def center_writing_weights(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.center_writing_weights`."""
-        return processing.center_writing_weights(state_dict, self.cfg)
-
-    def center_unembed(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.center_unembed`."""
-        return processing.center_unembed(state_dict)
-
-    def fold_value_biases(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.fold_value_biases`."""
-        return processing.fold_value_biases(state_dict, self.cfg)
-
-    def refactor_factored_attn_matrices(self, state_dict: StateDict) -> StateDict:
-        """See :func:`circuits.model.processing.refactor_factored_attn_matrices`."""
-        return processing.refactor_factored_attn_matrices(state_dict, self.cfg)
 
     def process_weights_(
         self,
