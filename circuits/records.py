@@ -4,7 +4,7 @@ Training histories, checkpoints, the training-dynamics figure and the report all
 :class:`EvalRecord`. A record round-trips through JSON (:meth:`EvalRecord.to_dict`,
 :meth:`EvalRecord.from_dict`); ``from_dict`` also reads the flat dicts of older checkpoints
 (``{"step", "train_loss", "accuracy", "loss", "previous_token": [[...]], ...}``), which is how
-they keep loading.
+they keep loading. Records written before ``metrics`` existed load with ``metrics == {}``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ class EvalRecord:
             :mod:`circuits.analysis.scores`).
         train_loss: The training batch's loss at that step (training only).
         seconds: Wall time of the run when it was measured (training only).
+        metrics: ``{name: float}`` model-level measures the task defines (its
+            ``evaluation_metrics``; e.g. ``kl_bigram`` for ``markov_icl``); empty otherwise.
 
-    ``record[key]`` reads a field or a score (``record["induction"]``), as the dicts of earlier
-    versions did.
+    ``record[key]`` reads a field, a score (``record["induction"]``) or a metric, as the dicts
+    of earlier versions did.
     """
 
     step: int
@@ -52,6 +54,7 @@ class EvalRecord:
     scores: Mapping[str, Tensor] = field(default_factory=dict)
     train_loss: float | None = None
     seconds: float | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not is_int(self.step, 0):
@@ -69,6 +72,16 @@ class EvalRecord:
                 raise ValueError(f"score {name!r} must be [n_layers, n_heads], got {t.shape}")
             scores[str(name)] = t
         object.__setattr__(self, "scores", scores)
+        if not isinstance(self.metrics, Mapping):
+            raise TypeError(f"record metrics must be a mapping, got {type(self.metrics).__name__}")
+        metrics: dict[str, float] = {}
+        for key, number in self.metrics.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"metric names must be non-empty strs, got {key!r}")
+            if key in FIELDS or key in scores:
+                raise ValueError(f"metric {key!r} would shadow a field or score of the record")
+            metrics[key] = float(_number(f"metric {key!r}", number))  # type: ignore[arg-type]
+        object.__setattr__(self, "metrics", metrics)
 
     # --- compatibility with the dict records of earlier versions ---
     def __getitem__(self, key: str) -> Any:
@@ -76,12 +89,14 @@ class EvalRecord:
             return getattr(self, key)
         if key in self.scores:
             return self.scores[key]
+        if key in self.metrics:
+            return self.metrics[key]
         raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
         if key in FIELDS:
             return getattr(self, str(key)) is not None
-        return key in self.scores
+        return key in self.scores or key in self.metrics
 
     def get(self, key: str, default: Any = None) -> Any:
         return self[key] if key in self else default  # noqa: SIM401 (this is get)
@@ -96,6 +111,7 @@ class EvalRecord:
             same
             and self.scores.keys() == other.scores.keys()
             and all(torch.equal(v, other.scores[k]) for k, v in self.scores.items())
+            and self.metrics == other.metrics
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -109,9 +125,12 @@ class EvalRecord:
         return get_score(name).best(self.scores[name])
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (scores as nested lists)."""
+        """A JSON-ready dict (scores as nested lists; ``metrics`` only when there are any, so
+        a record without them writes what earlier versions wrote)."""
         out: dict[str, Any] = {f: getattr(self, f) for f in FIELDS}
         out["scores"] = {k: v.tolist() for k, v in self.scores.items()}
+        if self.metrics:
+            out["metrics"] = dict(self.metrics)
         return out
 
     @classmethod
@@ -130,9 +149,10 @@ class EvalRecord:
             unknown = set(data) - known
             if unknown:
                 raise ValueError(f"evaluation record has unknown field(s) {sorted(unknown)}")
-            scores = data["scores"]
+            scores, metrics = data["scores"], data.get("metrics") or {}
         else:  # the flat format: every non-field entry is a score
             scores = {k: v for k, v in data.items() if k not in FIELDS}
+            metrics = {}
         try:
             return cls(
                 step=data["step"],
@@ -141,6 +161,7 @@ class EvalRecord:
                 scores=scores,
                 train_loss=data.get("train_loss"),
                 seconds=data.get("seconds"),
+                metrics=metrics,
             )
         except KeyError as e:
             raise ValueError(f"evaluation record at step {data['step']!r} lacks {e}") from e
@@ -158,6 +179,11 @@ def history_from_json(records: Iterable[Any]) -> list[EvalRecord]:
 def history_to_json(records: Iterable[EvalRecord | Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A history as JSON-ready dicts (records of any version are converted first)."""
     return [EvalRecord.from_dict(r).to_dict() for r in records]
+
+
+def metric_series(records: Iterable[EvalRecord], name: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of metric ``name`` over the records that have it."""
+    return [(r.step, r.metrics[name]) for r in records if name in r.metrics]
 
 
 def score_series(records: Iterable[EvalRecord], name: str) -> Iterator[Tensor]:

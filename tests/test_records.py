@@ -98,3 +98,27 @@ def test_shipped_checkpoints_histories_load(name):
     assert summary["steps"] == records[-1].step
     if n_layers == 1:  # a layer-0 head is never reported as an induction head
         assert "top induction head" not in summary
+
+
+def test_metrics_round_trip_and_read_like_fields():
+    r = EvalRecord(step=5, loss=1.0, accuracy=0.5, metrics={"kl_bigram": 0.25, "phase": 2})
+    back = EvalRecord.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back == r and back.metrics == {"kl_bigram": 0.25, "phase": 2.0}
+    assert r["kl_bigram"] == 0.25 and "phase" in r and r.get("nope") is None
+    assert back != EvalRecord(step=5, loss=1.0, accuracy=0.5, metrics={"kl_bigram": 0.5})
+    # A record without metrics writes what earlier versions wrote (no "metrics" key) ...
+    assert "metrics" not in record().to_dict()
+    # ... and records of earlier versions (flat or with scores) load with no metrics.
+    assert EvalRecord.from_dict(OLD).metrics == {}
+    assert EvalRecord.from_dict(record().to_dict()).metrics == {}
+
+
+def test_bad_metrics_are_refused():
+    with pytest.raises(ValueError, match="must be a number"):
+        EvalRecord.from_dict({**record().to_dict(), "metrics": {"kl": "low"}})
+    with pytest.raises(TypeError, match="mapping"):
+        EvalRecord(step=1, loss=1.0, accuracy=0.0, metrics=[("kl", 1.0)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="metric names"):
+        EvalRecord(step=1, loss=1.0, accuracy=0.0, metrics={1: 1.0})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="shadow"):
+        EvalRecord(step=1, loss=1.0, accuracy=0.0, metrics={"loss": 1.0})

@@ -10,7 +10,8 @@ frequencies ``w_k = 2 pi k / p``, multiplies them into ``cos/sin(w_k (a + b))`` 
   frequency on all ``p^2`` inputs, and the frequencies the neurons use (found, not assumed);
 - :func:`restricted_loss`, :func:`excluded_loss`: the loss with the logits projected onto, or
   with the projection removed from, the key frequencies' ``cos/sin(w_k (a + b))`` directions;
-- :func:`gini`, :func:`progress_measures`: sparsity of those norms and all measures at once.
+- :func:`gini`, :func:`progress_measures`: sparsity of those norms and all measures at once;
+  :func:`training_measures`: the same during training, key frequencies found at each step.
 
 Inputs are ordered a-major (pair ``a * p + b``) as ``ModularAdditionTask.pairs("all")`` gives.
 Definitions: ``/work/shared/reference/definitions.md`` ("Modular addition and grokking").
@@ -45,6 +46,7 @@ __all__ = [
     "neuron_fractions",
     "progress_measures",
     "restricted_loss",
+    "training_measures",
     "unembedding_norms",
 ]
 
@@ -298,19 +300,61 @@ def progress_measures(
     from the final model to compare checkpoints): train/test loss, restricted loss (all pairs),
     excluded loss (training pairs), Gini of the embedding and unembedding frequency norms, and
     the total squared weight norm. ``train_rows``: indices (a-major) of the training pairs."""
-    logits = all_logits(model, p)
+    return _measures(model, p, all_logits(model, p), freqs, train_rows)
+
+
+def _measures(
+    model: HookedModel,
+    p: int,
+    logits: Tensor,
+    freqs: tuple[int, ...] | list[int],
+    train_rows: Tensor,
+) -> dict[str, float]:
     labels = _labels(p)
     test = torch.ones(p * p, dtype=torch.bool)
     test[train_rows] = False
-    params = [t for t in model.parameters()]  # type: ignore[attr-defined]
-    return {
+    out = {
         "train_loss": _ce(logits, labels, train_rows),
         "test_loss": _ce(logits, labels, test.nonzero()[:, 0]),
         "restricted_loss": restricted_loss(logits, freqs),
         "excluded_loss": excluded_loss(logits, freqs, train_rows),
         "gini_embed": gini(embedding_norms(model, p)),
-        "gini_unembed": gini(unembedding_norms(model, p)),
-        "weight_norm_sq": float(sum(t.detach().double().pow(2).sum() for t in params)),
+    }
+    if not getattr(model.cfg, "attn_only", False):
+        out["gini_unembed"] = gini(unembedding_norms(model, p))
+    params = model.parameters()  # type: ignore[attr-defined]
+    out["weight_norm_sq"] = float(sum(t.detach().double().pow(2).sum() for t in params))
+    return out
+
+
+@torch.no_grad()
+def training_measures(
+    model: HookedModel, p: int, train_rows: Tensor, chunk: int = 4096
+) -> dict[str, float]:
+    """:func:`progress_measures` for a model in training: the key frequencies are the ones its
+    neurons use *now* (no final model needed; ``n_key_frequencies`` says how many), so early
+    on, with none, the restricted loss is the constant's and the excluded loss the full loss.
+    One forward of all ``p^2`` inputs; memory ``O(p^2 (p + d_mlp))``. A model without MLPs
+    has no neurons to find frequencies from: its restricted and excluded losses are left out.
+    """
+    _check_task_model(model, p)
+    check_int(chunk, "chunk", 1)
+    mlp = not getattr(model.cfg, "attn_only", False)
+    name = f"blocks.{model.cfg.n_layers - 1}.mlp.hook_post"
+    tokens = _inputs(p, model.W_E.device)
+    logits, acts = [], []
+    for i in range(0, p * p, chunk):
+        out, cache = model.run_with_cache(tokens[i : i + chunk], names_filter=[name] if mlp else [])
+        logits.append(out[:, -1, :p].double().cpu())
+        if mlp:
+            acts.append(cache[name][:, -1].double().cpu())
+    if not mlp:
+        measures = _measures(model, p, torch.cat(logits), (), train_rows)
+        return {k: v for k, v in measures.items() if k not in ("restricted_loss", "excluded_loss")}
+    freqs = key_frequencies(torch.cat(acts).reshape(p, p, -1)).freqs
+    return {
+        **_measures(model, p, torch.cat(logits), freqs, train_rows),
+        "n_key_frequencies": float(len(freqs)),
     }
 
 

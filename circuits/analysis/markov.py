@@ -6,6 +6,8 @@ the last one (Edelman et al. 2024, "The evolution of statistical induction heads
 - :func:`kl_by_position`, :func:`strategy_kls`: KL(strategy || model) per position, for the
   uniform, unigram and bigram strategies and the true transition rows;
 - :func:`phase`: the strategy the model is closest to (uniform -> unigram -> bigram);
+- :func:`late_kls`: the late-position KLs and phase as training records them
+  (``MarkovICLTask.evaluation_metrics``); :func:`phase_sequence` reads the phases back;
 - :class:`PhaseTracker`: a training callback recording those KLs at every evaluation;
 - the ``statistical_induction`` head score (registered): attention from each position to the
   positions that followed earlier copies of its token, what a statistical induction head does.
@@ -32,7 +34,9 @@ __all__ = [
     "PhaseTracker",
     "bigram_estimator",
     "kl_by_position",
+    "late_kls",
     "phase",
+    "phase_sequence",
     "statistical_induction_score",
     "strategy_kls",
     "unigram_estimator",
@@ -119,6 +123,48 @@ def phase(kls: dict[str, Any], positions: slice | None = None) -> str:
     return min(means, key=means.__getitem__)
 
 
+def _late(n_pos: int) -> slice:
+    return slice(-max(1, n_pos // 4), None)
+
+
+@torch.no_grad()
+def late_kls(model: HookedModel, tokens: Int[Tensor, "batch pos"], k: int) -> dict[str, float]:
+    """``kl_uniform``, ``kl_unigram``, ``kl_bigram``: mean ``KL(strategy || model)`` over the
+    last quarter of positions (nats), and ``phase``: the index in :data:`STRATEGIES` of the
+    closest one (a float, as records hold numbers). Needs no transition matrices: one forward
+    of ``tokens``; memory ``O(batch pos k^2)`` (the bigram counts)."""
+    check_model(model)
+    _check_tokens(tokens, k)
+    if model.cfg.d_vocab < k:
+        raise ValueError(f"the model's d_vocab={model.cfg.d_vocab} is below k={k}")
+    logits = model(tokens.to(model.W_E.device))[..., :k].cpu()
+    tokens = tokens.cpu()
+    late = _late(tokens.shape[1])
+    strategies = {
+        "uniform": torch.full(logits.shape, 1.0 / k, dtype=torch.float64),
+        "unigram": unigram_estimator(tokens, k),
+        "bigram": bigram_estimator(tokens, k),
+    }
+    out = {f"kl_{n}": float(kl_by_position(s, logits)[late].mean()) for n, s in strategies.items()}
+    closest = min(STRATEGIES, key=lambda n: out[f"kl_{n}"])
+    out["phase"] = float(STRATEGIES.index(closest))
+    return out
+
+
+def phase_sequence(records: Any) -> list[tuple[int, str]]:
+    """``(first step, phase)`` of each run of equal phases in a history whose records hold the
+    ``phase`` metric (:func:`late_kls`), in order: e.g. ``[(50, "uniform"), (100, "unigram"),
+    (250, "bigram")]``. Records without it are skipped."""
+    out: list[tuple[int, str]] = []
+    for r in records:
+        if "phase" not in r.metrics:
+            continue
+        name = STRATEGIES[int(r.metrics["phase"])]
+        if not out or out[-1][1] != name:
+            out.append((r.step, name))
+    return out
+
+
 @dataclass
 class PhaseTracker:
     """A training callback (``train(..., callback=tracker)``) recording, at each evaluation,
@@ -149,7 +195,7 @@ class PhaseTracker:
         kls = strategy_kls(self.model, self._tokens, self._chains)
         if was_training:
             self.model.train()  # type: ignore[attr-defined]
-        late = slice(-max(1, self._tokens.shape[1] // 4), None)
+        late = _late(self._tokens.shape[1])
         row: dict[str, Any] = {"step": int(step)}
         row.update({name: float(v[late].mean()) for name, v in kls.items()})
         row["phase"] = phase(kls)

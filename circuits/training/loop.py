@@ -27,6 +27,7 @@ from circuits.records import EvalRecord
 from circuits.tasks import Task
 from circuits.training.config import TARGET_ALIASES, TrainConfig, targets_met
 from circuits.training.intervention_plan import InterventionPlan
+from circuits.training.metrics import evaluation_metrics, metrics_due
 from circuits.training.state import (
     RESUMABLE_CHANGES,
     TrainingCheckpoint,
@@ -168,19 +169,21 @@ def train(
             done = step == cfg.steps
             if step % cfg.eval_every == 0 or done:
                 model.eval()
+                record = evaluate(model, probe, recorded, step=step, threads=None)  # run's threads
                 record = dataclasses.replace(
-                    evaluate(
-                        model, probe, recorded, step=step, threads=None
-                    ),  # the run's own threads
-                    train_loss=result.losses[-1],
-                    seconds=time.perf_counter() - start,
+                    record, train_loss=result.losses[-1], seconds=time.perf_counter() - start
                 )
+                solved = targets_met(record, cfg)
+                if metrics_due(task, len(result.history), done or solved):
+                    with torch.no_grad():
+                        metrics = evaluation_metrics(task, model, probe)
+                    record = dataclasses.replace(record, metrics=metrics)
                 model.train()
                 result.history.append(record)
                 bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{record.accuracy:.2f}")
                 if callback is not None:
                     callback(step, record)
-                if targets_met(record, cfg):
+                if solved:
                     result.solved_at = step
                     done = True
             every = cfg.checkpoint_every

@@ -163,3 +163,52 @@ def test_phase_tracker_records_each_evaluation_and_keeps_the_mode():
     assert all(h["phase"] in markov.STRATEGIES for h in tracker.history)
     assert set(tracker.history[0]) == {"step", "uniform", "unigram", "bigram", "true", "phase"}
     assert modes == [True, True]  # the loop calls back in training mode: the tracker restores it
+
+
+def test_late_kls_known_answers_on_hand_built_models():
+    """What training records for markov_icl (late_kls): on the hand-built statistical
+    induction head it equals the per-position KLs of strategy_kls averaged over the last
+    quarter, with phase 2 (bigram); on a model whose logits are all zero (uniform
+    predictions) KL to uniform is 0 and KL to each estimator is, by brute force,
+    mean over late positions of sum_j s_j log(k s_j)."""
+    import math
+
+    from circuits.tasks import MarkovICLTask
+    from circuits.training.metrics import evaluation_metrics
+
+    k, T = 3, 48
+    task = MarkovICLTask(k=k, seq_len=T)
+    batch, chains = task.probe_chains(16)
+    model = _hand_built(k, T)
+    got = evaluation_metrics(task, model, batch)
+    kls = markov.strategy_kls(model, batch.tokens, chains)
+    late = slice(-T // 4, None)
+    for name in markov.STRATEGIES:
+        assert got[f"kl_{name}"] == pytest.approx(float(kls[name][late].mean()), rel=1e-9)
+    assert got["phase"] == markov.STRATEGIES.index("bigram")
+    assert got["kl_bigram"] < 0.5 * got["kl_unigram"]
+
+    uniform = _hand_built(k, T)
+    with torch.no_grad():
+        uniform.unembed.W_U.zero_()
+    got = markov.late_kls(uniform, batch.tokens, k)
+    assert got["kl_uniform"] == pytest.approx(0.0, abs=1e-12) and got["phase"] == 0.0
+
+    def brute(estimate) -> float:
+        rows = [estimate(seq, k)[late] for seq in batch.tokens.tolist()]
+        return sum(sum(s * math.log(k * s) for s in row) for r in rows for row in r.tolist()) / sum(
+            len(r) for r in rows
+        )
+
+    assert got["kl_unigram"] == pytest.approx(brute(_brute_unigram), rel=1e-9)
+    assert got["kl_bigram"] == pytest.approx(brute(_brute_bigram), rel=1e-9)
+
+
+def test_phase_sequence_runs_of_equal_phases():
+    from circuits.records import EvalRecord
+
+    history = [
+        EvalRecord(step=s, loss=1.0, accuracy=0.0, metrics={} if ph is None else {"phase": ph})
+        for s, ph in [(10, 0), (20, None), (30, 0), (40, 1), (50, 2), (60, 2)]
+    ]
+    assert markov.phase_sequence(history) == [(10, "uniform"), (40, "unigram"), (50, "bigram")]
