@@ -8,8 +8,9 @@ the executor runs it as one task, and its rows are appended, one per run, exactl
 leaves no rows, so ``--resume`` runs it again; runs already recorded are never redone.
 
 Runs that cannot be stacked (an architecture :func:`circuits.training.stacked.unsupported`
-refuses) form groups of one and run as today. Groups are formed over the whole spec in its
-order and then emptied of finished runs, so a resumed sweep keeps the same groups.
+refuses, or training interventions) form groups of one and run as today. Groups are formed
+over the whole spec in its order and then emptied of finished runs, so a resumed sweep keeps
+the same groups.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def _stackable(run: RunSpec) -> bool:
     from circuits.config import ModelConfig
     from circuits.training.stacked import unsupported
 
+    if run.settings.get("train", {}).get("interventions"):
+        return False  # interventions hook the model: the stacked trainer has no hooks
     try:
         return unsupported(ModelConfig.from_dict(run.settings["model"])) is None
     except (TypeError, ValueError):

@@ -81,6 +81,11 @@ def check_group(
                     f"runs 0 and {i} of a batched group differ in their {what} "
                     f"({', '.join(diff)}); a group shares everything but the seeds"
                 )
+    if getattr(cfgs[0], "interventions", ()):
+        raise ValueError(
+            "batched training does not implement interventions (they hook the model); train "
+            "these runs one by one"
+        )
     if cfgs[0].checkpoint_dir is not None:
         raise ValueError(
             "batched training writes no resumable training checkpoints (checkpoint_dir); save "

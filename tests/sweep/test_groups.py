@@ -137,3 +137,10 @@ def test_sweep_report_shows_the_atlas(small_spec: dict, tmp_path: Path) -> None:
     run_sweep(SweepSpec.from_dict(small_spec), tmp_path, workers=0, quiet=True, batch_seeds=4)
     page = sweep_report(tmp_path)
     assert "Failure modes" in page and "K-composition excess" in page
+
+
+def test_runs_with_interventions_run_alone(small_spec: dict) -> None:
+    clamp = [{"kind": "clamp_pattern", "layer": 0, "head": 0}]
+    train = {**small_spec["base"]["train"], "interventions": clamp}
+    spec = SweepSpec.from_dict({**small_spec, "base": {**small_spec["base"], "train": train}})
+    assert [len(g) for g in group_runs(spec.runs(), 4)] == [1] * 8

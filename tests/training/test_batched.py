@@ -136,3 +136,10 @@ def test_formation_statistics_agree_with_single_runs():
     assert abs(statistics.median(batched) - statistics.median(single)) <= max(q3 - q1, 25)
     same = sum(a == b for a, b in zip(batched, single, strict=True))
     assert same >= len(seeds) // 2  # most runs are the same run, to rounding
+
+
+def test_interventions_are_refused_not_ignored():
+    clamp = [{"kind": "clamp_pattern", "layer": 0, "head": 0}]
+    items = runs([0, 1], interventions=clamp)
+    with pytest.raises(ValueError, match="does not implement interventions"):
+        train_batched(*group(items))
