@@ -66,6 +66,9 @@ class HookedTransformer(
         tokenizer, move_to_device, default_padding_side: As in TransformerLens 3.
     """
 
+    # TransformerBlocks; Any because torch types a ModuleList's items as plain Modules.
+    blocks: Any
+
     def __init__(
         self,
         cfg: ModelConfig | tl3_config.HookedTransformerConfig | dict[str, Any],

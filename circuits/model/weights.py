@@ -7,36 +7,44 @@ per-layer tensors are the parameters (stacking allocates a new tensor each call)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import Protocol, cast
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
+from circuits.config import ModelConfig
+from circuits.model.components import Embed, PosEmbed, TransformerBlock, Unembed
 from circuits.validation import is_int
 
-if TYPE_CHECKING:
-    from circuits.config import ModelConfig
+
+class WeightsHost(Protocol):
+    """What :class:`WeightsMixin` reads from the model it is mixed into: the config and the
+    layers (``pos_embed`` only where the positional embedding is learned)."""
+
+    @property
+    def cfg(self) -> ModelConfig: ...
+
+    blocks: Sequence[TransformerBlock]
+    embed: Embed
+    pos_embed: PosEmbed
+    unembed: Unembed
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
 
 class WeightsMixin:
     """``W_Q``, ``b_in``, ``QK``, ``accumulated_bias``, ... for a model with ``blocks``."""
 
-    if TYPE_CHECKING:
-        blocks: Any
-        embed: Any
-        pos_embed: Any
-        unembed: Any
-
-        @property
-        def cfg(self) -> ModelConfig: ...
-
-        def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+    @property
+    def _host(self) -> WeightsHost:
+        # The model this is mixed into, typed by what is read from it (not the model class).
+        return cast(WeightsHost, self)
 
     def _stack(self, part: str, name: str) -> Tensor:
-        return torch.stack([getattr(getattr(block, part), name) for block in self.blocks])
+        return torch.stack([getattr(getattr(block, part), name) for block in self._host.blocks])
 
     @property
     def W_Q(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
@@ -71,7 +79,7 @@ class WeightsMixin:
         return self._stack("attn", "b_O")
 
     def _mlp(self, name: str) -> Tensor:
-        if self.cfg.attn_only:
+        if self._host.cfg.attn_only:
             raise AttributeError(f"{name}: an attention-only model has no MLPs")
         return self._stack("mlp", name)
 
@@ -93,13 +101,13 @@ class WeightsMixin:
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.embed.W_E  # type: ignore[no-any-return]
+        return self._host.embed.W_E
 
     @property
     def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
-        if self.cfg.positional_embedding_type == "rotary":
+        if self._host.cfg.positional_embedding_type == "rotary":
             raise AttributeError("W_pos: a rotary model has no positional embedding matrix")
-        return self.pos_embed.W_pos  # type: ignore[no-any-return]
+        return self._host.pos_embed.W_pos
 
     @property
     def W_E_pos(self) -> Float[Tensor, "d_vocab_plus_n_ctx d_model"]:
@@ -108,11 +116,11 @@ class WeightsMixin:
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab_out"]:
-        return self.unembed.W_U  # type: ignore[no-any-return]
+        return self._host.unembed.W_U
 
     @property
     def b_U(self) -> Float[Tensor, " d_vocab_out"]:
-        return self.unembed.b_U  # type: ignore[no-any-return]
+        return self._host.unembed.b_U
 
     @property
     def QK(self) -> FactoredMatrix:
@@ -128,25 +136,25 @@ class WeightsMixin:
     def n_params_total(self) -> int:
         """Every parameter, embeddings, biases and norms included (``cfg.n_params`` counts
         the attention and MLP weight matrices only, as TransformerLens does)."""
-        return sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self._host.parameters())
 
     def accumulated_bias(
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
     ) -> Float[Tensor, " d_model"]:
         """Sum of the output biases (``b_O``, ``b_out``) written before layer ``layer``'s input
         (``0 <= layer <= n_layers``), plus layer ``layer``'s ``b_O`` if ``mlp_input``."""
-        n = self.cfg.n_layers
+        n = self._host.cfg.n_layers
         if not is_int(layer) or not 0 <= layer <= n:
             raise ValueError(f"layer={layer!r} out of range [0, {n}]")
         if mlp_input and layer == n:
             raise ValueError("mlp_input=True needs a layer below n_layers")
-        total = torch.zeros(self.cfg.d_model, device=self.W_E.device, dtype=self.W_E.dtype)
-        for block in self.blocks[:layer]:
+        total = torch.zeros(self._host.cfg.d_model, device=self.W_E.device, dtype=self.W_E.dtype)
+        for block in self._host.blocks[:layer]:
             total = total + block.attn.b_O
-            if include_mlp_biases and not self.cfg.attn_only:
+            if include_mlp_biases and not self._host.cfg.attn_only:
                 total = total + block.mlp.b_out
         if mlp_input:
-            total = total + self.blocks[layer].attn.b_O
+            total = total + self._host.blocks[layer].attn.b_O
         return total
 
     def tokens_to_residual_directions(
@@ -154,7 +162,7 @@ class WeightsMixin:
     ) -> Float[Tensor, "... d_model"]:
         """Unembedding directions of token ids: ``W_U[:, token]`` (for logit attribution)."""
         tokens = torch.as_tensor(tokens, device=self.W_U.device)
-        n = self.cfg.d_vocab_out
+        n = self._host.cfg.d_vocab_out
         if tokens.is_floating_point() or tokens.dtype == torch.bool:
             raise ValueError(f"tokens must be integer ids in [0, {n}), got {tokens.dtype}")
         if tokens.device.type != "meta" and ((tokens < 0).any() or (tokens >= n).any()):
