@@ -281,6 +281,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"top {label} head: n/a (no layer of this model counts for it)")
     for line in circuit_lines(summary):
         print(line)
+    from circuits.training.metrics import describe_metrics
+
+    for line in describe_metrics(task, result.history):  # Markov phases, grokking measures
+        print(line)
     if train_cfg.has_targets:
         verdict = f"formed at step {result.solved_at}" if result.solved_at else "NOT formed"
         print(f"targets ({task.name}): {verdict}")
@@ -314,5 +318,6 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 def repr_config(model: Any) -> str:
     c = model.cfg
-    kind = "attn-only" if c.attn_only else "LN+MLP"
+    norm = c.normalization_type  # a model with MLPs need not have LayerNorm (modular_addition)
+    kind = "attn-only" if c.attn_only else (f"{norm}+MLP" if norm else "MLP")
     return f"{c.n_layers}L {kind} d_model={c.d_model} heads={c.n_heads}x{c.d_head}"
