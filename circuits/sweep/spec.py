@@ -321,14 +321,12 @@ def resolve(
 ) -> dict[str, dict[str, Any]]:
     """The full settings of one run: preset, then base, then the seed, then the other axes.
 
-    Every part is validated by building its config (``ModelConfig``, the task, ``TrainConfig``)
-    and stored with every field resolved, so the run id does not depend on how a value was
+    Every part is validated by :class:`circuits.run.RunConfig` (each part's own config) and
+    stored with every field resolved, so the run id does not depend on how a value was
     given (a default or an explicit equal value hash the same).
     """
-    from circuits.config import ModelConfig
     from circuits.presets import preset as preset_parts
-    from circuits.tasks import make_task
-    from circuits.training import TrainConfig
+    from circuits.run import RunConfig
 
     parts = preset_parts(preset)
     for part, values in base.items():
@@ -343,16 +341,11 @@ def resolve(
     parts["train"].update(progress=False, threads=1)
     where = f"run {dict(axes)}"
     try:
-        model = ModelConfig.from_dict(parts["model"]).to_dict()
-        model.pop("model_name", None)
-        task_kwargs = dict(parts["task"])
-        task = make_task(task_kwargs.pop("name"), **task_kwargs).to_dict()
-        train = TrainConfig.from_dict(parts["train"]).to_dict()
-    except TypeError as e:  # an unknown task keyword
+        settings = RunConfig.from_dict(parts).to_dict()
+    except (TypeError, ValueError) as e:  # TypeError: an unknown task keyword
         raise ValueError(f"{where}: {e}") from e
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-    return {"model": model, "task": task, "train": train}
+    settings["model"].pop("model_name", None)  # a label (compare=False): not the run's identity
+    return settings
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
