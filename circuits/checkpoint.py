@@ -70,6 +70,7 @@ class CheckpointError(ValueError):
 
 # --- metadata and hashes ---
 def sha256(data: bytes) -> str:
+    """The SHA-256 hex digest of ``data`` (what ``metadata.json`` records for each file)."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -304,6 +305,11 @@ def pack(state: dict[str, Any]) -> bytes:
 
 
 def unpack(data: bytes, source: str = TRAIN_STATE_FILE) -> dict[str, Any]:
+    """Reads a ``torch.save`` archive of a dict (``weights_only``: no code runs) from ``data``.
+
+    Raises:
+        CheckpointError: The archive is unreadable or not a dict (``source`` names the file).
+    """
     import torch
 
     try:

@@ -51,9 +51,11 @@ Patterns = Float[Tensor, "n_layers batch n_heads query_pos key_pos"]
 
 
 def attention_patterns(model: HookedModel, tokens: Tensor) -> Patterns:
-    """Runs ``model`` on ``tokens`` and stacks every layer's attention pattern.
+    """Runs ``model`` on ``tokens`` ``[batch, pos]`` and stacks every layer's attention pattern
+    into ``[n_layers, batch, n_heads, query_pos, key_pos]``.
 
-    Works for any TransformerLens-style model with ``blocks.{l}.attn.hook_pattern``.
+    Works for any TransformerLens-style model with ``blocks.{l}.attn.hook_pattern``. Memory: the
+    stacked patterns, ``n_layers * batch * n_heads * pos^2`` floats (plus the cache while stacking).
     """
     check_model(model)
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)

@@ -123,13 +123,15 @@ def _lead(x: Tensor, mask: Tensor) -> int:
 
 
 def masked_loss(targets: Tensor, mask: Tensor) -> Metric:
-    """Cross-entropy of ``targets`` averaged over ``mask`` positions."""
+    """Cross-entropy of ``targets`` (ids ``[batch, pos]``) averaged over the positions where the
+    bool ``mask`` ``[batch, pos]`` is set."""
     return Metric("loss", mask.bool(), targets=targets)
 
 
 def logit_diff(targets: Tensor, mask: Tensor, wrong: Tensor | None = None) -> Metric:
     """Target logit minus the mean logit (or minus the ``wrong`` id's logit), averaged over
-    ``mask`` positions (linear in the logits)."""
+    ``mask`` positions (linear in the logits). ``targets``, ``mask`` and ``wrong`` are
+    ``[batch, pos]`` (ids, bools, ids)."""
     return Metric("logit_diff", mask.bool(), targets=targets, wrong=wrong)
 
 
