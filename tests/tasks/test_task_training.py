@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from circuits.analysis import fourier
-from circuits.analysis.markov import PhaseTracker
+from circuits.analysis.markov import STRATEGIES, PhaseTracker, phase_sequence
 from circuits.presets import build
 from circuits.training import train
 
@@ -35,9 +35,18 @@ def test_modular_addition_groks_by_mechanism():
 
 
 def test_markov_icl_reaches_the_bigram_phase_with_a_statistical_induction_head():
-    model, task, cfg = build("markov_icl", seed=0)
+    # Evaluating every 10 steps (not the preset's 50) catches the uniform phase; evaluation
+    # draws nothing from the training stream, so the run is the preset's.
+    model, task, cfg = build("markov_icl", seed=0, train={"eval_every": 10})
     tracker = PhaseTracker(model, task)
     result = train(model, task, cfg.replace(progress=False), callback=tracker)
+    # The history itself records the phases (EvalRecord.metrics), in order.
+    assert all({"kl_uniform", "kl_unigram", "kl_bigram"} <= set(r.metrics) for r in result.history)
+    seq = [name for _, name in phase_sequence(result.history)]
+    assert seq[0] == "uniform" and seq[-1] == "bigram" and "unigram" in seq
+    assert seq == sorted(seq, key=STRATEGIES.index)  # uniform -> unigram -> bigram, no return
+    late = result.history[-1].metrics
+    assert late["kl_bigram"] < 0.5 * late["kl_unigram"]
     last = tracker.history[-1]
     assert last["phase"] == "bigram"
     assert last["bigram"] < 0.5 * last["unigram"]
