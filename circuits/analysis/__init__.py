@@ -53,10 +53,10 @@ from circuits.analysis.composition import (
     composition_scores,
     random_baseline,
 )
+from circuits.analysis.copying import copying_score_activations
 from circuits.analysis.final_ln import apply_final_ln, full_final_ln
 from circuits.analysis.head_scores import (
     attention_patterns,
-    copying_score_activations,
     current_token_score,
     duplicate_token_score,
     evaluate,
