@@ -144,3 +144,46 @@ def test_runs_with_interventions_run_alone(small_spec: dict) -> None:
     train = {**small_spec["base"]["train"], "interventions": clamp}
     spec = SweepSpec.from_dict({**small_spec, "base": {**small_spec["base"], "train": train}})
     assert [len(g) for g in group_runs(spec.runs(), 4)] == [1] * 8
+
+
+@pytest.mark.slow
+def test_a_batched_sweep_killed_by_sigkill_resumes_to_the_same_rows(
+    small_spec: dict, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from circuits.sweep import canonical, read_rows
+
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(small_spec))
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable, "-m", "circuits.cli", "sweep", str(spec_file), "--out", str(out),
+        "--workers", "1", "--quiet", "--batch-seeds", "4",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "results.jsonl").exists() and read_rows(out / "results.jsonl")[0]:
+                break
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-sweep: the second group is running
+    finally:
+        proc.wait(timeout=60)
+    finished = read_rows(out / "results.jsonl")[0]
+    n = len(finished)  # a group's rows are appended one by one: the kill may split them
+    assert 1 <= n < 8, "the kill came after the sweep ended; nothing to resume"
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{n} already done, {8 - n} run now" in resumed.stderr
+    rows = read_rows(out / "results.jsonl")[0]
+    assert rows[:n] == finished and len({r["run_id"] for r in rows}) == 8
+    reference = tmp_path / "uninterrupted"
+    run_sweep(SweepSpec.from_dict(small_spec), reference, workers=0, quiet=True, batch_seeds=4)
+    assert canonical(rows) == canonical(ResultsStore(reference).rows())
