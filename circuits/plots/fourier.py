@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from circuits.plots.style import HEAD_COLOURS, finish
+from circuits.records import EvalRecord
 
 __all__ = ["frequency_norms_figure", "progress_measures_figure"]
 
@@ -44,14 +45,30 @@ PANELS = (
 )
 
 
+def _from_records(records: Sequence[EvalRecord]) -> list[dict[str, float]]:
+    """Progress-measure rows from the records that hold ``training_measures``' metrics."""
+    rows = [
+        {"step": r.step, **r.metrics, "train_loss": r.metrics["train_set_loss"]}
+        for r in records
+        if "train_set_loss" in r.metrics
+    ]
+    if not rows:
+        raise ValueError("the history's records hold no modular-addition metrics")
+    return rows
+
+
 def progress_measures_figure(
     history: Sequence[Mapping[str, float]], title: str = "Progress measures over training"
 ) -> go.Figure:
     """Three panels over training steps: train, test, restricted and excluded loss (log
     scale), the Gini coefficients, and the squared weight norm, like the paper's Figure 7.
 
-    ``history``: one ``fourier.progress_measures`` dict per checkpoint, each with ``step``.
+    ``history``: one ``fourier.progress_measures`` dict per checkpoint, each with ``step``, or
+    a training history (``TrainResult.history``) of ``modular_addition``: the records that
+    hold its metrics (``fourier.training_measures``, key frequencies of each step).
     """
+    if history and all(isinstance(h, EvalRecord) for h in history):
+        history = _from_records(history)  # type: ignore[arg-type]
     if not history or any("step" not in h for h in history):
         raise ValueError("history must be a non-empty list of dicts with a 'step'")
     steps = [h["step"] for h in history]

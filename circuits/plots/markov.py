@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from circuits.analysis.markov import STRATEGIES
 from circuits.plots.style import HEAD_COLOURS, finish
+from circuits.records import EvalRecord
 
 __all__ = ["kl_by_position_figure", "strategy_kl_figure"]
 
@@ -25,7 +27,13 @@ def strategy_kl_figure(
 ) -> go.Figure:
     """KL(strategy || model) over training (``PhaseTracker.history``), log scale, each step's
     phase (the closest strategy) shaded behind, and the KL to the true transition rows dashed:
-    the uniform -> unigram -> bigram sequence of the paper's Figure 2."""
+    the uniform -> unigram -> bigram sequence of the paper's Figure 2.
+
+    ``history`` may also be a training history (``TrainResult.history``) of
+    ``markov_icl``: its records' ``metrics`` (``late_kls``) are plotted, without the truth.
+    """
+    if history and all(isinstance(h, EvalRecord) for h in history):
+        history = _from_records(history)  # type: ignore[arg-type]
     if not history or any("step" not in h or "phase" not in h for h in history):
         raise ValueError("history must be PhaseTracker.history: dicts with 'step' and 'phase'")
     steps = [h["step"] for h in history]
@@ -63,6 +71,19 @@ def strategy_kl_figure(
     fig.update_xaxes(title_text="step (shading: closest strategy)")
     fig.update_layout(width=900, height=420)
     return finish(fig, title)
+
+
+def _from_records(records: Sequence[EvalRecord]) -> list[dict[str, Any]]:
+    """PhaseTracker-style rows from the records that hold ``late_kls``' metrics."""
+    rows = []
+    for r in records:
+        if "phase" in r.metrics:
+            row: dict[str, Any] = {"step": r.step, "phase": STRATEGIES[int(r.metrics["phase"])]}
+            row.update({name: r.metrics[f"kl_{name}"] for name in STRATEGIES})
+            rows.append(row)
+    if not rows:
+        raise ValueError("the history's records hold no Markov metrics (kl_*, phase)")
+    return rows
 
 
 def kl_by_position_figure(
