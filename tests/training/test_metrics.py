@@ -88,3 +88,16 @@ def test_a_task_without_metrics_records_none():
     result = train(model, task, cfg.replace(progress=False))
     assert all(r.metrics == {} for r in result.history)
     assert describe_metrics(task, result.history) == []
+
+
+def test_a_resumed_run_records_the_same_metrics_as_an_uninterrupted_one(tmp_path):
+    from circuits.training import resume
+
+    def run(steps: int, out=None):
+        model, task, cfg = build("markov_icl", seed=0, train={"steps": steps, "eval_every": 10})
+        return train(model, task, cfg.replace(progress=False, checkpoint_dir=out))
+
+    whole = run(20)
+    run(10, str(tmp_path / "run"))
+    resumed = resume(tmp_path / "run", steps=20, progress=False)[3]
+    assert resumed.history == whole.history and resumed.history[-1].metrics
