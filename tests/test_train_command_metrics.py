@@ -17,6 +17,14 @@ def test_markov_icl_prints_its_phase_sequence(capsys) -> None:
     assert "late-position KL to each strategy at step 100" in out
 
 
+def test_json_holds_the_last_metrics(capsys) -> None:
+    import json
+
+    assert main(["train", "--task", "markov_icl", "--steps", "50", "-q", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert set(metrics) == {"kl_uniform", "kl_unigram", "kl_bigram", "phase"}
+
+
 def test_repr_config_names_layernorm_only_when_the_model_has_it() -> None:
     def model(**kw):
         cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=4, d_vocab=5, **kw)

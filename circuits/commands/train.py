@@ -217,6 +217,8 @@ def summarize(model: Any, result: Any) -> dict[str, Any]:
         "probe_accuracy": round(final["accuracy"], 4),
         "probe_loss": round(final["loss"], 4),
     }
+    if final.metrics:  # the task's model-level measures (circuits.training.metrics)
+        out["metrics"] = dict(final.metrics)
     for kind, scores in final.scores.items():  # every score recorded, from the registry
         top = top_head(kind, scores)  # among the layers that count (induction: >= 1)
         out[f"top_{kind}_head"] = top and {**top, "score": round(top["score"], 4)}
