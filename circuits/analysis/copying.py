@@ -16,7 +16,7 @@ from circuits.analysis.resources import (
     CHUNK_BYTES,
     DEFAULT_THREADS,
     check_chunk_bytes,
-    row_chunks,
+    rows_per_chunk,
     torch_threads,
 )
 from circuits.analysis.scores import PATTERN_HOOK
@@ -49,10 +49,10 @@ def copying_score_activations(
     ``statistic="top1"`` asks the coarser question, the fraction of queries where the attended
     token gets the head's largest direct-path logit (the same heads score ~0.95).
 
-    Memory: one head at a time, its ``[d_head, d_vocab_out]`` read-out and the counted queries'
-    logits ``chunk_bytes`` at a time: O(d_head d_vocab_out + chunk_bytes) beyond the cache;
-    never ``[batch, pos, n_heads, d_vocab]``. Time: O(n_layers n_heads (d_head d_model +
-    queries d_head) d_vocab_out).
+    Memory: one layer at a time, its heads' read-outs and the counted queries' logits a chunk of
+    vocabulary columns at a time: O(n_heads queries d_head + chunk_bytes) beyond the cache;
+    never ``[batch, pos, n_heads, d_vocab]`` nor a head's whole ``[d_head, d_vocab_out]``
+    read-out. Time: O(n_layers n_heads (d_head d_model + queries d_head) d_vocab_out).
 
     Args:
         query_mask: Bool ``[batch, pos]``: average only over these query positions (e.g. a
@@ -88,11 +88,38 @@ def head_readout(model: HookedModel, W_O: Tensor, W_U: Tensor) -> Tensor:
     return W_O @ W_U
 
 
+def head_inputs(model: HookedModel) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
+    """Every head's ``W_O`` through the final LayerNorm's linear part (scale left out).
+
+    ``head_inputs(model)[l, h] @ W_U`` is :func:`head_readout` of head ``(l, h)``; kept
+    d_model-sized so the vocabulary is only ever visited a chunk at a time.
+    """
+    W_O = model.W_O.detach()
+    if norm_type(model) in CENTRED:
+        W_O = W_O - W_O.mean(-1, keepdim=True)
+    w = final_ln_param(model, "w")
+    if w is not None and norm_type(model) in WITH_GAIN:
+        W_O = W_O * w.detach()
+    return W_O
+
+
+# Vocabulary columns per chunk at most: the [heads, queries, columns] gains of one chunk are read
+# five times (max, target, ReLU, sum), so a chunk that stays in cache beats one big pass.
+MAX_VOCAB_CHUNK = 512
+
+
 def copying_stats(
     model: HookedModel, tokens: Tensor, cache: Any, query_mask: Tensor | None, chunk_bytes: int
 ) -> dict[str, Tensor]:
-    """Both statistics of :func:`copying_score_activations` from one pass over the heads:
-    ``{"share": [n_layers, n_heads], "top1": [n_layers, n_heads]}``."""
+    """Both statistics of :func:`copying_score_activations` from one pass over the layers:
+    ``{"share": [n_layers, n_heads], "top1": [n_layers, n_heads]}``.
+
+    One layer at a time, its heads together: the vocabulary is visited in chunks of columns;
+    each chunk's read-out ``[n_heads, d_head, columns]`` (one matrix product for the layer's
+    heads) and gains ``[n_heads, queries, columns]`` fit ``chunk_bytes``; the maximum, the
+    attended token's gain and the positive mass are accumulated across chunks. Only counted
+    queries are read out. Memory: O(n_heads queries d_head + chunk_bytes) beyond the cache.
+    """
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if tokens.shape[1] < 2:
         raise ValueError("tokens must have at least 2 positions")
@@ -122,41 +149,55 @@ def copying_stats(
         scale = cache["ln_final.hook_scale"] if norm_type(model) is not None else None
         share = torch.zeros(n_layers, n_heads)
         top = torch.zeros(n_layers, n_heads)
-        W_O, W_U = model.W_O.detach(), model.W_U.detach()
+        W_U = model.W_U.detach()
+        inputs = head_inputs(model)  # [L, H, e, d_model]
+        # The vocabulary mean of each head's read-out, without a pass over the vocabulary.
+        mean_readout = inputs @ W_U.mean(-1)  # [L, H, e]
+        flat_w = weights.flatten()
+        rows = flat_w.nonzero().flatten()  # the counted queries, [n]
+        row_w = flat_w[rows]
+        batch, pos = tokens.shape
+        d_head = inputs.shape[2]
+        width = min(MAX_VOCAB_CHUNK, rows_per_chunk(n_heads * (len(rows) + d_head), chunk_bytes))
         for layer in range(n_layers):
-            z = cache[f"blocks.{layer}.attn.hook_z"]  # [b, p, h, e]
+            z = cache[f"blocks.{layer}.attn.hook_z"].reshape(batch * pos, n_heads, -1)[rows]
+            if scale is not None:
+                z = z / scale.reshape(-1, 1, 1)[rows]
+            z = z.transpose(0, 1).contiguous()  # [H, n, e]
             attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)  # [b, h, q]
-            for head in range(n_heads):
-                attended_token = tokens.gather(1, attended[:, head])  # [b, q]
-                # A token the model cannot output cannot be copied: such queries do not count.
-                w = weights * (attended_token < d_vocab_out)
-                rows = w.flatten().nonzero().flatten()
-                if len(rows) == 0:
-                    raise ValueError(
-                        "no counted query attends to a token in the model's output vocabulary "
-                        f"(d_vocab_out={d_vocab_out})"
-                    )
-                readout = head_readout(model, W_O[layer, head], W_U)  # [e, V]
-                mean_readout = readout.mean(-1)  # the vocabulary mean, without a pass over V
-                zs = z[:, :, head].reshape(-1, z.shape[-1])
-                if scale is not None:
-                    zs = zs / scale.reshape(-1, 1)
-                targets = attended_token.flatten()
-                row_w = w.flatten()
-                s_sum = t_sum = 0.0
-                for part in row_chunks(len(rows), d_vocab_out, chunk_bytes):
-                    index = rows[part]
-                    z_rows = zs[index]
-                    target = targets[index]
-                    # In place: one [n, V] buffer. Subtracting a per-row constant and a ReLU
-                    # keep the argmax (the maximum is above the mean).
-                    gain = (z_rows @ readout).sub_((z_rows @ mean_readout)[:, None])
-                    hit = (gain.argmax(-1) == target).float()
-                    on_token = gain.gather(-1, target[:, None]).squeeze(-1).clamp_min(0)
-                    ratio = on_token / gain.relu_().sum(-1).clamp_min(1e-12)
-                    s_sum += float((ratio * row_w[index]).sum())
-                    t_sum += float((hit * row_w[index]).sum())
-                total = float(w.sum())
-                share[layer, head] = s_sum / total
-                top[layer, head] = t_sum / total
+            attended_token = tokens[:, None, :].expand_as(attended).gather(2, attended)
+            target = attended_token.transpose(0, 1).reshape(n_heads, -1)[:, rows]  # [H, n]
+            # A token the model cannot output cannot be copied: such queries do not count.
+            w = row_w * (target < d_vocab_out)
+            if bool((w.sum(-1) == 0).any()):
+                raise ValueError(
+                    "no counted query attends to a token in the model's output vocabulary "
+                    f"(d_vocab_out={d_vocab_out})"
+                )
+            offset = (z @ mean_readout[layer][..., None]).squeeze(-1)  # [H, n]
+            best = torch.full(target.shape, -torch.inf)
+            best_at = torch.zeros(target.shape, dtype=torch.long)
+            on_token = torch.zeros(target.shape)
+            positive = torch.zeros(target.shape)
+            layer_in = inputs[layer].reshape(-1, inputs.shape[-1])  # [H e, d_model]
+            for start in range(0, d_vocab_out, width):
+                cols = slice(start, min(start + width, d_vocab_out))
+                readout = (layer_in @ W_U[:, cols]).view(n_heads, d_head, -1)
+                # In place: one [H, n, columns] buffer.
+                gain = torch.bmm(z, readout).sub_(offset[..., None])
+                value, at = gain.max(-1)
+                # Strictly greater: the first maximum wins, as argmax over the whole row.
+                better = value > best
+                best = torch.where(better, value, best)
+                best_at = torch.where(better, at + cols.start, best_at)
+                local = target - cols.start
+                inside = (local >= 0) & (local < gain.shape[-1])
+                picked = gain.gather(-1, local.clamp(0, gain.shape[-1] - 1)[..., None])
+                on_token += torch.where(inside, picked.squeeze(-1), 0.0)
+                positive += gain.relu_().sum(-1)
+            ratio = on_token.clamp_min(0) / positive.clamp_min(1e-12)
+            hit = (best_at == target).float()
+            total = w.sum(-1)
+            share[layer] = (ratio * w).sum(-1) / total
+            top[layer] = (hit * w).sum(-1) / total
     return {"share": share, "top1": top}
