@@ -103,9 +103,18 @@ def head_inputs(model: HookedModel) -> Float[Tensor, "n_layers n_heads d_head d_
     return W_O
 
 
-# Vocabulary columns per chunk at most: the [heads, queries, columns] gains of one chunk are read
-# five times (max, target, ReLU, sum), so a chunk that stays in cache beats one big pass.
+# Vocabulary columns per chunk at most. On one thread a chunk whose [heads, queries, columns]
+# gains stay in cache is fastest (they are read five times: max, target, ReLU, sum); with more
+# threads every small op pays a synchronisation (costly on busy cores), so chunks grow with them.
 MAX_VOCAB_CHUNK = 512
+VOCAB_CHUNK_PER_THREAD = 4096
+
+
+def vocab_chunk_width(n_heads: int, n_queries: int, d_head: int, chunk_bytes: int) -> int:
+    """Vocabulary columns per chunk: the chunk's read-out and gains under ``chunk_bytes``."""
+    threads = torch.get_num_threads()
+    cap = MAX_VOCAB_CHUNK if threads == 1 else VOCAB_CHUNK_PER_THREAD * threads
+    return min(cap, rows_per_chunk(n_heads * (n_queries + d_head), chunk_bytes))
 
 
 def copying_stats(
@@ -158,7 +167,7 @@ def copying_stats(
         row_w = flat_w[rows]
         batch, pos = tokens.shape
         d_head = inputs.shape[2]
-        width = min(MAX_VOCAB_CHUNK, rows_per_chunk(n_heads * (len(rows) + d_head), chunk_bytes))
+        width = vocab_chunk_width(n_heads, len(rows), d_head, chunk_bytes)
         for layer in range(n_layers):
             z = cache[f"blocks.{layer}.attn.hook_z"].reshape(batch * pos, n_heads, -1)[rows]
             if scale is not None:
