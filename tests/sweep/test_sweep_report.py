@@ -165,5 +165,5 @@ def test_the_page_renders_in_chromium(sweep_dir: Path, tmp_path: Path) -> None:
     page = sweep_report(sweep_dir)
     result = render(page, tmp_path)
     assert result["errors"] == []
-    assert result["plots"] == 5
+    assert result["plots"] == 7  # five sweep figures and two atlas ones
     assert all(n > 0 for n in result["traces"])
