@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/circuits train
 
 ## test: lint, type-check, the docs' strict build, and the whole test suite (unit, training,
-## notebooks, browser): about 12 minutes on a quiet 2-core machine (docs/testing.md)
+## notebooks, browser): about 22 minutes on a lightly loaded 2-core machine (docs/testing.md)
 test: $(STAMP) lint docs chromium
 	$(BIN)/python -m pytest
 
