@@ -55,7 +55,10 @@ def evaluate_stacked(
         logits = stacked.forward(params, cfg, tokens, patterns)
         losses = stacked.instance_losses(logits, targets, mask).tolist()
         correct = ((logits.argmax(-1) == targets) & mask).flatten(1).sum(1)
-        accuracy = (correct / mask.flatten(1).sum(1).clamp(min=1)).tolist()
+        # Integer counts divided in Python: the same float as the one-run path's probe_accuracy
+        # (a float32 division differs in the last digits, so resumed groups would not match).
+        counts = mask.flatten(1).sum(1).tolist()
+        accuracy = [c / max(n, 1) for c, n in zip(correct.tolist(), counts)]
     pattern_only = all(get_score(n).hooks == (PATTERN_HOOK,) for n in scores)
     names = [f"blocks.{layer}.{PATTERN_HOOK}" for layer in range(cfg.n_layers)]
     records = []

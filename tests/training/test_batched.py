@@ -69,6 +69,7 @@ def test_short_run_weights_and_history_equal_train():
         assert [r.step for r in result.history] == [r.step for r in reference.history]
         for r, s in zip(result.history, reference.history, strict=True):
             assert r.loss == pytest.approx(s.loss, abs=1e-5)
+            assert r.accuracy == s.accuracy  # exactly: resumed sweeps compare rows by equality
             for name in s.scores:
                 torch.testing.assert_close(r.scores[name], s.scores[name], rtol=0, atol=1e-5)
         assert_weights_close(model, ref)
