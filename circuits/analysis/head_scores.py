@@ -278,6 +278,7 @@ register_score(
     label="previous-token",
     description="mean attention from each position to the one before it",
     replace=True,
+    layerwise=True,
 )
 register_score(
     "current_token",
@@ -286,6 +287,7 @@ register_score(
     track=False,
     description="mean attention from each position to itself",
     replace=True,
+    layerwise=True,
 )
 register_score(
     "first_token",
@@ -294,6 +296,7 @@ register_score(
     track=False,
     description="mean attention to position 0 (the BOS token, when there is one)",
     replace=True,
+    layerwise=True,
 )
 register_score(
     "duplicate_token",
@@ -303,6 +306,7 @@ register_score(
     track=False,
     description=f"{REPEATED_SEQUENCE} to its earlier copy",
     replace=True,
+    layerwise=True,
 )
 register_score(
     "induction",
@@ -312,6 +316,7 @@ register_score(
     min_layer=1,  # induction needs composition with an earlier head
     description=f"{REPEATED_SEQUENCE} to the token after its earlier copy (layers >= 1 count)",
     replace=True,
+    layerwise=True,
 )
 # Copying is read where the probe's next token is a repeat: where induction heads copy.
 register_score(

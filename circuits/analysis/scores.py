@@ -131,6 +131,10 @@ class HeadScore:
         track: Record it in training histories by default (cheap scores); a score named in
             training targets is always recorded.
         description: One line for the report and ``--help``.
+        layerwise: The function reads only ``ctx.patterns`` (and ``ctx.repeat_length``) and
+            computes each layer's row from that layer's patterns alone. Then many models' runs
+            can be scored in one call, their layers stacked along the layer axis (the batched
+            trainer's evaluation does); False (the default) for anything else.
     """
 
     name: str
@@ -143,6 +147,7 @@ class HeadScore:
     bounds: tuple[float, float] | None = (0.0, 1.0)
     track: bool = True
     description: str = ""
+    layerwise: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -228,6 +233,7 @@ def register_score(
     track: bool = True,
     description: str = "",
     replace: bool = False,
+    layerwise: bool = False,
 ) -> HeadScore:
     """Registers a head score (see :class:`HeadScore` for the fields) and returns it.
 
@@ -235,7 +241,17 @@ def register_score(
         ValueError: ``name`` is taken (pass ``replace=True`` to redefine it) or a field is bad.
     """
     spec = HeadScore(
-        name, fn, label, probe, tuple(hooks), min_layer, direction, bounds, track, description
+        name,
+        fn,
+        label,
+        probe,
+        tuple(hooks),
+        min_layer,
+        direction,
+        bounds,
+        track,
+        description,
+        layerwise,
     )
     return _REGISTRY.add(name, spec, replace=replace)
 
