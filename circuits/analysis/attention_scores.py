@@ -11,7 +11,7 @@ from torch import Tensor
 
 from circuits.analysis.protocol import HookedModel, check_model
 from circuits.analysis.scores import PATTERN_HOOK, stack_patterns
-from circuits.validation import check_int, check_tokens
+from circuits.validation import all_finite, check_int, check_tokens
 
 __all__ = [
     "Patterns",
@@ -51,7 +51,7 @@ def _check_patterns(patterns: Tensor) -> None:
             "patterns must be a non-empty [n_layers, batch, n_heads, query_pos, key_pos], got "
             f"{tuple(patterns.shape)}"
         )
-    if not bool(torch.isfinite(patterns).all()):
+    if not all_finite(patterns):
         raise ValueError("patterns contain NaN or inf")
 
 

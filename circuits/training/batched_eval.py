@@ -3,20 +3,23 @@
 One stacked forward pass (:func:`circuits.training.stacked.forward`) over all instances' probes
 gives every instance's logits and attention patterns; the registered head scores then read each
 instance's patterns from a plain dict cache, exactly as :func:`circuits.analysis.evaluate`
-feeds them from ``run_with_cache``. A score that reads a hook other than the pattern is computed
-by :func:`~circuits.analysis.evaluate` on the instance itself (correct, one forward each).
+feeds them from ``run_with_cache``. A ``layerwise`` score (each layer's row from that layer's
+patterns alone: the built-in attention scores) is computed once for the whole group, the
+instances' layers stacked along the layer axis, so its cost does not grow with Python calls per
+instance. A score that reads a hook other than the pattern is computed by
+:func:`~circuits.analysis.evaluate` on the instance itself (correct, one forward each).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
 from circuits.analysis.head_scores import evaluate
-from circuits.analysis.scores import PATTERN_HOOK, compute_scores, get_score
+from circuits.analysis.scores import PATTERN_HOOK, ScoreContext, compute_scores, get_score
 from circuits.model import HookedTransformer
 from circuits.records import EvalRecord
 from circuits.tasks import Batch
@@ -58,18 +61,62 @@ def evaluate_stacked(
         # Integer counts divided in Python: the same float as the one-run path's probe_accuracy
         # (a float32 division differs in the last digits, so resumed groups would not match).
         counts = mask.flatten(1).sum(1).tolist()
-        accuracy = [c / max(n, 1) for c, n in zip(correct.tolist(), counts)]
-    pattern_only = all(get_score(n).hooks == (PATTERN_HOOK,) for n in scores)
+        accuracy = [c / max(n, 1) for c, n in zip(correct.tolist(), counts, strict=True)]
+    specs = [get_score(n) for n in scores]
+    pattern_only = all(spec.hooks == (PATTERN_HOOK,) for spec in specs)
+    G = tokens.shape[0]
+    grouped: dict[str, Tensor] = {}
+    if pattern_only:
+        grouped = _layerwise_scores(shell, patterns, tokens, repeat_length, specs)
     names = [f"blocks.{layer}.{PATTERN_HOOK}" for layer in range(cfg.n_layers)]
+    rest = [n for n in scores if n not in grouped]
     records = []
-    for g in range(tokens.shape[0]):
-        stacked.unstack_into(params, g, shell)
+    for g in range(G):
         probe = Batch(tokens[g], targets[g], mask[g], repeat_length)
-        values: Mapping[str, Tensor]
-        if pattern_only:
-            cache = {name: patterns[layer][g] for layer, name in enumerate(names)}
-            values = compute_scores(shell, probe, scores, cache=cache, logits=logits[g])
-        else:
-            values = evaluate(shell, probe, scores, step=step).scores
-        records.append(EvalRecord(step, losses[g], accuracy[g], values))
+        values: dict[str, Tensor] = {}
+        if rest:
+            stacked.unstack_into(params, g, shell)  # the other scores may read weights
+            if pattern_only:
+                cache = {name: patterns[layer][g] for layer, name in enumerate(names)}
+                values = compute_scores(shell, probe, rest, cache=cache, logits=logits[g])
+            else:
+                values = dict(evaluate(shell, probe, rest, step=step).scores)
+        merged = {n: grouped[n][g] if n in grouped else values[n] for n in scores}
+        records.append(EvalRecord(step, losses[g], accuracy[g], merged))
     return records
+
+
+def _layerwise_scores(
+    shell: HookedTransformer,
+    patterns: list[Tensor],
+    tokens: Tensor,
+    repeat_length: int | None,
+    specs: Sequence,
+) -> dict[str, Tensor]:
+    """``{name: [G, n_layers, n_heads]}`` of the ``layerwise`` scores among ``specs``, each
+    computed in one call on the group's patterns stacked as ``[G * n_layers, batch, n_heads,
+    query, key]`` (checked as :func:`~circuits.analysis.compute_scores` checks one run's)."""
+    cfg = shell.cfg
+    G = tokens.shape[0]
+    wanted = [s for s in specs if s.layerwise]
+    if not wanted:
+        return {}
+    folded = torch.stack(patterns, dim=1).flatten(0, 1)  # [G * n_layers, batch, heads, q, k]
+    probe = Batch(tokens[0], tokens[0], tokens[0] >= 0, repeat_length)  # repeat_length only
+    ctx = ScoreContext(shell, probe, cache=None)
+    ctx.__dict__["patterns"] = folded  # the cached property, given: layerwise scores read it
+    out = {}
+    for spec in wanted:
+        with torch.no_grad():
+            value = spec.fn(ctx)
+        if not isinstance(value, Tensor) or tuple(value.shape) != (G * cfg.n_layers, cfg.n_heads):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(
+                f"layerwise score {spec.name!r} returned {got} for {G} models' stacked layers, "
+                f"not [{G} * n_layers, n_heads]"
+            )
+        value = value.detach().float().cpu().view(G, cfg.n_layers, cfg.n_heads)
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"score {spec.name!r} returned NaN or inf")
+        out[spec.name] = value
+    return out
