@@ -9,7 +9,8 @@ values other than the seed (:func:`circuits.plots.sweep.setting_label`).
 - :func:`aligned_band`: a score's trajectory aligned at each run's phase change, as the median
   and the 10-90% band over runs;
 - :func:`previous_token_heads`: which layer-0 head became the previous-token head, and in how
-  many runs the work is split (two or more layer-0 heads above the threshold at the end);
+  many runs the work is split (by ablation: the top head alone vs every candidate head);
+- :func:`previous_token_share`: the top head's share of that work, per run;
 - :func:`k_composition_excess`: the K-composition excess of the circuit each run ended with;
 - :func:`failure_modes`: never formed / formed late, counted per setting.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "formation_quantiles",
     "k_composition_excess",
     "previous_token_heads",
+    "previous_token_share",
 ]
 
 Row = Mapping[str, Any]
@@ -138,32 +140,59 @@ def aligned_band(
     return fig
 
 
+def _split_of(row: Row, finals: Mapping[str, Any], threshold: float) -> tuple[Any, bool]:
+    """``(split, by_ablation)``: the row's ablation record's ``split`` (True, False, or None:
+    no previous-token dependence), or, for a row written before it existed, the score rule
+    (two or more layer-0 heads at ``threshold`` or above in the final table; None without a
+    table)."""
+    circuit = row.get("circuit") or {}
+    if "previous_token_split" in circuit:
+        return (circuit["previous_token_split"] or {}).get("split"), True
+    table = finals.get(row["run_id"])
+    if table is None:
+        return None, False
+    return sum(v >= threshold for v in table[0]) >= 2, False
+
+
 def previous_token_heads(
-    rows: Sequence[Row], finals: Mapping[str, Any], threshold: float = 0.4
+    rows: Sequence[Row], finals: Mapping[str, Any] | None = None, threshold: float = 0.4
 ) -> go.Figure:
     """Per setting, how many runs ended with each layer-0 head as the top previous-token head,
-    and how many split the work (two or more layer-0 heads with a final previous-token score
-    at ``threshold`` or above).
+    and how many split the previous-token work across heads.
+
+    A run's split is read from its ablation record (``circuit.previous_token_split``: the top
+    head alone carries less than :data:`~circuits.analysis.split.SPLIT_SHARE` of the accuracy
+    lost by mean-ablating every candidate head). Rows written before that record existed fall
+    back to the final scores (two or more layer-0 heads at ``threshold`` or above), and the
+    subtitle says how many did.
 
     Args:
-        finals: Run id -> the run's final ``previous_token`` table ``[n_layers][n_heads]``.
+        finals: Run id -> the run's final ``previous_token`` table ``[n_layers][n_heads]``
+            (only read for rows without an ablation record).
     """
+    from circuits.analysis.split import SPLIT_SHARE
+
     rows = _check_rows(rows)
+    finals = finals or {}
     labels, groups = _groups(rows, None)
     heads: list[str] = []
     counts: dict[str, dict[str, int]] = {}
     split: dict[str, int] = {}
+    undetermined: dict[str, int] = {}
+    by_scores = ablated = 0
     for label in labels:
-        counts[label], split[label] = {}, 0
+        counts[label], split[label], undetermined[label] = {}, 0, 0
         for r in groups[label]:
             top = ((r.get("circuit") or {}).get("previous_token_head") or {}).get("head")
             if r.get("status") != "ok" or top is None or not str(top).startswith("L0"):
                 continue
             counts[label][top] = counts[label].get(top, 0) + 1
             heads += [top] if top not in heads else []
-            table = finals.get(r["run_id"])
-            if table is not None and sum(v >= threshold for v in table[0]) >= 2:
-                split[label] += 1
+            is_split, by_ablation = _split_of(r, finals, threshold)
+            ablated += by_ablation
+            by_scores += not by_ablation and is_split is not None
+            split[label] += is_split is True
+            undetermined[label] += is_split is None
     if not heads:
         raise ValueError("no run has a layer-0 previous-token head")
     fig = go.Figure()
@@ -182,14 +211,83 @@ def previous_token_heads(
             y=[split[label] for label in labels],
             mode="markers",
             marker=dict(symbol="diamond", size=12, color="black"),
-            name=f"split: >= 2 layer-0 heads >= {threshold:g}",
+            name="split" if not by_scores else "split (see subtitle)",
         )
     )
+    if any(undetermined.values()):
+        fig.add_trace(
+            go.Scatter(
+                x=labels,
+                y=[undetermined[label] for label in labels],
+                mode="markers",
+                marker=dict(symbol="x", size=10, color="#7f7f7f"),
+                name="undetermined",
+            )
+        )
+    rule = []
+    if ablated:
+        rule.append(
+            f"split: top head alone < {SPLIT_SHARE:.0%} of the accuracy lost when every "
+            "candidate head is mean-ablated"
+        )
+    if by_scores:
+        rule.append(
+            f"{by_scores} run(s) without an ablation record (older rows): split read from "
+            f"final scores, >= 2 layer-0 heads >= {threshold:g}"
+        )
+    if any(undetermined.values()):
+        rule.append("undetermined: no previous-token dependence, or no record")
     fig.update_layout(
         barmode="stack",
-        title="which layer-0 head became the previous-token head (runs per setting)",
+        title=dict(
+            text="which layer-0 head became the previous-token head (runs per setting)",
+            subtitle=dict(text="<br>".join(rule)),
+        ),
+        margin=dict(t=60 + 18 * len(rule)),
         yaxis_title="runs",
-        height=420,
+        height=420 + 18 * len(rule),
+    )
+    return fig
+
+
+def previous_token_share(rows: Sequence[Row]) -> go.Figure:
+    """Per setting, the distribution of the top previous-token head's share of the work: the
+    accuracy lost when it alone is mean-ablated over that lost when every candidate head is
+    (``circuit.previous_token_split.share``; 1: it works alone, 0: another head stands in).
+    Rows without the record, or without previous-token dependence, are not drawn."""
+    from circuits.analysis.split import SPLIT_SHARE
+
+    rows = _check_rows(rows)
+    labels, groups = _groups(rows, None)
+    fig = go.Figure()
+    for i, label in enumerate(labels):
+        shares = [
+            s["share"]
+            for r in groups[label]
+            if r.get("status") == "ok"
+            and (s := (r.get("circuit") or {}).get("previous_token_split"))
+            and s.get("share") is not None
+        ]
+        if shares:
+            below = sum(v < SPLIT_SHARE for v in shares)
+            fig.add_trace(
+                go.Box(
+                    x=shares, name=f"{label} (n={len(shares)}; split {below})",
+                    boxpoints="all", jitter=0.4, orientation="h",
+                    marker=dict(size=4, color=PALETTE[i % len(PALETTE)]),
+                )
+            )  # fmt: skip
+    if not fig.data:
+        raise ValueError("no run has a previous-token split record with a share")
+    fig.add_vline(
+        x=SPLIT_SHARE, line_dash="dash", line_color="gray",
+        annotation_text=f"split below {SPLIT_SHARE:g}", annotation_position="top",
+    )  # fmt: skip
+    fig.update_layout(
+        title="top previous-token head's share of the previous-token work (by ablation)",
+        xaxis_title="share: (a - a_top ablated) / (a - a_all ablated), probe accuracy",
+        showlegend=False,
+        height=max(300, 120 + 60 * len(fig.data)),
     )
     return fig
 

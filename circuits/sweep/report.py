@@ -128,6 +128,9 @@ def sweep_report(path: str | Path, title: str | None = None) -> str:
             f"median {stats['median']:g}, quartiles {stats['q1']:g}-{stats['q3']:g}, "
             f"range {stats['min']}-{stats['max']}"
         )
+    split = _split_summary(rows)
+    if split:
+        summary["previous-token work split"] = split
     every = sp.eval_interval(rows)
     if every:
         summary["resolution"] = (
@@ -139,6 +142,28 @@ def sweep_report(path: str | Path, title: str | None = None) -> str:
     return render(sections, title or f"circuits sweep: {summary['sweep']}", summary)
 
 
+def _split_summary(rows: list[dict[str, Any]]) -> str | None:
+    """``"k/n runs (by ablation ...)"``: the runs whose ablation record says the previous-token
+    work is split, over those with a record that decides; None when no row has one."""
+    from circuits.analysis.split import SPLIT_SHARE
+
+    records = [
+        r["circuit"]["previous_token_split"]
+        for r in rows
+        if r.get("status") == "ok" and (r.get("circuit") or {}).get("previous_token_split")
+    ]
+    decided = [s["split"] for s in records if s.get("split") is not None]
+    if not decided:
+        return None
+    text = (
+        f"{sum(decided)}/{len(decided)} runs (by ablation: the top head alone carries < "
+        f"{SPLIT_SHARE:.0%} of the work)"
+    )
+    if len(records) > len(decided):
+        text += f"; {len(records) - len(decided)} without previous-token dependence"
+    return text
+
+
 def _atlas_sections(
     rows: list[dict[str, Any]],
     series: dict[str, Any],
@@ -148,6 +173,7 @@ def _atlas_sections(
 ) -> None:
     """The formation atlas (:mod:`circuits.plots.atlas`): distributions over seeds per setting.
     A figure the sweep has no data for (no phase change, no layer-0 head) is left out."""
+    from circuits.analysis.split import SPLIT_SHARE
     from circuits.plots import atlas
 
     figures = [
@@ -167,9 +193,21 @@ def _atlas_sections(
         (
             "Previous-token head",
             "Which layer-0 head each run ended with as its top previous-token head, and "
-            "(diamonds) in how many runs the work is split: two or more layer-0 heads with a "
-            "final previous-token score of 0.4 or more (read from the scores, not ablations).",
+            "(diamonds) in how many runs the previous-token work is split across heads: "
+            f"mean-ablating the top head alone costs less than {SPLIT_SHARE:.0%} of the probe "
+            "accuracy that "
+            "mean-ablating every head below the induction head costs. Rows of sweeps run "
+            "before this ablation was recorded fall back to the final scores (two or more "
+            "layer-0 heads at 0.4 or more); the subtitle says how many.",
             lambda: atlas.previous_token_heads(rows, finals),
+        ),
+        (
+            "Previous-token head: its share of the work",
+            "Per run, the probe accuracy lost when the top previous-token head alone is "
+            "mean-ablated, over that lost when every head below the induction head is: 1 "
+            "when it does the work alone, near 0 when another head can stand in for it. Runs "
+            "whose accuracy does not depend on those heads have no share.",
+            lambda: atlas.previous_token_share(rows),
         ),
         (
             "K-composition excess",

@@ -13,7 +13,7 @@ The row of a finished run (JSON, one line of ``results.jsonl``)::
     phase: {score, step, start, resolution, rate, prefix_matching_step}
                                                      see circuits.analysis.phase
     final: {accuracy, loss, train_loss, previous_token, induction}   best head per score
-    circuit: {previous_token_head, induction_heads, k_composition}
+    circuit: {previous_token_head, induction_heads, k_composition, previous_token_split}
     checkpoint: path or null, history: path of the run's history file
 """
 
@@ -120,7 +120,7 @@ def _train_and_record(run: RunSpec, root: str | None, start: float) -> dict[str,
 
     # overwrite: a run redone after a killed sweep replaces its half-written checkpoint.
     result = train(model, task, cfg, callback=note_time, overwrite=True)
-    row, history = record_of(run, model, cfg, result, seconds_at)
+    row, history = record_of(run, model, cfg, result, seconds_at, task)
     row["seconds"] = time.perf_counter() - start
     row["checkpoint"] = checkpoint
     return {"row": row, "history": history}
@@ -179,14 +179,29 @@ def thresholds_of(cfg: Any) -> dict[str, float]:
     return set_ or {"previous_token": DEFAULT_THRESHOLD, "induction": DEFAULT_THRESHOLD}
 
 
-def circuit_of(model: Any, final: Any) -> dict[str, Any]:
+def circuit_of(model: Any, final: Any, probe: Any = None) -> dict[str, Any]:
     """The circuit a run ended with (:func:`circuits.analysis.summary.induction_circuit`): top
     heads, and the K-composition from the strongest earlier head into the top induction head,
     its excess over the random-matrix baseline, and whether that source is the top
-    previous-token head (the induction circuit of Elhage et al. 2021)."""
+    previous-token head (the induction circuit of Elhage et al. 2021).
+
+    With the run's ``probe``, also ``previous_token_split``: whether the top previous-token
+    head does the previous-token work alone, by ablation
+    (:func:`circuits.analysis.split.previous_token_split`, five forward passes over the probe;
+    None without a previous-token head).
+    """
+    from circuits.analysis.split import previous_token_split
+
     final = flat_record(final) if final is not None else {}
     scores = {k: final[k] for k in ("previous_token", "induction") if k in final}
-    return induction_circuit(model, scores)
+    circuit = induction_circuit(model, scores)
+    if probe is not None:
+        top = circuit["previous_token_head"]
+        induction = circuit["induction_heads"][0]["head"] if circuit["induction_heads"] else None
+        circuit["previous_token_split"] = (
+            None if top is None else previous_token_split(model, probe, top["head"], induction)
+        )
+    return circuit
 
 
 def record_of(
@@ -195,8 +210,18 @@ def record_of(
     cfg: Any,
     result: Any,
     seconds_at: dict[int, float],
+    task: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The row and the history file of a finished run (from ``circuits.train``'s result)."""
+    """The row and the history file of a finished run (from ``circuits.train``'s result).
+
+    ``task``: the run's task, whose probe (``task.probe(cfg.probe_size)``, the one training
+    evaluated) the circuit's ablations run on; default: built from ``run.settings``, so every
+    path that trained these weights records the same circuit.
+    """
+    if task is None:
+        from circuits.tasks import task_from_dict
+
+        task = task_from_dict(run.settings["task"])
     series = score_series(result.history)
     final = flat_record(result.final) if result.final else {}
     thresholds = thresholds_of(cfg)
@@ -216,7 +241,7 @@ def record_of(
             "train_loss": final.get("train_loss"),
             **{k: v[-1][1] for k, v in series.items()},
         },
-        circuit=circuit_of(model, final),
+        circuit=circuit_of(model, final, task.probe(cfg.probe_size)),
         history=f"{HISTORIES}/{run.run_id}.json",
     )
     history = {

@@ -71,3 +71,43 @@ def test_failure_modes_and_k_composition() -> None:
     assert kinds["on time"] == [10, 9] and kinds["error"] == [0, 0]
     fig = atlas.k_composition_excess(ROWS)
     assert sorted(len(t.x) for t in fig.data) == [10, 10]
+
+
+def with_split(r: dict, share: float | None) -> dict:
+    """``r`` with the ablation record of its previous-token split (None: no dependence)."""
+    from circuits.analysis.split import SPLIT_SHARE
+
+    split = None if share is None else share < SPLIT_SHARE
+    record = {"top": r["circuit"]["previous_token_head"]["head"], "share": share, "split": split}
+    return {**r, "circuit": {**r["circuit"], "previous_token_split": record}}
+
+
+def test_previous_token_heads_reads_the_ablation_record_and_says_when_it_falls_back() -> None:
+    # lr=0.01: shares 0.1 (split), 0.9, ..., one without dependence; lr=0.03: no record.
+    shares = [0.1, 0.2, 0.9, 0.95, 1.0, 0.8, 0.99, 0.3, None, 0.9]
+    rows = [with_split(r, s) for r, s in zip(ROWS[:10], shares, strict=True)] + ROWS[10:]
+    # Final scores that the score rule would read as split for every run: ignored where an
+    # ablation record exists.
+    finals = {r["run_id"]: [[0.5, 0.45], [0.0, 0.0]] for r in rows}
+    fig = atlas.previous_token_heads(rows, finals)
+    split = next(t for t in fig.data if t.name.startswith("split"))
+    assert list(split.y) == [3, 10]  # shares 0.1, 0.2, 0.3; lr=0.03 by the score rule
+    undetermined = next(t for t in fig.data if t.name == "undetermined")
+    assert list(undetermined.y) == [1, 0]
+    subtitle = fig.layout.title.subtitle.text
+    assert "10 run(s) without an ablation record" in subtitle and "mean-ablated" in subtitle
+    # All rows recorded: no fallback is mentioned.
+    recorded = atlas.previous_token_heads(rows[:10])
+    assert "without an ablation record" not in recorded.layout.title.subtitle.text
+    assert list(next(t for t in recorded.data if t.name == "split").y) == [3]
+
+
+def test_previous_token_share_draws_each_settings_shares() -> None:
+    shares = [0.1, 0.2, 0.9, 0.95, 1.0, 0.8, 0.99, 0.3, None, 0.9]
+    rows = [with_split(r, s) for r, s in zip(ROWS[:10], shares, strict=True)] + ROWS[10:]
+    fig = atlas.previous_token_share(rows)
+    (box,) = fig.data  # lr=0.03 has no record: no box
+    assert sorted(box.x) == sorted(s for s in shares if s is not None)
+    assert box.name == "lr=0.01 (n=9; split 3)"
+    with pytest.raises(ValueError, match="no run has a previous-token split"):
+        atlas.previous_token_share(ROWS)
