@@ -163,13 +163,15 @@ def eval_cost(G: int = 32, rounds: int = 6) -> dict[str, float]:
 def sweep_side_by_side(
     seeds: int = 128,
     batch_seeds: Sequence[int] = (1, 32),
-    workers: int = 2,
+    workers: int | Sequence[int] = 2,
     checkpoint: bool = True,
     rounds: int = 1,
 ) -> list[dict[str, Any]]:
-    """``circuits sweep`` of ``seeds`` seeds of the default preset with its defaults (2-worker
-    pool) and ``checkpoint: true``, per ``--batch-seeds`` value, alternating, each from a fresh
-    directory. Wall time includes the pool's start-up, every run and every row written."""
+    """``circuits sweep`` of ``seeds`` seeds of the default preset with its defaults (a
+    ``workers``-process pool, 2 by default) and ``checkpoint: true``, per ``--batch-seeds``
+    value and worker count, alternating, each from a fresh directory. Wall time includes the
+    pool's start-up (workers import torch and the run modules once each), every run and every
+    row written."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -183,18 +185,20 @@ def sweep_side_by_side(
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="atlas-bench-"))
     try:
+        pools = [workers] if isinstance(workers, int) else list(workers)
+        setups = [(w, size) for w in pools for size in batch_seeds]
         for r in range(rounds):
-            for size in batch_seeds if r % 2 == 0 else batch_seeds[::-1]:
-                out = tmp / f"{size}-{r}"
+            for w, size in setups if r % 2 == 0 else setups[::-1]:
+                out = tmp / f"{w}-{size}-{r}"
                 start = time.perf_counter()
-                summary = run_sweep(spec, out, workers=workers, quiet=True, batch_seeds=size)
+                summary = run_sweep(spec, out, workers=w, quiet=True, batch_seeds=size)
                 wall = time.perf_counter() - start
                 runs = ResultsStore(out).rows()
                 steps = sum(row.get("steps") or 0 for row in runs)
                 rows.append(
                     {
                         "batch_seeds": size,
-                        "workers": workers,
+                        "workers": w,
                         "seeds": seeds,
                         "wall_s": wall,
                         "ok": summary.ok,
@@ -250,11 +254,14 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sweep", type=int, metavar="SEEDS", help="sweep side by side instead")
     parser.add_argument("--batch-seeds", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--workers", type=int, nargs="+", default=[2], help="pool sizes")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--eval-cost", action="store_true", help="an evaluation in steps")
     args = parser.parse_args()
     if args.eval_cost:
         print(eval_cost())
     elif args.sweep:
-        print(sweep_markdown(sweep_side_by_side(args.sweep, args.batch_seeds)))
+        rows = sweep_side_by_side(args.sweep, args.batch_seeds, args.workers, rounds=args.rounds)
+        print(sweep_markdown(rows))
     else:
         print(case_atlas(args.quick)["markdown"])

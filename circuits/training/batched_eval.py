@@ -25,7 +25,12 @@ from circuits.records import EvalRecord
 from circuits.tasks import Batch
 from circuits.training import stacked
 
-__all__ = ["evaluate_stacked"]
+__all__ = ["EVAL_CHUNK_BYTES", "evaluate_stacked"]
+
+# Instances evaluated per forward pass: as many as keep one layer's attention patterns within
+# this many bytes. Larger stacks leave the cache: a stacked evaluation of 32 models ran slower
+# per model than 32 single evaluations (bench/RESULTS.md, the atlas section).
+EVAL_CHUNK_BYTES = 2**21
 
 
 def evaluate_stacked(
@@ -37,6 +42,7 @@ def evaluate_stacked(
     repeat_length: int | None,
     scores: Sequence[str],
     step: int,
+    chunk_bytes: int | None = None,
 ) -> list[EvalRecord]:
     """One :class:`~circuits.records.EvalRecord` per instance of ``params`` on its own probe.
 
@@ -48,10 +54,36 @@ def evaluate_stacked(
         repeat_length: The probes' repeat length (the same task for every instance).
         scores: Registered score names to record.
         step: The training step recorded.
+        chunk_bytes: Instances per forward pass: as many as keep one layer's patterns within
+            this many bytes (at least one); default :data:`EVAL_CHUNK_BYTES`.
 
-    Memory: one stacked forward pass's activations without gradients, and the attention
-    patterns ``[G, batch, n_heads, pos, pos]`` per layer.
+    Memory: a chunk's forward pass without gradients, and its attention patterns
+    ``[chunk, batch, n_heads, pos, pos]`` per layer.
     """
+    budget = EVAL_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    G, b, p = tokens.shape
+    per_instance = b * shell.cfg.n_heads * p * p * 4
+    size = max(1, budget // per_instance)
+    records: list[EvalRecord] = []
+    for start in range(0, G, size):
+        part = slice(start, start + size)
+        chunk = {name: value[part] for name, value in params.items()}
+        records += _evaluate_chunk(
+            chunk, shell, tokens[part], targets[part], mask[part], repeat_length, scores, step
+        )
+    return records
+
+
+def _evaluate_chunk(
+    params: stacked.Params,
+    shell: HookedTransformer,
+    tokens: Tensor,
+    targets: Tensor,
+    mask: Tensor,
+    repeat_length: int | None,
+    scores: Sequence[str],
+    step: int,
+) -> list[EvalRecord]:
     cfg = shell.cfg
     patterns: list[Tensor] = []
     with torch.no_grad():

@@ -12,7 +12,7 @@ from circuits.training import stacked
 from circuits.training.batched_eval import evaluate_stacked
 
 
-def _group(seeds, scores):
+def _group(seeds, scores, chunk_bytes=None):
     items = [build("induction", s, train={"progress": False}) for s in seeds]
     models = [m.eval() for m, _, _ in items]
     probes = [t.probe(16) for _, t, _ in items]
@@ -21,8 +21,9 @@ def _group(seeds, scores):
                              ("tokens", "targets", "mask"))  # fmt: skip
     shell = build("induction", 99)[0].eval()
     records = evaluate_stacked(
-        params, shell, tokens, targets, mask, probes[0].repeat_length, scores, step=3
-    )
+        params, shell, tokens, targets, mask, probes[0].repeat_length, scores, step=3,
+        chunk_bytes=chunk_bytes,
+    )  # fmt: skip
     return models, probes, records
 
 
@@ -40,9 +41,10 @@ def token_score():
     unregister_score("same_token_mass")
 
 
-def test_every_record_is_its_instances_evaluate(token_score):
+@pytest.mark.parametrize("chunk_bytes", [None, 1])  # the whole group at once; one by one
+def test_every_record_is_its_instances_evaluate(token_score, chunk_bytes):
     names = ("previous_token", "induction", "duplicate_token", token_score)
-    models, probes, records = _group([0, 1, 2], names)
+    models, probes, records = _group([0, 1, 2], names, chunk_bytes)
     for model, probe, record in zip(models, probes, records, strict=True):
         reference = evaluate(model, probe, names, step=3)
         assert record.accuracy == reference.accuracy
