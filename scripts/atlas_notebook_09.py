@@ -17,14 +17,15 @@
 # <!-- Source of notebooks/09_formation_atlas.py (issue 24), kept here until it is executed on a
 # quiet machine (384 runs: a few minutes there; far longer on a shared one): copy it to
 # notebooks/09_formation_atlas.py and run scripts/run_notebooks.py 09, which stores the outputs
-# the notebook tests need. -->
+# the notebook tests need. CIRCUITS_ATLAS_SEEDS=8 runs it with 8 seeds (and 2 per learning
+# rate) as a smoke test; its numbers mean nothing. -->
 # # The formation atlas: 256 seeds of the default preset
 #
 # When do induction heads form, and how? One run answers for one seed; this notebook trains
 # 256 seeds of `circuits train`'s default model and task at once (stacked: see
 # docs/atlas.md), evaluated every 5 steps, and reads off the distribution: formation steps,
-# the phase change, which layer-0 head became the previous-token head and how often that work
-# is split across both heads. A second, smaller sweep varies the learning rate.
+# the phase change, which layer-0 head became the previous-token head and how often a single
+# head does that work (by ablation). A second sweep varies the learning rate.
 
 # %%
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits import plots
+from circuits.analysis.split import SPLIT_SHARE
 from circuits.plots import atlas
 from circuits.sweep import ResultsStore, SweepSpec, run_sweep
 
@@ -43,7 +45,8 @@ if os.environ.get("CIRCUITS_STATIC_FIGURES"):
 else:
     plots.interactive_figures()
 
-SEEDS = 256
+SEEDS = int(os.environ.get("CIRCUITS_ATLAS_SEEDS", "256"))  # a smoke test sets a few
+LR_SEEDS = max(1, SEEDS // 4)  # seeds 0..LR_SEEDS-1 at each other learning rate
 WORK = Path(tempfile.mkdtemp(prefix="atlas-"))
 
 
@@ -59,9 +62,17 @@ def sweep(name: str, grid: dict, seeds: int) -> list[dict]:
         }
     )
     out = WORK / name
-    summary = run_sweep(spec, out, workers=2, quiet=True, batch_seeds=64)
+    summary = run_sweep(spec, out, workers=2, quiet=True, batch_seeds=min(64, seeds))
     print(summary.line())
     return ResultsStore(out).rows()
+
+
+def quantiles(values: list[float], fmt: str = "g") -> str:
+    """``"10/50/90% a/b/c"`` of ``values`` ("none" if empty)."""
+    if not values:
+        return "none"
+    q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
+    return f"10/50/90% {q10:{fmt}}/{q50:{fmt}}/{q90:{fmt}}"
 
 
 rows = sweep("seeds", {}, SEEDS)
@@ -76,11 +87,8 @@ rows = sweep("seeds", {}, SEEDS)
 ok = [r for r in rows if r["status"] == "ok"]
 met = [r for r in ok if r["success"]]
 steps = [r["formed"]["induction"]["step"] for r in ok if r["formed"]["induction"]["step"]]
-q10, q50, q90 = np.quantile(steps, [0.1, 0.5, 0.9])
 print(f"{len(met)}/{len(rows)} runs met every target")
-print(
-    f"induction formed in {len(steps)}/{len(rows)} runs: 10/50/90% at steps {q10:g}/{q50:g}/{q90:g}"
-)
+print(f"induction formed in {len(steps)}/{len(rows)} runs: steps {quantiles(steps)}")
 atlas.formation_quantiles(rows)
 
 # %% [markdown]
@@ -95,28 +103,45 @@ store = ResultsStore(WORK / "seeds")
 histories = {r["run_id"]: store.history(r["run_id"]) for r in ok}
 series = {k: h["series"] for k, h in histories.items()}
 phases = [r["phase"]["step"] for r in ok if r.get("phase")]
-median_phase = statistics.median(phases)
-print(f"{len(phases)}/{len(ok)} runs have a phase change; median at step {median_phase:g}")
+print(f"{len(phases)}/{len(ok)} runs have a phase change; steps {quantiles(phases)}")
 atlas.aligned_band(rows, series)
 
 # %% [markdown]
-# ## Which layer-0 head becomes the previous-token head, and is the work split?
+# ## Does a single head do the previous-token work?
 #
-# The default model has two heads in layer 0. A run *splits* the previous-token work when both
-# end with a previous-token score of 0.4 or more (read from the final scores).
+# The default model has two heads in layer 0, below its induction head. A final
+# previous-token *score* only says where a head attends; whether the model needs it is an
+# ablation question. For each run, on its probe (the positions the task scores), we compare the
+# accuracy `a` with the top previous-token head mean-ablated (`a_top`) and with both layer-0
+# heads mean-ablated (`a_all`): the top head's *share* of the work is
+# `(a - a_top) / (a - a_all)` (1: it works alone; about 0: the other head stands in for it).
+# A run *splits* the work when the share is below the threshold printed here
+# (`circuits.analysis.split.previous_token_split`, recorded in each sweep row).
 
 # %%
-finals = {k: h["history"][-1]["previous_token"] for k, h in histories.items()}
-split = sum(sum(v >= 0.4 for v in table[0]) >= 2 for table in finals.values())
-single = sum(sum(v >= 0.4 for v in table[0]) == 1 for table in finals.values())
+records = [r["circuit"]["previous_token_split"] for r in ok]
+decided = [s for s in records if s is not None and s["split"] is not None]
+single = sum(not s["split"] for s in decided)
+shares = [s["share"] for s in decided]
 tops: dict[str, int] = {}
 for r in ok:
-    head = r["circuit"]["previous_token_head"]["head"]
+    head = (r["circuit"]["previous_token_head"] or {}).get("head")
     tops[head] = tops.get(head, 0) + 1
-share = single / len(ok)
-print(f"a single previous-token head in {single}/{len(ok)} runs ({share:.0%}); split in {split}")
-print("top previous-token head:", dict(sorted(tops.items())))
-atlas.previous_token_heads(rows, finals)
+print(f"split threshold: share < {SPLIT_SHARE:g}")
+print(
+    f"a single previous-token head in {single}/{len(decided)} runs "
+    f"({single / max(len(decided), 1):.0%}); split in {len(decided) - single}; "
+    f"{len(ok) - len(decided)} runs without previous-token dependence"
+)
+print(f"share of the top head: {quantiles(shares, '.2f')}")
+print("top previous-token head:", dict(sorted(tops.items(), key=lambda kv: str(kv[0]))))
+atlas.previous_token_heads(rows)
+
+# %% [markdown]
+# The share is a continuum rather than two clusters: the threshold cuts a distribution.
+
+# %%
+atlas.previous_token_share(rows)
 
 # %%
 atlas.k_composition_excess(rows)
@@ -124,21 +149,29 @@ atlas.k_composition_excess(rows)
 # %% [markdown]
 # ## Learning rate
 #
-# The same preset at two other learning rates, 64 seeds each, beside the 256 above.
+# The same preset at 0.01 and 0.04 (the default is 0.02), a quarter as many seeds each; those
+# seeds are the first ones of the sweep above, so each seed is also compared with itself at the
+# default rate.
 
 # %%
-lr_rows = sweep("lr", {"train.lr": [0.01, 0.03]}, 64)
-by_lr: dict[float, list[int]] = {0.02: steps}
-for r in lr_rows:
-    step = r["formed"]["induction"]["step"] if r["status"] == "ok" else None
-    if step:
-        by_lr.setdefault(r["axes"]["train.lr"], []).append(step)
-for lr in sorted(by_lr):
-    q = np.quantile(by_lr[lr], [0.1, 0.5, 0.9])
+lr_rows = sweep("lr", {"train.lr": [0.01, 0.04]}, LR_SEEDS)
+all_rows = lr_rows + [{**r, "axes": {**r["axes"], "train.lr": 0.02}} for r in rows]
+at_default = {r["axes"]["seed"]: s for r in ok if (s := r["formed"]["induction"]["step"])}
+for lr in (0.01, 0.02, 0.04):
+    at = [r for r in all_rows if r["axes"]["train.lr"] == lr and r["status"] == "ok"]
+    formed = {r["axes"]["seed"]: s for r in at if (s := r["formed"]["induction"]["step"])}
+    ratios = [formed[k] / at_default[k] for k in formed if k < LR_SEEDS and k in at_default]
+    split_at = [r["circuit"]["previous_token_split"] for r in at]
+    decided_at = [s for s in split_at if s is not None and s["split"] is not None]
+    single_at = sum(not s["split"] for s in decided_at)
+    paired = f"x{statistics.median(ratios):.2f} (median of {len(ratios)})" if ratios else "none"
     print(
-        f"lr {lr:g}: formed in {len(by_lr[lr])} runs, 10/50/90% at steps {q[0]:g}/{q[1]:g}/{q[2]:g}"
+        f"lr {lr:g}: formed in {len(formed)}/{len(at)} runs, "
+        f"steps {quantiles(list(formed.values()))}; "
+        + ("" if lr == 0.02 else f"per seed vs lr 0.02: {paired}; ")
+        + f"single previous-token head in {single_at}/{len(decided_at)}"
     )
-atlas.formation_quantiles(lr_rows)
+atlas.formation_quantiles(all_rows)
 
 # %%
-atlas.failure_modes(lr_rows)
+atlas.failure_modes(all_rows)

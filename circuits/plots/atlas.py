@@ -285,7 +285,7 @@ def previous_token_share(rows: Sequence[Row]) -> go.Figure:
     )  # fmt: skip
     fig.update_layout(
         title="top previous-token head's share of the previous-token work (by ablation)",
-        xaxis_title="share: (a - a_top ablated) / (a - a_all ablated), probe accuracy",
+        xaxis_title="share = (a - a_top) / (a - a_all); a: probe accuracy, a_top / a_all: ablated",
         showlegend=False,
         height=max(300, 120 + 60 * len(fig.data)),
     )
