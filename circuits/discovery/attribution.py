@@ -13,12 +13,18 @@ after the norm. Swap the roles of the clean and corrupted runs (run on the corru
 patch in the clean outputs) for TransformerLens's "denoising" convention, ``(a_clean -
 a_corrupt) . g_corrupt``; ``tests/discovery`` checks the two agree that way.
 
-Cost: ``ig_steps`` forward and backward passes with every receiver's input split (``3 x
-n_heads`` copies of the residual stream per layer kept for the backward pass), and the
-unembedding at the metric's rows only.
+Cost: ``ig_steps`` forward and backward passes, one at a time, with every receiver's input
+split (``3 x n_heads`` copies of the residual stream per layer kept for the backward pass), and
+the unembedding at the metric's rows only. Memory: one step's backward graph (the model's
+parameters are frozen while it runs, so no weight-gradient inputs are kept) plus the
+accumulated gradients, ``O(n_layers n_receivers batch pos d_model)``, whatever ``ig_steps``.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import einops
 import torch
@@ -33,6 +39,61 @@ from circuits.discovery.scores import EdgeScores
 from circuits.validation import check_int
 
 
+@contextlib.contextmanager
+def _frozen(model: Any) -> Iterator[None]:
+    """The model's parameters not requiring grad while the block runs (restored after).
+
+    Only ``dM/d(receiver inputs)`` is asked for; with parameters that require grad, autograd
+    would also keep every matrix product's input for a weight gradient nobody reads (most of
+    the backward pass's memory at GPT-2 size).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _step_grads(problem: Problem, metric: Metric, alpha: float) -> list[Tensor | None]:
+    """One point of the path: ``dM/d(receiver inputs)`` per group ``[batch, pos, receivers,
+    d_model]``, then per shortformer attention group the gradient after the norm (or None)."""
+    graph, model = problem.graph, problem.model
+    b, p = problem.tokens.shape
+    d = model.cfg.d_model
+    like = dict(dtype=model.W_E.dtype, device=model.W_E.device)
+    clean, src = problem.clean_outputs, problem.source
+    offsets = [
+        torch.zeros(1, b, p, len(g.receivers), d, requires_grad=True, **like) for g in graph.groups
+    ]
+    post = [
+        torch.zeros(1, b, p, len(g.receivers), d, requires_grad=True, **like)
+        if graph.shortformer and g.kind == "attn"
+        else None
+        for g in graph.groups
+    ]
+    embeddings = (
+        alpha * clean[:, :, 0] + (1 - alpha) * src[:, :, 0],
+        alpha * clean[:, :, 1] + (1 - alpha) * src[:, :, 1],
+    )
+    resid = run(
+        model,
+        graph,
+        problem.tokens,
+        input_offsets=offsets,
+        post_offsets=post,
+        embeddings=embeddings,
+        logits=False,
+        keep_outputs=False,
+    ).resid
+    value = metric_values(model, metric, metric.rows(resid))[0]
+    wrt = offsets + [t for t in post if t is not None]
+    grads = torch.autograd.grad(value, wrt, allow_unused=True)
+    return [g if g is None else g[0] for g in grads]
+
+
 def _input_grads(
     problem: Problem, metric: Metric, alphas: list[float]
 ) -> tuple[list[Tensor], list[Tensor | None]]:
@@ -42,7 +103,6 @@ def _input_grads(
     b, p = problem.tokens.shape
     d = model.cfg.d_model
     like = dict(dtype=model.W_E.dtype, device=model.W_E.device)
-    clean, src = problem.clean_outputs, problem.source
     total = [torch.zeros(b, p, len(g.receivers), d, **like) for g in graph.groups]
     post_total: list[Tensor | None] = [
         torch.zeros(b, p, len(g.receivers), d, **like)
@@ -50,39 +110,20 @@ def _input_grads(
         else None
         for g in graph.groups
     ]
-    for alpha in alphas:
-        offsets = [
-            torch.zeros(1, b, p, len(g.receivers), d, requires_grad=True, **like)
-            for g in graph.groups
-        ]
-        post = [
-            None if t is None else torch.zeros_like(t)[None].requires_grad_() for t in post_total
-        ]
-        embeddings = (
-            alpha * clean[:, :, 0] + (1 - alpha) * src[:, :, 0],
-            alpha * clean[:, :, 1] + (1 - alpha) * src[:, :, 1],
-        )
-        resid = run(
-            model,
-            graph,
-            problem.tokens,
-            input_offsets=offsets,
-            post_offsets=post,
-            embeddings=embeddings,
-            logits=False,
-            keep_outputs=False,
-        ).resid
-        value = metric_values(model, metric, metric.rows(resid))[0]
-        wrt = offsets + [t for t in post if t is not None]
-        grads = torch.autograd.grad(value, wrt, allow_unused=True)
-        for acc, g in zip(total, grads[: len(offsets)], strict=True):
-            acc += g[0] / len(alphas)
-        extra = iter(grads[len(offsets) :])
-        for _i, t in enumerate(post_total):
-            if t is not None:
-                g = next(extra)
+    with _frozen(model):
+        for alpha in alphas:
+            grads = _step_grads(problem, metric, alpha)
+            for acc, g in zip(total, grads[: len(graph.groups)], strict=True):
                 if g is not None:
-                    t += g[0] / len(alphas)
+                    acc += g / len(alphas)
+            extra = iter(grads[len(graph.groups) :])
+            for t in post_total:
+                if t is not None:
+                    g = next(extra)
+                    if g is not None:
+                        t += g / len(alphas)
+            # Freed before the next step's forward (else they would be held through it).
+            del grads, g
     return total, post_total
 
 
