@@ -4,6 +4,7 @@ token it attends to? :func:`copying_score_activations` ``[n_layers, n_heads]``; 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -49,10 +50,11 @@ def copying_score_activations(
     ``statistic="top1"`` asks the coarser question, the fraction of queries where the attended
     token gets the head's largest direct-path logit (the same heads score ~0.95).
 
-    Memory: one layer at a time, its heads' read-outs and the counted queries' logits a chunk of
-    vocabulary columns at a time: O(n_heads queries d_head + chunk_bytes) beyond the cache;
-    never ``[batch, pos, n_heads, d_vocab]`` nor a head's whole ``[d_head, d_vocab_out]``
-    read-out. Time: O(n_layers n_heads (d_head d_model + queries d_head) d_vocab_out).
+    Memory: a chunk of vocabulary columns at a time, every head's read-out of it and one
+    layer's counted queries' logits: O(n_layers n_heads queries d_head + chunk_bytes) beyond
+    the cache; never ``[batch, pos, n_heads, d_vocab]`` nor a head's whole ``[d_head,
+    d_vocab_out]`` read-out. Time: O(n_layers n_heads (d_head d_model + queries d_head)
+    d_vocab_out), in two matrix products per chunk and layer.
 
     Args:
         query_mask: Bool ``[batch, pos]``: average only over these query positions (e.g. a
@@ -103,31 +105,109 @@ def head_inputs(model: HookedModel) -> Float[Tensor, "n_layers n_heads d_head d_
     return W_O
 
 
-# Vocabulary columns per chunk at most. On one thread a chunk whose [heads, queries, columns]
-# gains stay in cache is fastest (they are read five times: max, target, ReLU, sum); with more
-# threads every small op pays a synchronisation (costly on busy cores), so chunks grow with them.
-MAX_VOCAB_CHUNK = 512
-VOCAB_CHUNK_PER_THREAD = 4096
+def vocab_chunk_width(readout_width: int, gain_width: int, chunk_bytes: int) -> int:
+    """Vocabulary columns per chunk: the chunk's read-out (``readout_width`` floats a column)
+    and one layer's gains (``gain_width``) under ``chunk_bytes``."""
+    return rows_per_chunk(readout_width + gain_width, chunk_bytes)
 
 
-def vocab_chunk_width(n_heads: int, n_queries: int, d_head: int, chunk_bytes: int) -> int:
-    """Vocabulary columns per chunk: the chunk's read-out and gains under ``chunk_bytes``."""
-    threads = torch.get_num_threads()
-    cap = MAX_VOCAB_CHUNK if threads == 1 else VOCAB_CHUNK_PER_THREAD * threads
-    return min(cap, rows_per_chunk(n_heads * (n_queries + d_head), chunk_bytes))
+class _Buffers:
+    """The loop's two reused work buffers (a fresh tensor per chunk costs page faults on every
+    allocation, as much as the products themselves): views of flat ones."""
+
+    def __init__(self, readout_width: int, gain_width: int, columns: int, like: Tensor):
+        self.readout = like.new_empty(readout_width * columns)
+        self.gain = like.new_empty(gain_width * columns)
+
+    @staticmethod
+    def view(flat: Tensor, *shape: int) -> Tensor:
+        return flat[: math.prod(shape)].view(*shape)
+
+
+def _leads_its_chunk(gain: Float[Tensor, "H n c"], local: Tensor, candidate: Tensor) -> Tensor:
+    """``[H, n]`` bool: for each ``candidate`` query (its attended column ``local`` holds the
+    chunk's maximum), whether no column left of it in the chunk reaches that maximum."""
+    lead = torch.zeros(candidate.shape, dtype=torch.bool)
+    heads, queries = candidate.nonzero(as_tuple=True)
+    if len(heads) == 0:
+        return lead
+    cols = torch.arange(gain.shape[-1])
+    # At most n rows of the chunk gathered at once: the working set stays bounded.
+    step = max(1, gain.shape[1])
+    for s in range(0, len(heads), step):
+        h, q = heads[s : s + step], queries[s : s + step]
+        at = local[h, q]
+        part = gain[h, q]  # [k, c], a copy
+        value = part.gather(-1, at[:, None])
+        part.masked_fill_(cols >= at[:, None], -torch.inf)
+        lead[h, q] = (part < value).all(-1)
+    return lead
+
+
+def _gain_stats(
+    z: Float[Tensor, "L H n e"],
+    offset: Float[Tensor, "L H n"],
+    inputs_t: Float[Tensor, "d_model LHe"],
+    W_U: Float[Tensor, "d_model d_vocab_out"],
+    target: Tensor,
+    chunk_bytes: int,
+) -> tuple[Tensor, Tensor]:
+    """Every head's per-query share of positive mass on the attended token and whether that
+    token is the first maximum: ``([L, H, n], [L, H, n] bool)``.
+
+    The vocabulary a chunk of columns at a time: one read-out product for every head of every
+    layer ``[columns, L H e]`` (one large GEMM, MKL's faster orientation), then per layer one
+    batched product for its heads' gains ``[H, n, columns]``, reduced at once (a layer's chunk
+    stays in cache). No argmax (a slow reduction): the token is the first maximum iff its gain
+    equals the row's maximum, the first chunk reaching that maximum is its own, and no column
+    left of it in that chunk reaches it (checked only where the token tops its chunk): what
+    ``argmax == token`` means with ties going to the first column.
+    """
+    n_layers, n_heads, n, d_head = z.shape
+    d_vocab_out = W_U.shape[-1]
+    readout_width, gain_width = inputs_t.shape[1], n_heads * n
+    width = min(d_vocab_out, vocab_chunk_width(readout_width, gain_width, chunk_bytes))
+    buffers = _Buffers(readout_width, gain_width, width, W_U)
+    best = torch.full(target.shape, -torch.inf)
+    first = torch.zeros(target.shape, dtype=torch.long)  # first chunk reaching ``best``
+    lead = torch.zeros(target.shape, dtype=torch.bool)  # the token tops its chunk, first
+    on_token = torch.zeros(target.shape)
+    positive = torch.zeros(target.shape)
+    for k, start in enumerate(range(0, d_vocab_out, width)):
+        c = min(width, d_vocab_out - start)
+        readout = buffers.view(buffers.readout, c, readout_width)
+        torch.mm(W_U[:, start : start + c].t(), inputs_t, out=readout)
+        per_head = readout.view(c, n_layers, n_heads, d_head)
+        local = target - start
+        inside = (local >= 0) & (local < c)
+        for layer in range(n_layers):
+            gain = buffers.view(buffers.gain, n_heads, n, c)
+            torch.bmm(z[layer], per_head[:, layer].permute(1, 2, 0), out=gain)
+            gain.sub_(offset[layer][..., None])  # minus the vocabulary mean, in place
+            top = gain.amax(-1)
+            first[layer] = torch.where(top > best[layer], k, first[layer])
+            torch.maximum(best[layer], top, out=best[layer])
+            at = local[layer].clamp(0, c - 1)
+            picked = gain.gather(-1, at[..., None]).squeeze(-1)
+            on_token[layer] = torch.where(inside[layer], picked, on_token[layer])
+            candidate = inside[layer] & (picked >= top)
+            lead[layer] |= _leads_its_chunk(gain, local[layer], candidate)
+            positive[layer] += gain.relu_().sum(-1)
+    ratio = on_token.clamp_min(0) / positive.clamp_min(1e-12)
+    hit = lead & (on_token >= best) & (first == torch.div(target, width, rounding_mode="floor"))
+    return ratio, hit
 
 
 def copying_stats(
     model: HookedModel, tokens: Tensor, cache: Any, query_mask: Tensor | None, chunk_bytes: int
 ) -> dict[str, Tensor]:
-    """Both statistics of :func:`copying_score_activations` from one pass over the layers:
+    """Both statistics of :func:`copying_score_activations` from one pass over the vocabulary:
     ``{"share": [n_layers, n_heads], "top1": [n_layers, n_heads]}``.
 
-    One layer at a time, its heads together: the vocabulary is visited in chunks of columns;
-    each chunk's read-out ``[n_heads, d_head, columns]`` (one matrix product for the layer's
-    heads) and gains ``[n_heads, queries, columns]`` fit ``chunk_bytes``; the maximum, the
-    attended token's gain and the positive mass are accumulated across chunks. Only counted
-    queries are read out. Memory: O(n_heads queries d_head + chunk_bytes) beyond the cache.
+    The counted queries' ``z`` of every layer (scaled by the final norm), their attended tokens
+    and vocabulary means first; then :func:`_gain_stats` visits the vocabulary in chunks of
+    columns whose read-out and one layer's gains fit ``chunk_bytes``. Memory:
+    O(n_layers n_heads queries d_head + chunk_bytes) beyond the cache.
     """
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if tokens.shape[1] < 2:
@@ -156,8 +236,6 @@ def copying_stats(
         else:
             check_cache(model, tokens, cache, names)
         scale = cache["ln_final.hook_scale"] if norm_type(model) is not None else None
-        share = torch.zeros(n_layers, n_heads)
-        top = torch.zeros(n_layers, n_heads)
         W_U = model.W_U.detach()
         inputs = head_inputs(model)  # [L, H, e, d_model]
         # The vocabulary mean of each head's read-out, without a pass over the vocabulary.
@@ -166,8 +244,7 @@ def copying_stats(
         rows = flat_w.nonzero().flatten()  # the counted queries, [n]
         row_w = flat_w[rows]
         batch, pos = tokens.shape
-        d_head = inputs.shape[2]
-        width = vocab_chunk_width(n_heads, len(rows), d_head, chunk_bytes)
+        zs, targets, offsets, ws = [], [], [], []
         for layer in range(n_layers):
             z = cache[f"blocks.{layer}.attn.hook_z"].reshape(batch * pos, n_heads, -1)[rows]
             if scale is not None:
@@ -183,30 +260,16 @@ def copying_stats(
                     "no counted query attends to a token in the model's output vocabulary "
                     f"(d_vocab_out={d_vocab_out})"
                 )
-            offset = (z @ mean_readout[layer][..., None]).squeeze(-1)  # [H, n]
-            best = torch.full(target.shape, -torch.inf)
-            best_at = torch.zeros(target.shape, dtype=torch.long)
-            on_token = torch.zeros(target.shape)
-            positive = torch.zeros(target.shape)
-            layer_in = inputs[layer].reshape(-1, inputs.shape[-1])  # [H e, d_model]
-            for start in range(0, d_vocab_out, width):
-                cols = slice(start, min(start + width, d_vocab_out))
-                readout = (layer_in @ W_U[:, cols]).view(n_heads, d_head, -1)
-                # In place: one [H, n, columns] buffer.
-                gain = torch.bmm(z, readout).sub_(offset[..., None])
-                value, at = gain.max(-1)
-                # Strictly greater: the first maximum wins, as argmax over the whole row.
-                better = value > best
-                best = torch.where(better, value, best)
-                best_at = torch.where(better, at + cols.start, best_at)
-                local = target - cols.start
-                inside = (local >= 0) & (local < gain.shape[-1])
-                picked = gain.gather(-1, local.clamp(0, gain.shape[-1] - 1)[..., None])
-                on_token += torch.where(inside, picked.squeeze(-1), 0.0)
-                positive += gain.relu_().sum(-1)
-            ratio = on_token.clamp_min(0) / positive.clamp_min(1e-12)
-            hit = (best_at == target).float()
-            total = w.sum(-1)
-            share[layer] = (ratio * w).sum(-1) / total
-            top[layer] = (hit * w).sum(-1) / total
+            zs.append(z)
+            targets.append(target)
+            offsets.append((z @ mean_readout[layer][..., None]).squeeze(-1))  # [H, n]
+            ws.append(w)
+        inputs_t = inputs.reshape(-1, inputs.shape[-1]).t()  # [d_model, L H e]
+        ratio, hit = _gain_stats(
+            torch.stack(zs), torch.stack(offsets), inputs_t, W_U, torch.stack(targets), chunk_bytes
+        )
+        w = torch.stack(ws)  # [L, H, n]
+        total = w.sum(-1)
+        share = (ratio * w).sum(-1) / total
+        top = (hit.float() * w).sum(-1) / total
     return {"share": share, "top1": top}
