@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,10 +292,19 @@ def measure(row: Row, threads: int, quick: bool, timeout: float = ROW_TIMEOUT) -
     return {**asdict(row), "label": row.label, **out}
 
 
-def case_scale(quick: bool, threads: int, log: Callable[[str], None] = print) -> dict:
-    """Every row of :func:`rows`, each in its own process: ``{"rows": [...], ...}``."""
+def case_scale(
+    quick: bool,
+    threads: int,
+    log: Callable[[str], None] = print,
+    only: Sequence[str] | None = None,
+) -> dict:
+    """The rows of :func:`rows` (those :func:`~circuits.benchmarks.scale_rows.select` keeps
+    with ``only``), each in its own process: ``{"rows": [...], ...}``."""
+    from circuits.benchmarks.scale_rows import select
+
     out = []
-    for row in rows(quick):
+    chosen = rows(quick) if only is None else select(rows(quick), only)
+    for row in chosen:
         r = measure(row, threads, quick)
         out.append(r)
         log(f"  {row.side:4} {row.label}: {_cell(r)}")
