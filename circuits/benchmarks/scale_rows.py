@@ -1,5 +1,6 @@
 """Some rows of the ``scale`` case (:mod:`circuits.benchmarks.scale`), e.g. only GPT-2 small's:
-``python -m circuits.benchmarks.scale_rows --rows gpt2-small --threads 2 [--json FILE]``.
+``python -m circuits.benchmarks.scale_rows --rows gpt2-small [--rows ...] --threads 2
+[--json FILE]``.
 Each row runs in a fresh process as in the full case; the table is printed, never written to
 ``bench/``."""
 
@@ -31,7 +32,7 @@ def select(candidates: list[Row], patterns: Sequence[str]) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m circuits.benchmarks.scale_rows --rows PATTERNS``: some rows of the case, printed
+    """``python -m circuits.benchmarks.scale_rows --rows PART [--rows PART]``: some rows, printed
     as its table (never written to ``bench/``; ``--json FILE`` keeps the measurements)."""
     from circuits.benchmarks.measure import machine
 
@@ -41,9 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--rows",
+        action="append",
         required=True,
-        help="comma-separated parts of the rows' names as the case prints them, e.g. "
-        "'gpt2-small' or 'ours head_scores (gpt2-small'",
+        metavar="PART",
+        help="part of a row's name as the case prints it (labels hold commas, so repeat the "
+        "flag for several), e.g. --rows gpt2-small or --rows 'ours head_scores (gpt2-small, "
+        "8 x 2x32)' --rows 'edge_attribution (gpt2'",
     )
     p.add_argument("--threads", type=int, default=2, help="torch threads per row (default 2)")
     p.add_argument("--quick", action="store_true", help="the shrunk shapes of --quick")
@@ -52,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     if not 1 <= args.threads <= cores:
         p.error(f"--threads must be between 1 and this machine's {cores} cores")
-    patterns = args.rows.split(",")
+    patterns = args.rows
     try:
         select(rows(args.quick), patterns)  # refused before anything runs
     except ValueError as e:

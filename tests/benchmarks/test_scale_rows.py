@@ -63,3 +63,14 @@ def test_main_measures_only_the_chosen_rows(monkeypatch, tmp_path, capsys) -> No
     )
     assert [(r.what, r.shape) for r in seen] == [("edge_attribution", "gpt2-small")]
     assert "edge_attribution" in capsys.readouterr().out and out.is_file()
+
+
+def test_main_takes_a_label_with_commas_as_one_pattern(monkeypatch) -> None:
+    """Labels hold commas ("8 x 2x32, scores=..."): --rows repeats rather than splitting."""
+    seen: list[scale.Row] = []
+    monkeypatch.setattr(scale, "measure", lambda row, threads, quick: seen.append(row) or {})
+    monkeypatch.setattr(scale, "_cell", lambda r: "")
+    monkeypatch.setattr(scale_rows, "markdown", lambda result, info: "")
+    argv = ["--rows", "ours head_scores (gpt2-small, 8 x 2x32)", "--rows", "Problem.build (gpt2"]
+    assert scale_rows.main([*argv, "--threads", "1"]) == 0
+    assert [(r.what, r.options) for r in seen] == [("head_scores", {}), ("Problem.build", {})]
