@@ -327,23 +327,35 @@ def k_composition_excess(rows: Sequence[Row]) -> go.Figure:
 
 def failure_modes(rows: Sequence[Row], score: str = "induction", late: float = 2.0) -> go.Figure:
     """Per setting: runs that formed ``score`` on time, late (after ``late`` times the
-    setting's median formation step), never, or failed with an error."""
+    setting's median formation step), formed it but ended without meeting their targets
+    (``success`` false: the run lost it again, or never reached its other targets), never
+    formed it, or failed with an error."""
     rows = _check_rows(rows)
     labels, groups = _groups(rows, None)
-    kinds: dict[str, list[int]] = {"on time": [], "late": [], "never formed": [], "error": []}
+    kinds: dict[str, list[int]] = {
+        "on time": [],
+        "late": [],
+        "formed, targets missed": [],
+        "never formed": [],
+        "error": [],
+    }
     for label in labels:
-        steps = [formed_step(r, score) for r in groups[label]]
-        formed = [s for s in steps if s is not None]
-        median = float(np.median(formed)) if formed else None
-        errors = sum(r.get("status") != "ok" for r in groups[label])
-        n_late = sum(s > late * median for s in formed) if median is not None else 0
-        kinds["on time"].append(len(formed) - n_late)
+        ok = [r for r in groups[label] if r.get("status") == "ok"]
+        formed_rows = [r for r in ok if formed_step(r, score) is not None]
+        missed = [r for r in formed_rows if r.get("success") is False]
+        kept = [formed_step(r, score) for r in formed_rows if r.get("success") is not False]
+        all_formed = [formed_step(r, score) for r in formed_rows]
+        median = float(np.median(all_formed)) if all_formed else None
+        n_late = sum(s > late * median for s in kept) if median is not None else 0
+        kinds["on time"].append(len(kept) - n_late)
         kinds["late"].append(n_late)
-        kinds["never formed"].append(len(steps) - len(formed) - errors)
-        kinds["error"].append(errors)
+        kinds["formed, targets missed"].append(len(missed))
+        kinds["never formed"].append(len(ok) - len(formed_rows))
+        kinds["error"].append(len(groups[label]) - len(ok))
     colours = {
         "on time": "#2ca02c",
         "late": "#ff7f0e",
+        "formed, targets missed": "#9467bd",
         "never formed": "#d62728",
         "error": "#7f7f7f",
     }
@@ -352,7 +364,8 @@ def failure_modes(rows: Sequence[Row], score: str = "induction", late: float = 2
     )
     fig.update_layout(
         barmode="stack",
-        title=f"{score.replace('_', '-')}: formed on time, late (> {late:g}x the median), never",
+        title=f"{score.replace('_', '-')}: formed on time, late (> {late:g}x the median), "
+        "formed but targets missed, never",
         yaxis_title="runs",
         height=400,
     )

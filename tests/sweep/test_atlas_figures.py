@@ -73,6 +73,14 @@ def test_failure_modes_and_k_composition() -> None:
     assert sorted(len(t.x) for t in fig.data) == [10, 10]
 
 
+def test_a_run_that_formed_but_missed_its_targets_is_its_own_failure_mode() -> None:
+    # Two lr=0.03 runs formed induction and then ended unsolved (e.g. collapsed to chance).
+    rows = [{**r, "success": r["run_id"] not in ("r10", "r11")} for r in ROWS]
+    kinds = {t.name: list(t.y) for t in atlas.failure_modes(rows).data}
+    assert kinds["formed, targets missed"] == [0, 2]
+    assert kinds["on time"] == [10, 7] and kinds["never formed"] == [0, 1]
+
+
 def with_split(r: dict, share: float | None) -> dict:
     """``r`` with the ablation record of its previous-token split (None: no dependence)."""
     from circuits.analysis.split import SPLIT_SHARE
