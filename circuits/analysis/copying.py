@@ -105,10 +105,17 @@ def head_inputs(model: HookedModel) -> Float[Tensor, "n_layers n_heads d_head d_
     return W_O
 
 
+# Vocabulary columns per chunk at most on one thread: a layer's gains then stay in cache across
+# their four reads. With more threads every op pays a synchronisation (costly on busy cores),
+# so there chunks grow to ``chunk_bytes``.
+ONE_THREAD_VOCAB_CHUNK = 512
+
+
 def vocab_chunk_width(readout_width: int, gain_width: int, chunk_bytes: int) -> int:
     """Vocabulary columns per chunk: the chunk's read-out (``readout_width`` floats a column)
     and one layer's gains (``gain_width``) under ``chunk_bytes``."""
-    return rows_per_chunk(readout_width + gain_width, chunk_bytes)
+    width = rows_per_chunk(readout_width + gain_width, chunk_bytes)
+    return min(width, ONE_THREAD_VOCAB_CHUNK) if torch.get_num_threads() == 1 else width
 
 
 class _Buffers:
