@@ -343,8 +343,9 @@ def failure_modes(rows: Sequence[Row], score: str = "induction", late: float = 2
         ok = [r for r in groups[label] if r.get("status") == "ok"]
         formed_rows = [r for r in ok if formed_step(r, score) is not None]
         missed = [r for r in formed_rows if r.get("success") is False]
-        kept = [formed_step(r, score) for r in formed_rows if r.get("success") is not False]
-        all_formed = [formed_step(r, score) for r in formed_rows]
+        steps = {id(r): formed_step(r, score) or 0 for r in formed_rows}  # all formed: not None
+        kept = [steps[id(r)] for r in formed_rows if r.get("success") is not False]
+        all_formed = list(steps.values())
         median = float(np.median(all_formed)) if all_formed else None
         n_late = sum(s > late * median for s in kept) if median is not None else 0
         kinds["on time"].append(len(kept) - n_late)
