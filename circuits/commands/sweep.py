@@ -10,11 +10,26 @@ from typing import Any
 # circuits.sweep.spec.MAX_RUNS, written out so that --help imports nothing heavy (a test checks
 # that the two agree).
 MAX_RUNS = 10_000
-# Seeds per stacked group by default: 1, one run per task. Measured (bench/RESULTS.md, "Batched
-# seeds"), stacking pays mainly on a busy machine, and a stacked run's floats differ from the
-# unbatched run's in the last bits, so the default keeps a sweep's rows as they were; pass
-# --batch-seeds 16 for many seeds.
-BATCH_SEEDS = 1
+# Seeds per stacked group by default: "auto" (up to 16, at least one group per worker). Measured
+# (bench/RESULTS.md, "Batched seeds"), stacked groups are a little faster on an idle machine and
+# much faster on a busy one; --batch-seeds 1 trains each run on its own (rows bitwise as
+# circuits.train's; stacked runs agree to float rounding).
+BATCH_SEEDS = "auto"
+
+
+def batch_seeds_arg(text: str) -> int | str:
+    """``--batch-seeds``: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 or 'auto', got {value}")
+    return value
 
 
 def add_parser(sub: Any) -> None:
@@ -49,12 +64,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument(
         "--batch-seeds",
-        type=int,
+        type=batch_seeds_arg,
         default=BATCH_SEEDS,
-        metavar="N",
+        metavar="N|auto",
         help="train up to N runs that differ only in their seeds as one stacked group in one "
-        "worker task (default 1: each run on its own; 16 for sweeps of many seeds; see "
-        "docs/atlas.md)",
+        "worker task (default auto: up to 16, at least one group per worker; 1: each run on "
+        "its own, rows bitwise as circuits train's; see docs/atlas.md)",
     )
     p.add_argument(
         "--out",
@@ -99,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.workers <= MAX_WORKERS:
         raise CliError(f"--workers must be in [0, {MAX_WORKERS}], got {args.workers}")
-    if args.batch_seeds < 1:
-        raise CliError(f"--batch-seeds must be >= 1, got {args.batch_seeds}")
     if args.max_runs is not None and args.max_runs < 1:
         raise CliError(f"--max-runs must be >= 1, got {args.max_runs}")
     check_scheduler(args.scheduler)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from circuits.sweep.executors import check_reachable, engine
-from circuits.sweep.groups import execute_group, group_runs
+from circuits.sweep.groups import batch_group_size, execute_group, group_runs
 from circuits.sweep.progress import SweepProgress
 from circuits.sweep.runner import execute
 from circuits.sweep.spec import RunSpec, SweepSpec
@@ -70,7 +70,7 @@ def run_sweep(
     executor: Executor | None = None,
     resume: bool = False,
     quiet: bool = False,
-    batch_seeds: int = 1,
+    batch_seeds: int | str = "auto",
 ) -> SweepSummary:
     """Runs every run of ``spec`` not yet finished in ``out``.
 
@@ -84,8 +84,10 @@ def run_sweep(
         resume: Continue a sweep in ``out``, skipping runs that have a row.
         quiet: No progress bar.
         batch_seeds: Train up to this many runs that differ only in their seeds as one
-            stacked group (see :mod:`circuits.sweep.groups`); 1 runs each on its own.
-
+            stacked group (see :mod:`circuits.sweep.groups`); 1 runs each on its own;
+            ``"auto"`` (the default) groups up to 16, at least one group per worker
+            (:func:`~circuits.sweep.groups.auto_group_size`, from the whole spec, so a resumed
+            sweep with the same workers keeps its groups).
     Raises:
         FileExistsError: ``out`` holds files that are not a sweep of ours, results without
             ``resume``, or a symbolic link where we would write (see
@@ -96,7 +98,8 @@ def run_sweep(
     store = ResultsStore(out)
     store.check(resume)  # refuses someone's directory, or a link, before any work
     done = store.done()
-    groups = group_runs(runs, batch_seeds, done)  # over the whole spec: resume keeps them
+    size = batch_group_size(batch_seeds, len(runs), max(workers, 1))
+    groups = group_runs(runs, size, done)  # over the whole spec: resume keeps them
     todo = [r for g in groups for r in g]
     start = time.perf_counter()
     if executor is not None:

@@ -55,6 +55,30 @@ def _stackable(run: RunSpec) -> bool:
         return False  # a bad config fails in its own run, with its own row
 
 
+# The largest group "auto" forms: larger stacks gained nothing more per model in the step
+# profile (bench/RESULTS.md, "Batched seeds").
+AUTO_MAX_GROUP = 16
+
+
+def auto_group_size(n_runs: int, slots: int) -> int:
+    """``--batch-seeds auto``: groups of up to :data:`AUTO_MAX_GROUP` seeds, small enough that
+    the sweep has at least one group per slot (a 4-seed sweep on two workers trains two groups
+    of two, not one of four while a worker idles)."""
+    check_int(n_runs, "n_runs", 0)
+    check_int(slots, "slots", 1)
+    return max(1, min(AUTO_MAX_GROUP, -(-n_runs // slots)))
+
+
+def batch_group_size(batch_seeds: int | str, n_runs: int, slots: int) -> int:
+    """The group size ``batch_seeds`` asks for: a positive int as given, ``"auto"`` by
+    :func:`auto_group_size`. Raises ValueError/TypeError for anything else."""
+    if batch_seeds == "auto":
+        return auto_group_size(n_runs, slots)
+    if isinstance(batch_seeds, str):
+        raise ValueError(f"batch_seeds must be a positive integer or 'auto', got {batch_seeds!r}")
+    return check_int(batch_seeds, "batch_seeds", 1)
+
+
 def group_runs(
     runs: Sequence[RunSpec], size: int, done: set[str] | frozenset[str] = frozenset()
 ) -> list[list[RunSpec]]:

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from circuits.sweep import ResultsStore, SweepSpec, run_sweep
-from circuits.sweep.groups import execute_group, group_runs
+from circuits.sweep.groups import (
+    AUTO_MAX_GROUP,
+    auto_group_size,
+    batch_group_size,
+    execute_group,
+    group_runs,
+)
 from circuits.sweep.runner import execute
 
 # Fields of a row that do not depend on the float rounding of a stacked step.
@@ -56,6 +62,31 @@ def test_mixed_architectures_fall_back_to_per_architecture_groups(small_spec: di
     assert all(g[0].settings["model"]["positional_embedding_type"] == "rotary" for g in alone)
     with pytest.raises(ValueError, match="batch_seeds"):
         group_runs(runs, 0)
+
+
+def test_auto_groups_keep_every_worker_busy_up_to_the_largest_group() -> None:
+    assert auto_group_size(128, 2) == AUTO_MAX_GROUP == 16  # 8 groups of 16
+    assert auto_group_size(8, 2) == 4  # two groups, one per worker
+    assert auto_group_size(3, 2) == 2 and auto_group_size(1, 2) == 1 and auto_group_size(0, 2) == 1
+    assert auto_group_size(5, 1) == 5  # inline: one slot
+    assert batch_group_size("auto", 8, 2) == 4 and batch_group_size(3, 8, 2) == 3
+    for bad in (0, -1, "four", 2.5, True):
+        with pytest.raises((TypeError, ValueError), match="batch_seeds"):
+            batch_group_size(bad, 8, 2)
+
+
+def test_a_sweeps_default_is_auto_groups(small_spec: dict, tmp_path: Path) -> None:
+    """The default trains the spec's 8 runs (two settings x 4 seeds, inline) as two stacked
+    groups: the same rows as asking for groups of 4."""
+    from circuits.sweep import canonical
+
+    default = run_sweep(SweepSpec.from_dict(small_spec), tmp_path / "a", workers=0, quiet=True)
+    asked = run_sweep(
+        SweepSpec.from_dict(small_spec), tmp_path / "b", workers=0, quiet=True, batch_seeds=4
+    )
+    assert default.ok == asked.ok == 8
+    rows = [canonical(ResultsStore(tmp_path / d).rows()) for d in "ab"]
+    assert rows[0] == rows[1]
 
 
 def test_a_groups_rows_are_the_runs_rows(small_spec: dict) -> None:

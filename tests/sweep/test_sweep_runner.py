@@ -95,6 +95,7 @@ def test_the_sweep_goes_on_past_a_failure_and_resume_skips_finished_runs(
     spec = SweepSpec.from_dict({**small_spec, "base": {**small_spec["base"], "train": {
         **small_spec["base"]["train"], "steps": 20}}, "seeds": 2})  # fmt: skip
     runs = spec.runs()
+    # One run per task (batch_seeds=1): this is the per-run path's failure handling.
     real = runner._train_and_record
     calls: list[str] = []
 
@@ -105,7 +106,7 @@ def test_the_sweep_goes_on_past_a_failure_and_resume_skips_finished_runs(
         return real(run, root, start)
 
     monkeypatch.setattr(runner, "_train_and_record", flaky)
-    first = run_sweep(spec, tmp_path, workers=0, quiet=True)
+    first = run_sweep(spec, tmp_path, workers=0, quiet=True, batch_seeds=1)
     assert (first.ran, first.ok, first.failed, first.lost) == (4, 3, 1, 0)
     rows = {r["run_id"]: r for r in ResultsStore(tmp_path).rows()}
     assert rows[runs[1].run_id]["status"] == "failed"
@@ -113,15 +114,15 @@ def test_the_sweep_goes_on_past_a_failure_and_resume_skips_finished_runs(
     assert (tmp_path / "histories" / f"{runs[0].run_id}.json").is_file()
 
     with pytest.raises(FileExistsError, match="--resume"):
-        run_sweep(spec, tmp_path, workers=0, quiet=True)
+        run_sweep(spec, tmp_path, workers=0, quiet=True, batch_seeds=1)
     calls.clear()
-    again = run_sweep(spec, tmp_path, workers=0, quiet=True, resume=True)
+    again = run_sweep(spec, tmp_path, workers=0, quiet=True, resume=True, batch_seeds=1)
     assert (again.skipped, again.ran) == (4, 0) and calls == []
     # Drop the last row, as if the sweep had been killed before writing it.
     results = tmp_path / "results.jsonl"
     lines = results.read_text().splitlines(keepends=True)
     results.write_text("".join(lines[:-1]))
-    resumed = run_sweep(spec, tmp_path, workers=0, quiet=True, resume=True)
+    resumed = run_sweep(spec, tmp_path, workers=0, quiet=True, resume=True, batch_seeds=1)
     assert (resumed.skipped, resumed.ran) == (3, 1) and len(calls) == 1
     assert sorted(r["run_id"] for r in ResultsStore(tmp_path).rows()) == sorted(
         r.run_id for r in runs
