@@ -134,11 +134,11 @@ class _Buffers:
 def _leads_its_chunk(gain: Float[Tensor, "H n c"], local: Tensor, candidate: Tensor) -> Tensor:
     """``[H, n]`` bool: for each ``candidate`` query (its attended column ``local`` holds the
     chunk's maximum), whether no column left of it in the chunk reaches that maximum."""
-    lead = torch.zeros(candidate.shape, dtype=torch.bool)
+    lead = torch.zeros(candidate.shape, dtype=torch.bool, device=candidate.device)
     heads, queries = candidate.nonzero(as_tuple=True)
     if len(heads) == 0:
         return lead
-    cols = torch.arange(gain.shape[-1])
+    cols = torch.arange(gain.shape[-1], device=gain.device)
     # At most n rows of the chunk gathered at once: the working set stays bounded.
     step = max(1, gain.shape[1])
     for s in range(0, len(heads), step):
@@ -175,11 +175,13 @@ def _gain_stats(
     readout_width, gain_width = inputs_t.shape[1], n_heads * n
     width = min(d_vocab_out, vocab_chunk_width(readout_width, gain_width, chunk_bytes))
     buffers = _Buffers(readout_width, gain_width, width, W_U)
-    best = torch.full(target.shape, -torch.inf)
-    first = torch.zeros(target.shape, dtype=torch.long)  # first chunk reaching ``best``
-    lead = torch.zeros(target.shape, dtype=torch.bool)  # the token tops its chunk, first
-    on_token = torch.zeros(target.shape)
-    positive = torch.zeros(target.shape)
+    dev = target.device  # the model's: nothing here may assume the CPU
+    best = torch.full(target.shape, -torch.inf, device=dev)
+    first = torch.zeros(target.shape, dtype=torch.long, device=dev)  # first chunk reaching ``best``
+    # Whether the token tops its chunk, first:
+    lead = torch.zeros(target.shape, dtype=torch.bool, device=dev)
+    on_token = torch.zeros(target.shape, device=dev)
+    positive = torch.zeros(target.shape, device=dev)
     for k, start in enumerate(range(0, d_vocab_out, width)):
         c = min(width, d_vocab_out - start)
         readout = buffers.view(buffers.readout, c, readout_width)
@@ -219,7 +221,7 @@ def copying_stats(
     tokens = check_tokens(tokens, model.cfg.d_vocab, model.cfg.n_ctx)
     if tokens.shape[1] < 2:
         raise ValueError("tokens must have at least 2 positions")
-    weights = torch.ones(tokens.shape, dtype=torch.float32)
+    weights = torch.ones(tokens.shape, dtype=torch.float32, device=tokens.device)
     if query_mask is not None:
         # A fresh tensor: zeroing position 0 below never touches the caller's mask.
         weights = check_mask(query_mask, tokens.shape, "query_mask").float()
