@@ -30,6 +30,10 @@ MAX_NOTEBOOK_BYTES = 1_000_000
 MAX_TOTAL_BYTES = 3_000_000
 SECONDS = re.compile(r"\d+(?:\.\d+)?\s?s\b")  # durations differ run to run
 NUMBER = re.compile(r"[-+−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+# A notebook runs in a few minutes at most; the formation atlas trains 384 runs (256 seeds and a
+# learning-rate sweep), its point, and gets longer.
+MAX_SECONDS = {"09_formation_atlas": 720}
+DEFAULT_MAX_SECONDS = 240
 
 
 def stored(source: Path) -> nbformat.NotebookNode:
@@ -130,4 +134,5 @@ def test_notebook_runs_warning_free_and_prints_the_stored_numbers(source: Path) 
             f"cell {i} printed\n{printed(cell)}\nbut the stored notebook has\n{printed(old)}"
         )
     assert sum(displays(c) for c in ran) >= 2
-    assert seconds < 240, f"{source.stem} took {seconds:.0f}s"
+    limit = MAX_SECONDS.get(source.stem, DEFAULT_MAX_SECONDS)
+    assert seconds < limit, f"{source.stem} took {seconds:.0f}s (limit {limit}s)"
