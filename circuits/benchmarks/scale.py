@@ -296,15 +296,12 @@ def case_scale(
     quick: bool,
     threads: int,
     log: Callable[[str], None] = print,
-    only: Sequence[str] | None = None,
+    chosen: Sequence[Row] | None = None,
 ) -> dict:
-    """The rows of :func:`rows` (those :func:`~circuits.benchmarks.scale_rows.select` keeps
-    with ``only``), each in its own process: ``{"rows": [...], ...}``."""
-    from circuits.benchmarks.scale_rows import select
-
+    """The rows of :func:`rows` (or ``chosen`` of them: see
+    :mod:`circuits.benchmarks.scale_rows`), each in its own process: ``{"rows": [...], ...}``."""
     out = []
-    chosen = rows(quick) if only is None else select(rows(quick), only)
-    for row in chosen:
+    for row in rows(quick) if chosen is None else chosen:
         r = measure(row, threads, quick)
         out.append(r)
         log(f"  {row.side:4} {row.label}: {_cell(r)}")

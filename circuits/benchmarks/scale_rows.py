@@ -58,11 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--threads must be between 1 and this machine's {cores} cores")
     patterns = args.rows
     try:
-        select(rows(args.quick), patterns)  # refused before anything runs
+        chosen = select(rows(args.quick), patterns)  # refused before anything runs
     except ValueError as e:
         p.error(str(e))
     info = machine()
-    result = case_scale(args.quick, args.threads, only=patterns)
+    result = case_scale(args.quick, args.threads, chosen=chosen)
     info["load_average"] = {"before": info.get("load_average"), "after": machine()["load_average"]}
     print(markdown(result, info))
     if args.json:
