@@ -62,6 +62,9 @@ class ScoreContext:
             (:mod:`circuits.analysis.resources`).
         memo: Scratch space shared by the scores of one run (two scores computed from one
             intermediate keep it here).
+        given_patterns: The stacked attention patterns if the caller has them (then
+            :attr:`patterns` returns them and the cache is not read: the batched trainer gives
+            many models' layers stacked, for ``layerwise`` scores).
     """
 
     model: HookedModel
@@ -70,6 +73,7 @@ class ScoreContext:
     given_logits: Tensor | None = field(default=None, repr=False)
     chunk_bytes: int = CHUNK_BYTES
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    given_patterns: Tensor | None = field(default=None, repr=False)
 
     @functools.cached_property
     def logits(self) -> Float[Tensor, "batch pos d_vocab_out"]:
@@ -82,7 +86,9 @@ class ScoreContext:
 
     @functools.cached_property
     def patterns(self) -> Float[Tensor, "n_layers batch n_heads query_pos key_pos"]:
-        """Every layer's attention pattern, stacked."""
+        """Every layer's attention pattern, stacked (given, or from the cache)."""
+        if self.given_patterns is not None:
+            return self.given_patterns
         return stack_patterns(self.model, self.cache)
 
     @property

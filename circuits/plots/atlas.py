@@ -43,6 +43,17 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def _circuit_values(rows: Sequence[Row], record: str, key: str) -> list[float]:
+    """``row["circuit"][record][key]`` of the ok rows that have it."""
+    return [
+        rec[key]
+        for r in rows
+        if r.get("status") == "ok"
+        and (rec := (r.get("circuit") or {}).get(record))
+        and rec.get(key) is not None
+    ]
+
+
 def formation_quantiles(rows: Sequence[Row], score: str = "induction") -> go.Figure:
     """One box per setting of the steps at which ``score`` formed (every run a point), with
     the 10%, 50% and 90% quantiles in the hover and the setting's name."""
@@ -261,13 +272,7 @@ def previous_token_share(rows: Sequence[Row]) -> go.Figure:
     labels, groups = _groups(rows, None)
     fig = go.Figure()
     for i, label in enumerate(labels):
-        shares = [
-            s["share"]
-            for r in groups[label]
-            if r.get("status") == "ok"
-            and (s := (r.get("circuit") or {}).get("previous_token_split"))
-            and s.get("share") is not None
-        ]
+        shares = _circuit_values(groups[label], "previous_token_split", "share")
         if shares:
             below = sum(v < SPLIT_SHARE for v in shares)
             fig.add_trace(
@@ -299,13 +304,7 @@ def k_composition_excess(rows: Sequence[Row]) -> go.Figure:
     labels, groups = _groups(rows, None)
     fig = go.Figure()
     for i, label in enumerate(labels):
-        values = [
-            k["excess"]
-            for r in groups[label]
-            if r.get("status") == "ok"
-            and (k := (r.get("circuit") or {}).get("k_composition"))
-            and k.get("excess") is not None
-        ]
+        values = _circuit_values(groups[label], "k_composition", "excess")
         if values:
             fig.add_trace(
                 go.Box(

@@ -99,7 +99,8 @@ def _evaluate_chunk(
     G = tokens.shape[0]
     grouped: dict[str, Tensor] = {}
     if pattern_only:
-        grouped = _layerwise_scores(shell, patterns, tokens, repeat_length, specs)
+        probe = Batch(tokens[0], targets[0], mask[0], repeat_length)
+        grouped = _layerwise_scores(shell, patterns, probe, specs)
     names = [f"blocks.{layer}.{PATTERN_HOOK}" for layer in range(cfg.n_layers)]
     rest = [n for n in scores if n not in grouped]
     records = []
@@ -119,24 +120,19 @@ def _evaluate_chunk(
 
 
 def _layerwise_scores(
-    shell: HookedTransformer,
-    patterns: list[Tensor],
-    tokens: Tensor,
-    repeat_length: int | None,
-    specs: Sequence,
+    shell: HookedTransformer, patterns: list[Tensor], probe: Batch, specs: Sequence
 ) -> dict[str, Tensor]:
     """``{name: [G, n_layers, n_heads]}`` of the ``layerwise`` scores among ``specs``, each
     computed in one call on the group's patterns stacked as ``[G * n_layers, batch, n_heads,
     query, key]`` (checked as :func:`~circuits.analysis.compute_scores` checks one run's)."""
     cfg = shell.cfg
-    G = tokens.shape[0]
+    G = patterns[0].shape[0]
     wanted = [s for s in specs if s.layerwise]
     if not wanted:
         return {}
     folded = torch.stack(patterns, dim=1).flatten(0, 1)  # [G * n_layers, batch, heads, q, k]
-    probe = Batch(tokens[0], tokens[0], tokens[0] >= 0, repeat_length)  # repeat_length only
-    ctx = ScoreContext(shell, probe, cache=None)
-    ctx.__dict__["patterns"] = folded  # the cached property, given: layerwise scores read it
+    # Layerwise scores read the patterns and the probe's repeat length (the group's shared one).
+    ctx = ScoreContext(shell, probe, cache=None, given_patterns=folded)
     out = {}
     for spec in wanted:
         with torch.no_grad():

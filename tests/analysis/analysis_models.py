@@ -124,3 +124,29 @@ def random_model(**overrides: Any) -> HookedTransformer:
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=gen))
     return model.eval()
+
+
+def full_copying(model, tokens, mask):
+    """Share and top-1 of the copying score from the full ``[heads, batch, pos, V]`` direct-path
+    logits (argmax: ties to the first column), and how many counted queries tie their maximum
+    behind an earlier column: the reference the chunked computation is tested against."""
+    _, cache = model.run_with_cache(tokens)
+    W_O, W_U = model.W_O.detach(), model.W_U.detach()
+    w = mask.float().clone()
+    w[:, 0] = 0
+    shares, tops, tied = [], [], 0
+    for layer in range(model.cfg.n_layers):
+        result = torch.einsum("bphe,hed->hbpd", cache[f"blocks.{layer}.attn.hook_z"], W_O[layer])
+        x = result - result.mean(-1, keepdim=True)
+        x = x / cache["ln_final.hook_scale"] * model.ln_final.w.detach()
+        logits = x @ W_U
+        gain = (logits - logits.mean(-1, keepdim=True)).relu()
+        attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)
+        tok = tokens.gather(1, attended.flatten(1)).view(attended.shape).transpose(0, 1)
+        on_token = logits.gather(-1, tok[..., None])[..., 0]
+        tied += int(((on_token == logits.amax(-1)) & (logits.argmax(-1) != tok) & (w > 0)).sum())
+        share = gain.gather(-1, tok[..., None])[..., 0] / gain.sum(-1)
+        top = (logits.argmax(-1) == tok).float()
+        shares.append((share * w).sum((1, 2)) / w.sum())
+        tops.append((top * w).sum((1, 2)) / w.sum())
+    return torch.stack(shares), torch.stack(tops), tied

@@ -13,6 +13,7 @@ import importlib
 
 import pytest
 import torch
+from analysis_models import full_copying
 
 from circuits.analysis import (
     LensResult,
@@ -42,35 +43,13 @@ def small(shape: str, **overrides: object) -> torch.nn.Module:
     return build(shape, **{**SMALL, **extra, "n_layers": 2, **overrides})
 
 
-def full_copying(model, tokens, mask):
-    """The copying statistics from full ``[heads, batch, pos, V]`` direct-path logits."""
-    _, cache = model.run_with_cache(tokens)
-    W_O, W_U = model.W_O.detach(), model.W_U.detach()
-    w = mask.float().clone()
-    w[:, 0] = 0
-    shares, tops = [], []
-    for layer in range(model.cfg.n_layers):
-        result = torch.einsum("bphe,hed->hbpd", cache[f"blocks.{layer}.attn.hook_z"], W_O[layer])
-        x = result - result.mean(-1, keepdim=True)
-        x = x / cache["ln_final.hook_scale"] * model.ln_final.w.detach()
-        logits = x @ W_U
-        gain = (logits - logits.mean(-1, keepdim=True)).relu()
-        attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)
-        tok = tokens.gather(1, attended.flatten(1)).view(attended.shape).transpose(0, 1)
-        share = gain.gather(-1, tok[..., None])[..., 0] / gain.sum(-1)
-        top = (logits.argmax(-1) == tok).float()
-        shares.append((share * w).sum((1, 2)) / w.sum())
-        tops.append((top * w).sum((1, 2)) / w.sum())
-    return torch.stack(shares), torch.stack(tops)
-
-
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_head_scores_chunked_equal_full_logits(shape: str) -> None:
     model = small(shape)
     probe = repeated_tokens(3, 12, model.cfg.d_vocab, seed=1)
     chunked = hs.head_scores(model, probe, chunk_bytes=TINY)
     default = hs.head_scores(model, probe)
-    share, top = full_copying(model, probe.tokens, probe.mask)
+    share, top, _ = full_copying(model, probe.tokens, probe.mask)
     torch.testing.assert_close(chunked["copying"], share, atol=1e-5, rtol=0)
     torch.testing.assert_close(chunked["copying_top1"], top, atol=1e-5, rtol=0)
     for name, value in default.items():
@@ -86,7 +65,7 @@ def test_copying_ties_across_vocabulary_chunks_pick_the_first_maximum() -> None:
         W_U = model.W_U
         W_U[:, 150:] = W_U[:, :150]  # every token's column repeated 150 columns later
     probe = repeated_tokens(3, 12, 150, seed=2)  # attended tokens among the first copies
-    share, top = full_copying(model, probe.tokens, probe.mask)
+    share, top, _ = full_copying(model, probe.tokens, probe.mask)
     for chunk_bytes in (TINY, hs.CHUNK_BYTES):
         got = hs.head_scores(model, probe, ["copying", "copying_top1"], chunk_bytes=chunk_bytes)
         torch.testing.assert_close(got["copying"], share, atol=1e-5, rtol=0)
