@@ -5,7 +5,8 @@
 ``G`` small models is one sequence of kernels instead of ``G``. The forward pass is the fast
 path's (:mod:`circuits.model.fast_path`) with an instance axis in front: layer 0 of a model
 without LayerNorm projects Q, K and V from two small tables; attention is the fused kernel on
-one thread and explicit matmuls on several or when the patterns are wanted (evaluation).
+one thread and explicit matmuls on several or when the patterns are wanted (evaluation), on
+Q, K and V in the layout their projections write (:mod:`circuits.training.stacked_attention`).
 
 Interface: :func:`unsupported` (why a config cannot be stacked, or None), :func:`stack` /
 :func:`unstack_into` (models <-> stacked tensors), :func:`forward`, :func:`instance_losses`,
@@ -26,6 +27,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.model.components import ACTIVATIONS
+from circuits.training.stacked_attention import attention
 
 if TYPE_CHECKING:
     from circuits.config import ModelConfig
@@ -106,39 +108,36 @@ def forward(
     Memory: the activations of ``G`` ordinary forward passes; nothing vocabulary-squared.
     """
     G, b, p = tokens.shape
-    h, d = cfg.n_heads, cfg.d_model
+    d = cfg.d_model
     W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"][:, :p]
     # Instance g's ids index rows g * d_vocab + id of the flattened tables.
     offsets = torch.arange(G, device=tokens.device).view(G, 1, 1) * cfg.d_vocab
     flat_ids = (tokens + offsets).reshape(G, b * p)
     resid = F.embedding(flat_ids, W_E.reshape(-1, d)).view(G, b, p, d) + W_pos.unsqueeze(1)
     resid = resid.reshape(G, b * p, d)
-    causal = torch.full((p, p), float("-inf"), device=tokens.device).triu(1)
     for layer in range(cfg.n_layers):
         pre = f"blocks.{layer}"
-        W_QKV = torch.cat([params[f"{pre}.attn.W_{x}"] for x in "QKV"], dim=1)
-        W_QKV = rearrange(W_QKV, "G n d e -> G d (n e)")  # n = 3 * heads
-        b_QKV = torch.cat([params[f"{pre}.attn.b_{x}"] for x in "QKV"], dim=1).reshape(G, 1, -1)
         if layer == 0 and cfg.normalization_type is None:
             # The input is W_E[tokens] + W_pos: project the two tables, then look rows up.
+            W_QKV = _heads_last(torch.cat([params[f"{pre}.attn.W_{x}"] for x in "QKV"], dim=1))
+            b_QKV = torch.cat([params[f"{pre}.attn.b_{x}"] for x in "QKV"], dim=1).reshape(G, 1, -1)
             by_token = torch.bmm(W_E, W_QKV).reshape(G * cfg.d_vocab, -1)
             by_pos = torch.baddbmm(b_QKV, W_pos, W_QKV)  # [G, pos, 3 * heads * d_head]
             qkv = F.embedding(flat_ids, by_token).view(G, b, p, -1) + by_pos.unsqueeze(1)
+            q, k, v = qkv.view(G, b * p, 3, -1).unbind(2)
         else:
+            # Separate projections: each lands in the layout attention reads and its gradient
+            # comes back in the same layout (a packed QKV tensor cost a copy of it each way).
             normed = _layer_norm(resid, params, f"{pre}.ln1", cfg)
-            qkv = torch.baddbmm(b_QKV, normed, W_QKV).view(G, b, p, -1)
-        if patterns is None and torch.get_num_threads() == 1:
-            # One thread: the fused kernel beats the matmuls spelled out (as on the fast path).
-            q, k, v = rearrange(qkv, "G b p (t n e) -> t (G b) n p e", t=3, n=h).unbind(0)
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / cfg.attn_scale)
-            z = rearrange(z, "(G b) n p e -> G (b p) (n e)", G=G)
-        else:
-            q, k, v = rearrange(qkv, "G b p (t n e) -> t (G b n) p e", t=3, n=h).unbind(0)
-            scores = torch.baddbmm(causal, q, k.transpose(1, 2), alpha=1 / cfg.attn_scale)
-            pattern = scores.softmax(dim=-1)
-            if patterns is not None:
-                patterns.append(pattern.view(G, b, h, p, p))
-            z = rearrange(torch.bmm(pattern, v), "(G b n) p e -> G (b p) (n e)", G=G, n=h)
+            q, k, v = (
+                torch.baddbmm(
+                    params[f"{pre}.attn.b_{x}"].reshape(G, 1, -1),
+                    normed,
+                    _heads_last(params[f"{pre}.attn.W_{x}"]),
+                )
+                for x in "QKV"
+            )
+        z = attention(q, k, v, b, cfg.n_heads, 1 / cfg.attn_scale, patterns)
         W_O = rearrange(params[f"{pre}.attn.W_O"], "G n e d -> G (n e) d")
         resid = resid + torch.baddbmm(params[f"{pre}.attn.b_O"].unsqueeze(1), z, W_O)
         if not cfg.attn_only:
@@ -154,6 +153,11 @@ def forward(
     resid = _layer_norm(resid, params, "ln_final", cfg)
     logits = torch.baddbmm(params["unembed.b_U"].unsqueeze(1), resid, params["unembed.W_U"])
     return logits.view(G, b, p, -1)
+
+
+def _heads_last(W: Tensor) -> Tensor:
+    """Per-head weights ``[G, n, d_model, d_head]`` -> ``[G, d_model, n * d_head]``."""
+    return rearrange(W, "G n d e -> G d (n e)")
 
 
 def instance_losses(
