@@ -39,9 +39,36 @@ def prepare_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
+    keep_freed_memory()
     from circuits.sweep.runner import import_run_modules
 
     import_run_modules()
+
+
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64 bits.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX = -1, -3, 32 * 2**20
+
+
+def keep_freed_memory() -> bool:
+    """Asks glibc to keep freed blocks of up to 32 MiB for reuse instead of returning them to
+    the system; True if it took effect (glibc only; elsewhere nothing changes).
+
+    A training step allocates and frees the same few-MiB activations every step; by default
+    glibc serves blocks this large with fresh ``mmap`` pages and unmaps them when freed, so
+    every step pays thousands of page faults to zero them again (a few percent of a stacked
+    step, bench/RESULTS.md). A worker's memory then stays at its peak until it exits.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    return bool(ok and mallopt(_M_TRIM_THRESHOLD, 2**30) == 1)
 
 
 class InlineExecutor(Executor):
