@@ -7,7 +7,8 @@ import pytest
 import torch
 from helpers import perturbed_model
 
-from circuits import HookedTransformer, ModelConfig, fast_path
+from circuits import HookedTransformer, ModelConfig
+from circuits.model import fast_path
 
 TOKENS = torch.randint(0, 20, (3, 10), generator=torch.Generator().manual_seed(1))
 VARIANTS = {
