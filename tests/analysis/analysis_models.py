@@ -129,11 +129,15 @@ def random_model(**overrides: Any) -> HookedTransformer:
 def full_copying(model, tokens, mask):
     """Share and top-1 of the copying score from the full ``[heads, batch, pos, V]`` direct-path
     logits (argmax: ties to the first column), and how many counted queries tie their maximum
-    behind an earlier column: the reference the chunked computation is tested against."""
+    behind an earlier column: the reference the chunked computation is tested against.
+
+    With ``d_vocab_out < d_vocab`` the weights are per head: queries whose attended token has
+    no logit (``>= d_vocab_out``) are left out of that head's mean."""
     _, cache = model.run_with_cache(tokens)
     W_O, W_U = model.W_O.detach(), model.W_U.detach()
-    w = mask.float().clone()
-    w[:, 0] = 0
+    n_out = W_U.shape[-1]
+    w0 = mask.float().clone()
+    w0[:, 0] = 0
     shares, tops, tied = [], [], 0
     for layer in range(model.cfg.n_layers):
         result = torch.einsum("bphe,hed->hbpd", cache[f"blocks.{layer}.attn.hook_z"], W_O[layer])
@@ -143,10 +147,12 @@ def full_copying(model, tokens, mask):
         gain = (logits - logits.mean(-1, keepdim=True)).relu()
         attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)
         tok = tokens.gather(1, attended.flatten(1)).view(attended.shape).transpose(0, 1)
-        on_token = logits.gather(-1, tok[..., None])[..., 0]
+        w = w0 * (tok < n_out)
+        safe = tok.clamp_max(n_out - 1)
+        on_token = logits.gather(-1, safe[..., None])[..., 0]
         tied += int(((on_token == logits.amax(-1)) & (logits.argmax(-1) != tok) & (w > 0)).sum())
-        share = gain.gather(-1, tok[..., None])[..., 0] / gain.sum(-1)
+        share = gain.gather(-1, safe[..., None])[..., 0] / gain.sum(-1)
         top = (logits.argmax(-1) == tok).float()
-        shares.append((share * w).sum((1, 2)) / w.sum())
-        tops.append((top * w).sum((1, 2)) / w.sum())
+        shares.append((share * w).sum((1, 2)) / w.sum((1, 2)))
+        tops.append((top * w).sum((1, 2)) / w.sum((1, 2)))
     return torch.stack(shares), torch.stack(tops), tied

@@ -78,7 +78,7 @@ def test_copying_smaller_output_vocabulary_chunked_equals_full() -> None:
     model = small("gelu-4l", d_vocab_out=200)
     probe = repeated_tokens(3, 12, 300, seed=3)
     mask = probe.mask.clone()
-    share, top = full_copying_out(model, probe.tokens, mask)
+    share, top, _ = full_copying(model, probe.tokens, mask)
     assert bool((probe.tokens >= 200).any())  # some queries attend to a token it cannot output
     for chunk_bytes in (TINY, hs.CHUNK_BYTES):
         for statistic, expected in (("share", share), ("top1", top)):
@@ -86,32 +86,6 @@ def test_copying_smaller_output_vocabulary_chunked_equals_full() -> None:
                 model, probe.tokens, None, mask, statistic, chunk_bytes=chunk_bytes
             )
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-
-
-def full_copying_out(model, tokens, mask):
-    """:func:`full_copying` with per-head weights: queries whose attended token is >= d_vocab_out
-    are left out of that head's mean."""
-    _, cache = model.run_with_cache(tokens)
-    W_O, W_U = model.W_O.detach(), model.W_U.detach()
-    n_out = W_U.shape[-1]
-    w0 = mask.float().clone()
-    w0[:, 0] = 0
-    shares, tops = [], []
-    for layer in range(model.cfg.n_layers):
-        result = torch.einsum("bphe,hed->hbpd", cache[f"blocks.{layer}.attn.hook_z"], W_O[layer])
-        x = result - result.mean(-1, keepdim=True)
-        x = x / cache["ln_final.hook_scale"] * model.ln_final.w.detach()
-        logits = x @ W_U
-        gain = (logits - logits.mean(-1, keepdim=True)).relu()
-        attended = cache[f"blocks.{layer}.attn.hook_pattern"].argmax(-1)
-        tok = tokens.gather(1, attended.flatten(1)).view(attended.shape).transpose(0, 1)
-        w = w0 * (tok < n_out)
-        safe = tok.clamp_max(n_out - 1)
-        share = gain.gather(-1, safe[..., None])[..., 0] / gain.sum(-1)
-        top = (logits.argmax(-1) == tok).float()
-        shares.append((share * w).sum((1, 2)) / w.sum((1, 2)))
-        tops.append((top * w).sum((1, 2)) / w.sum((1, 2)))
-    return torch.stack(shares), torch.stack(tops)
 
 
 def test_evaluate_chunked_loss_and_accuracy_equal_full_logits() -> None:
