@@ -59,13 +59,10 @@ def keep_freed_memory() -> bool:
     step, bench/RESULTS.md). A worker's memory then stays at its peak until it exits.
     """
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+    try:  # the symbols already loaded into this process, libc's among them
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS, musl) or no CDLL(None)
         return False
     ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
     return bool(ok and mallopt(_M_TRIM_THRESHOLD, 2**30) == 1)
