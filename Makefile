@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint docs chromium bench data notebooks clean
+.PHONY: demo test test-fast lint docs chromium compiler bench data notebooks clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "setting up .venv (torch CPU build, TransformerLens, dev tools): a few minutes on a first run"
@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 ## test: lint, type-check, the docs' strict build, and the whole test suite (unit, training,
 ## notebooks, browser): about 22 minutes on a lightly loaded 2-core machine (docs/testing.md)
-test: $(STAMP) lint docs chromium
+test: $(STAMP) lint docs chromium compiler
 	$(BIN)/python -m pytest
 
 ## test-fast: the unit tier only (a few minutes on a quiet 2-core machine)
@@ -48,6 +48,19 @@ chromium:
 	  else \
 	    echo "make test needs chromium for the browser tests: install it (apt-get install" \
 	      "chromium), or run make test-fast for the unit tier only" >&2; exit 1; \
+	  fi; }
+
+# The stacked trainer's attention kernel (circuits/training/native_attention.c) is compiled on
+# first use; its tests fail, not skip, without a C compiler: install one where we can.
+compiler:
+	@command -v $${CC:-cc} >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing a C compiler for the attention kernel's tests (apt-get install gcc; once)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc) \
+	      >/dev/null 2>&1 || { echo "make: could not install gcc with apt-get" >&2; exit 1; }; \
+	  else \
+	    echo "make test needs a C compiler (cc) for the attention kernel's tests: install one" \
+	      "(apt-get install gcc, xcode-select --install), or run make test-fast" >&2; exit 1; \
 	  fi; }
 
 ## data: regenerate the small trained checkpoints in data/ (about a minute on 2 cores)

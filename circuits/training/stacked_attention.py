@@ -2,9 +2,12 @@
 
 :func:`attention` takes ``q, k, v`` as ``[G, batch * pos, n_heads * d_head]`` (heads in the last
 dimension, the layout a ``bmm`` with ``[G, d_model, n_heads * d_head]`` weights produces) and
-returns ``z`` in that layout, ready for ``W_O``. Three ways, one function:
+returns ``z`` in that layout, ready for ``W_O``. Four ways, one function:
 
-- CPU, one thread, no patterns wanted (training): :class:`_FlashCPU`, the fused CPU kernel of
+- CPU, float32, one thread, heads of width 16, 32, 48 or 64, and the compiled kernel built
+  (:mod:`circuits.training.native_attention`): that kernel, forward and backward on the same
+  strided views, writing the patterns too when they are wanted without gradients (evaluation).
+- otherwise CPU, one thread, no patterns wanted: :class:`_FlashCPU`, the fused CPU kernel of
   ``scaled_dot_product_attention`` called forward and backward on strided views of ``q, k, v``.
   Its gradients come back as ``[G, batch * pos, n_heads * d_head]`` without a copy, where
   autograd through ``scaled_dot_product_attention`` on a packed QKV tensor stacked the three
@@ -13,7 +16,7 @@ returns ``z`` in that layout, ready for ``W_O``. Three ways, one function:
 - patterns wanted, or several CPU threads: the matmuls spelled out (their backward parallelises
   better than the fused kernel's on short sequences), appending each pattern.
 
-All three compute the same function; ``tests/training/test_stacked_attention.py`` checks them
+All four compute the same function; ``tests/training/test_stacked_attention.py`` checks them
 against each other and the custom backward by ``gradcheck``.
 """
 
@@ -26,6 +29,10 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.training import native_attention
+from circuits.training.native_attention import NativeAttention
+from circuits.training.native_attention import forward as native_forward
+
 __all__ = ["attention"]
 
 _FLASH: Any
@@ -35,6 +42,19 @@ try:
     _FLASH_BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 except (AttributeError, RuntimeError):  # an older torch: the other paths below
     _FLASH = _FLASH_BACKWARD = None
+
+
+def _native(q: Tensor, d_head: int) -> Any:
+    """The compiled kernel if it applies here (CPU, float32, one thread, a supported head
+    width, and it built), else None."""
+    if (
+        q.device.type != "cpu"
+        or q.dtype != torch.float32
+        or torch.get_num_threads() != 1
+        or not native_attention.supports(d_head)
+    ):
+        return None
+    return native_attention.load()
 
 
 def _heads(x: Tensor, batch: int, n_heads: int) -> Tensor:
@@ -89,12 +109,22 @@ def attention(
         patterns: If a list, the pattern ``[G, batch, n_heads, query, key]`` is appended
             (memory: ``G batch n_heads pos^2`` floats; the other paths keep none).
     """
-    G, bp, _ = q.shape
+    G, bp, ne = q.shape
+    lib = _native(q, ne // n_heads)
+    if lib is not None and patterns is None:
+        z: Tensor = NativeAttention.apply(lib, q, k, v, batch, n_heads, scale)
+        return z
+    if lib is not None and patterns is not None and not torch.is_grad_enabled():
+        p = bp // batch
+        pattern = torch.empty(G, batch, n_heads, p, p, dtype=q.dtype)
+        z, _ = native_forward(lib, q, k, v, batch, n_heads, scale, pattern)
+        patterns.append(pattern)
+        return z
     if patterns is None and q.device.type != "cpu":
         q4, k4, v4 = (_heads(x, batch, n_heads) for x in (q, k, v))
         return _merge(F.scaled_dot_product_attention(q4, k4, v4, is_causal=True, scale=scale), G)
     if patterns is None and torch.get_num_threads() == 1 and _FLASH is not None:
-        z: Tensor = _FlashCPU.apply(q, k, v, batch, n_heads, scale)
+        z = _FlashCPU.apply(q, k, v, batch, n_heads, scale)
         return z
     p = bp // batch
     q_, k_, v_ = (

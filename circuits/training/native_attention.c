@@ -1,0 +1,294 @@
+/* Causal softmax attention for short sequences and narrow heads, forward and backward, on
+ * one CPU thread (circuits/training/native_attention.py compiles and calls it).
+ *
+ * Why: the stacked trainer's models have sequences of ~48 positions and heads of width ~16;
+ * for those, the general fused kernels spend most of their time on blocking and per-block
+ * GEMM calls. Here one (sequence, head) pair is a few KiB, so it stays in L1: it is copied
+ * into aligned scratch padded to 16 positions, and each product is a loop of 16-wide vector
+ * multiply-adds (GCC/Clang vector extensions: AVX-512, AVX2, SSE or NEON, whatever the
+ * compiler targets) over four rows at a time, skipping the blocks the causal mask zeroes.
+ *
+ * Layout: row r = sequence * pos + position of q, k, v starts at x + r * x_rs; head h's
+ * d_head numbers follow at offset h * d_head. out, dout, dq, dk, dv are contiguous
+ * [rows, n_heads * d_head]; lse is [rows, n_heads]: log-sum-exp of each query's scaled
+ * scores, saved by the forward for the backward (which recomputes the pattern from it).
+ * pattern, if not NULL, receives [sequence, head, query, key] (zeros above the diagonal).
+ * d_head must be 16, 32, 48 or 64 (returns 2 otherwise; 1 if scratch cannot be allocated).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+#define MAX_CHUNKS 4 /* d_head <= 64 */
+
+static inline v16 splat(float x) { return (v16){0} + x; }
+
+static inline float hsum(v16 x) {
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++) s += x[k];
+    return s;
+}
+
+/* exp(x) for x <= ~0 (scores minus their maximum or log-sum-exp): Cody-Waite reduction and a
+ * degree-7 polynomial, about 1 ulp. Inputs below -87 give ~exp(-87) rather than a denormal;
+ * callers zero the masked entries afterwards. */
+static inline v16 exp_neg(v16 x) {
+    const v16i low = x < splat(-87.0f);
+    x = (v16)(((v16i)x & ~low) | ((v16i)splat(-87.0f) & low));
+    const v16 t = x * 1.44269504088896341f - 0.5f;
+    const v16i ni = __builtin_convertvector(t, v16i); /* truncation: round(x / ln 2) for x <= 0 */
+    const v16 n = __builtin_convertvector(ni, v16);
+    v16 r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    v16 p = splat(1.0f / 5040.0f);
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    return p * (v16)((ni + 127) << 23);
+}
+
+/* Scratch for one (sequence, head) pair, positions padded to pp (a multiple of 16). */
+typedef struct {
+    int pos, pp, chunks;
+    v16 *a, *b, *c, *d;  /* [pp][chunks] row matrices */
+    v16 *at, *bt;        /* [e][pp / 16] transposed ones */
+    v16 *s, *t, *u;      /* [pp][pp / 16] score-shaped ones */
+} Scratch;
+
+static inline __attribute__((always_inline)) int scratch_init(Scratch *w, int pos, int e) {
+    w->pos = pos;
+    w->pp = (pos + 15) / 16 * 16;
+    w->chunks = e / 16;
+    const long rows = (long)w->pp * w->chunks, tr = (long)e * (w->pp / 16);
+    const long sq = (long)w->pp * (w->pp / 16);
+    const long n = 4 * rows + 2 * tr + 3 * sq;
+    v16 *mem = aligned_alloc(64, sizeof(v16) * n);
+    if (!mem) return 1;
+    memset(mem, 0, sizeof(v16) * n);
+    w->a = mem, w->b = w->a + rows, w->c = w->b + rows, w->d = w->c + rows;
+    w->at = w->d + rows, w->bt = w->at + tr;
+    w->s = w->bt + tr, w->t = w->s + sq, w->u = w->t + sq;
+    return 0;
+}
+
+/* Copies pos rows of e numbers (row stride rs) into m [pp][chunks] (padding stays zero). */
+static inline __attribute__((always_inline)) void load_rows(const float *x, long rs, const Scratch *w, v16 *m) {
+    for (int j = 0; j < w->pos; j++) memcpy(m + (long)j * w->chunks, x + j * rs, 64 * w->chunks);
+}
+
+/* ... and transposed, into mt [e][pp / 16]. */
+static inline __attribute__((always_inline)) void load_cols(const float *x, long rs, const Scratch *w, v16 *mt) {
+    float *f = (float *)mt;
+    const int e = 16 * w->chunks;
+    for (int j = 0; j < w->pos; j++)
+        for (int d = 0; d < e; d++) f[(long)d * w->pp + j] = x[j * rs + d];
+}
+
+static inline __attribute__((always_inline)) void store_rows(const v16 *m, const Scratch *w, float *x, long rs) {
+    for (int j = 0; j < w->pos; j++) memcpy(x + j * rs, m + (long)j * w->chunks, 64 * w->chunks);
+}
+
+/* s[i][j] = scale * a_i . b_j for the key blocks up to query i's: a [pp][chunks] rows,
+ * bt [e][pp / 16] the other operand transposed. Four query rows at a time (one 16-block). */
+static inline __attribute__((always_inline)) void scores(const Scratch *w, const v16 *a, const v16 *bt, float scale, v16 *s) {
+    const int nb = w->pp / 16, e = 16 * w->chunks;
+    for (int i = 0; i < w->pp; i += 4) {
+        const int blocks = i / 16 + 1;
+        for (int jb = 0; jb < blocks; jb++) {
+            v16 acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};
+            const float *a0 = (const float *)(a + (long)i * w->chunks);
+            const long ar = 16L * w->chunks;
+            for (int d = 0; d < e; d++) {
+                const v16 kv = bt[(long)d * nb + jb];
+                acc0 += a0[d] * kv;
+                acc1 += a0[ar + d] * kv;
+                acc2 += a0[2 * ar + d] * kv;
+                acc3 += a0[3 * ar + d] * kv;
+            }
+            s[(long)i * nb + jb] = acc0 * scale;
+            s[(long)(i + 1) * nb + jb] = acc1 * scale;
+            s[(long)(i + 2) * nb + jb] = acc2 * scale;
+            s[(long)(i + 3) * nb + jb] = acc3 * scale;
+        }
+    }
+}
+
+/* out[i] = sum_j p[i][j] b_j over j <= i + 3 (p is zero above its diagonal): p [pp][pp / 16],
+ * b and out [pp][chunks]. */
+static inline __attribute__((always_inline)) void lower_times(const Scratch *w, const v16 *p, const v16 *b, v16 *out) {
+    const int nb = w->pp / 16, ch = w->chunks;
+    for (int i = 0; i < w->pp; i += 4) {
+        v16 acc[4][MAX_CHUNKS] = {{{0}}};
+        const float *p0 = (const float *)(p + (long)i * nb);
+        const long pr = 16L * nb;
+        for (int j = 0; j < i + 4; j++) {
+            const float c0 = p0[j], c1 = p0[pr + j], c2 = p0[2 * pr + j], c3 = p0[3 * pr + j];
+            for (int c = 0; c < ch; c++) {
+                const v16 bv = b[(long)j * ch + c];
+                acc[0][c] += c0 * bv;
+                acc[1][c] += c1 * bv;
+                acc[2][c] += c2 * bv;
+                acc[3][c] += c3 * bv;
+            }
+        }
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < ch; c++) out[(long)(i + r) * ch + c] = acc[r][c];
+    }
+}
+
+/* out[j] = sum_i p[i][j] b_i over i >= j (p zero above its diagonal), i.e. p^T b. */
+static inline __attribute__((always_inline)) void upper_times(const Scratch *w, const v16 *p, const v16 *b, v16 *out) {
+    const int nb = w->pp / 16, ch = w->chunks;
+    const float *pf = (const float *)p;
+    const long pr = 16L * nb;
+    for (int j = 0; j < w->pp; j += 4) {
+        v16 acc[4][MAX_CHUNKS] = {{{0}}};
+        for (int i = j; i < w->pp; i++) {
+            const float *pi = pf + i * pr + j;
+            for (int c = 0; c < ch; c++) {
+                const v16 bv = b[(long)i * ch + c];
+                acc[0][c] += pi[0] * bv;
+                acc[1][c] += pi[1] * bv;
+                acc[2][c] += pi[2] * bv;
+                acc[3][c] += pi[3] * bv;
+            }
+        }
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < ch; c++) out[(long)(j + r) * ch + c] = acc[r][c];
+    }
+}
+
+/* Entries of s row i past key i (and padding rows) set to zero after f has been applied. */
+static inline v16i causal_keep(int i, int jb) {
+    const v16i idx = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    return (idx + jb * 16) <= i;
+}
+
+static inline v16 causal_mask(v16 x, int i, int jb) { return (v16)((v16i)x & causal_keep(i, jb)); }
+
+static inline __attribute__((always_inline)) int forward_body(
+    const float *q, const float *k, const float *v, long q_rs, long k_rs, long v_rs, long n_seq,
+    int pos, int n_heads, float scale, float *out, float *stats, float *pattern, const int e) {
+    if (pos < 1) return 2;
+    Scratch w;
+    if (scratch_init(&w, pos, e)) return 1;
+    const long ne = (long)n_heads * e;
+    const int nb = w.pp / 16;
+    for (long s = 0; s < n_seq; s++) {
+        for (int h = 0; h < n_heads; h++) {
+            const long r0 = s * pos;
+            load_rows(q + r0 * q_rs + h * e, q_rs, &w, w.a);
+            load_cols(k + r0 * k_rs + h * e, k_rs, &w, w.at);
+            load_rows(v + r0 * v_rs + h * e, v_rs, &w, w.b);
+            scores(&w, w.a, w.at, scale, w.s);
+            for (int i = 0; i < pos; i++) {
+                v16 *row = w.s + (long)i * nb;
+                const int blocks = i / 16 + 1;
+                v16 mv = splat(-INFINITY);
+                for (int jb = 0; jb < blocks; jb++) {
+                    const v16i keep = causal_keep(i, jb);
+                    const v16 x = (v16)(((v16i)row[jb] & keep) | ((v16i)splat(-INFINITY) & ~keep));
+                    mv = (v16)(((v16i)mv & (mv >= x)) | ((v16i)x & (mv < x)));
+                }
+                float m = mv[0];
+                for (int kk = 1; kk < 16; kk++) m = mv[kk] > m ? mv[kk] : m;
+                v16 sum = {0};
+                for (int jb = 0; jb < blocks; jb++) {
+                    row[jb] = causal_mask(exp_neg(row[jb] - m), i, jb);
+                    sum += row[jb];
+                }
+                const float inv = 1.0f / hsum(sum);
+                for (int jb = 0; jb < blocks; jb++) row[jb] *= inv;
+                stats[2 * ((r0 + i) * n_heads + h)] = m;
+                stats[2 * ((r0 + i) * n_heads + h) + 1] = inv;
+                if (pattern) {
+                    float *pr = pattern + ((s * n_heads + h) * pos + i) * (long)pos;
+                    memcpy(pr, row, sizeof(float) * (i + 1));
+                    memset(pr + i + 1, 0, sizeof(float) * (pos - i - 1));
+                }
+            }
+            lower_times(&w, w.s, w.b, w.c);
+            store_rows(w.c, &w, out + r0 * ne + h * e, ne);
+        }
+    }
+    free(w.a);
+    return 0;
+}
+
+static inline __attribute__((always_inline)) int backward_body(
+    const float *q, const float *k, const float *v, long q_rs, long k_rs, long v_rs, long n_seq,
+    int pos, int n_heads, float scale, const float *dout, const float *stats, float *dq, float *dk,
+    float *dv, const int e) {
+    if (pos < 1) return 2;
+    Scratch w;
+    if (scratch_init(&w, pos, e)) return 1;
+    const long ne = (long)n_heads * e;
+    const int nb = w.pp / 16;
+    for (long s = 0; s < n_seq; s++) {
+        for (int h = 0; h < n_heads; h++) {
+            const long r0 = s * pos;
+            load_rows(q + r0 * q_rs + h * e, q_rs, &w, w.a);
+            load_cols(k + r0 * k_rs + h * e, k_rs, &w, w.at);
+            load_rows(k + r0 * k_rs + h * e, k_rs, &w, w.b);
+            load_cols(v + r0 * v_rs + h * e, v_rs, &w, w.bt);
+            load_rows(dout + r0 * ne + h * e, ne, &w, w.c);
+            scores(&w, w.a, w.at, scale, w.s);   /* s: scaled scores, then the pattern */
+            scores(&w, w.c, w.bt, 1.0f, w.t);    /* t: dP = dout v^T */
+            for (int i = 0; i < pos; i++) {
+                v16 *p = w.s + (long)i * nb, *dp = w.t + (long)i * nb, *ds = w.u + (long)i * nb;
+                const int blocks = i / 16 + 1;
+                const float m = stats[2 * ((r0 + i) * n_heads + h)];
+                const float inv = stats[2 * ((r0 + i) * n_heads + h) + 1];
+                v16 dsum = {0};
+                for (int jb = 0; jb < blocks; jb++) {
+                    p[jb] = causal_mask(exp_neg(p[jb] - m), i, jb) * inv;
+                    dsum += p[jb] * dp[jb];
+                }
+                const float D = hsum(dsum);
+                for (int jb = 0; jb < blocks; jb++) ds[jb] = p[jb] * (dp[jb] - D) * scale;
+            }
+            lower_times(&w, w.u, w.b, w.d); /* dq = ds k */
+            store_rows(w.d, &w, dq + r0 * ne + h * e, ne);
+            upper_times(&w, w.u, w.a, w.d); /* dk = ds^T q */
+            store_rows(w.d, &w, dk + r0 * ne + h * e, ne);
+            upper_times(&w, w.s, w.c, w.d); /* dv = p^T dout */
+            store_rows(w.d, &w, dv + r0 * ne + h * e, ne);
+        }
+    }
+    free(w.a);
+    return 0;
+}
+
+/* The bodies above, compiled once per supported d_head so that the head loops have constant
+ * trip counts (fully unrolled, no memcpy calls). */
+#define DISPATCH(body, ...)                                      \
+    switch (e) {                                                 \
+        case 16: return body(__VA_ARGS__, 16);                   \
+        case 32: return body(__VA_ARGS__, 32);                   \
+        case 48: return body(__VA_ARGS__, 48);                   \
+        case 64: return body(__VA_ARGS__, 64);                   \
+        default: return 2;                                       \
+    }
+
+int circuits_attention_forward(const float *q, const float *k, const float *v, long q_rs,
+                               long k_rs, long v_rs, long n_seq, int pos, int n_heads, int e,
+                               float scale, float *out, float *stats, float *pattern) {
+    DISPATCH(forward_body, q, k, v, q_rs, k_rs, v_rs, n_seq, pos, n_heads, scale, out, stats,
+             pattern)
+}
+
+int circuits_attention_backward(const float *q, const float *k, const float *v, long q_rs,
+                                long k_rs, long v_rs, long n_seq, int pos, int n_heads, int e,
+                                float scale, const float *dout, const float *stats, float *dq,
+                                float *dk, float *dv) {
+    DISPATCH(backward_body, q, k, v, q_rs, k_rs, v_rs, n_seq, pos, n_heads, scale, dout, stats,
+             dq, dk, dv)
+}

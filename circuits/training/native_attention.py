@@ -1,0 +1,282 @@
+"""A compiled causal-attention kernel for the stacked trainer's short sequences, on one CPU thread.
+
+``native_attention.c`` (next to this file) computes causal softmax attention forward and
+backward for heads of width 16, 32, 48 or 64, one (sequence, head) pair at a time in L1-sized
+scratch. For the toy models the atlas trains (48 positions, heads of 16) it takes about half
+the time of PyTorch's fused CPU kernel, which is half a training step (figures:
+``bench/RESULTS.md``). It is plain C with no Python or PyTorch headers, so building it takes
+well under a second: on first use :func:`load` compiles it with the system's C compiler
+(``$CC``, else ``cc``) for this CPU (``-march=native``) into the user cache
+(``$CIRCUITS_CACHE``, else ``$XDG_CACHE_HOME/circuits``, else ``~/.cache/circuits``), named by a
+hash of the source, the compiler, the flags and the CPU, and loads it with :mod:`ctypes`.
+
+Before first use in a process the library is checked against a float64 reference on a small
+random problem; a library that fails the check, or no compiler, or ``CIRCUITS_NATIVE=0``
+leaves :func:`load` returning None and the callers on PyTorch's kernels (same function,
+slower). :func:`status` says which and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuits.files import own_dir
+
+__all__ = ["NativeAttention", "load", "status", "supports"]
+
+SOURCE = Path(__file__).with_name("native_attention.c")
+FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared")
+TUNE = ("-march=native",)  # dropped if the compiler refuses it
+HEAD_WIDTHS = (16, 32, 48, 64)
+
+_lib: ctypes.CDLL | None = None
+_status = "not loaded yet"
+_tried = False
+
+
+def supports(d_head: int) -> bool:
+    """Whether the kernel handles heads of width ``d_head``."""
+    return d_head in HEAD_WIDTHS
+
+
+def status() -> str:
+    """How attention runs in this process: the library's path, or why PyTorch's kernels."""
+    return _status
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("CIRCUITS_CACHE")
+    if base:
+        return Path(base) / "kernels"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "circuits" / "kernels"
+
+
+def _cpu() -> str:
+    """What ``-march=native`` depends on: the CPU's model and flags (Linux) or its name."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = [ln for ln in lines if ln.startswith(("model name", "flags", "Features"))]
+    return "\n".join(dict.fromkeys(wanted))
+
+
+def _compile(cc: str, flags: tuple[str, ...], target: Path) -> str | None:
+    """Builds the library at ``target`` (atomically: a temporary file renamed into place, so
+    two processes building at once both end with a whole file); an error message or None."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".build-", suffix=".so")
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            return (done.stderr.strip().splitlines() or ["failed"])[-1]
+        os.replace(tmp, target)
+        return None
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _build() -> tuple[Path | None, str]:
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        return None, f"no C compiler ({cc!r} not found)"
+    try:
+        version = subprocess.run(
+            [cc, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+        folder = own_dir(_cache_dir())
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"cannot prepare the build ({e})"
+    source = SOURCE.read_bytes()
+    error = "not built"
+    for flags in (FLAGS + TUNE, FLAGS):
+        key = hashlib.sha256(
+            b"\0".join([source, version.encode(), " ".join(flags).encode(), _cpu().encode()])
+        ).hexdigest()[:20]
+        target = folder / f"attention-{key}.so"
+        if target.is_file() and not target.is_symlink():
+            return target, f"cached {target}"
+        failed = _compile(cc, flags, target)
+        if failed is None:
+            return target, f"built {target}"
+        error = f"{cc} failed: {failed}"
+    return None, error
+
+
+def _bind(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    ptr, long_, int_, float_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+    head: list[Any] = [ptr, ptr, ptr, long_, long_, long_, long_, int_, int_, int_, float_]
+    lib.circuits_attention_forward.argtypes = [*head, ptr, ptr, ptr]
+    lib.circuits_attention_backward.argtypes = [*head, ptr, ptr, ptr, ptr, ptr]
+    lib.circuits_attention_forward.restype = int_
+    lib.circuits_attention_backward.restype = int_
+    return lib
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel (built and checked on first call in a process), or None.
+
+    None when ``CIRCUITS_NATIVE=0``, when no compiler is found or the build fails, or when
+    the library disagrees with the float64 reference; :func:`status` says which.
+    """
+    global _lib, _status, _tried
+    if _tried:
+        return _lib
+    _tried = True
+    if os.environ.get("CIRCUITS_NATIVE", "1") == "0":
+        _status = "PyTorch kernels (CIRCUITS_NATIVE=0)"
+        return None
+    path, how = _build()
+    if path is None:
+        _status = f"PyTorch kernels: {how}"
+        return None
+    try:
+        lib = _bind(path)
+    except OSError as e:  # a damaged cache file: build again under a fresh name
+        path.unlink(missing_ok=True)
+        path, how = _build()
+        if path is None:
+            _status = f"PyTorch kernels: {how}"
+            return None
+        try:
+            lib = _bind(path)
+        except OSError as e2:
+            _status = f"PyTorch kernels: cannot load {path} ({e}; {e2})"
+            return None
+    error = _self_check(lib)
+    if error is not None:
+        _status = f"PyTorch kernels: {path} failed its check ({error})"
+        return None
+    _lib, _status = lib, f"native kernel ({how})"
+    return _lib
+
+
+def _call(fn: Any, *args: Any) -> None:
+    code = fn(*(a.data_ptr() if isinstance(a, Tensor) else a for a in args))
+    if code != 0:
+        raise MemoryError(f"the native attention kernel returned {code} (scratch allocation)")
+
+
+def _row_stride(x: Tensor) -> Tensor:
+    """``x`` if its rows are evenly spaced with unit-stride features, else a contiguous copy."""
+    if x.stride(2) == 1 and x.stride(0) == x.shape[1] * x.stride(1):
+        return x
+    return x.contiguous()
+
+
+def forward(
+    lib: ctypes.CDLL,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    batch: int,
+    n_heads: int,
+    scale: float,
+    pattern: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(z, stats)``: attention of ``[G, batch * pos, n_heads * d_head]`` inputs, and each
+    query's score maximum and inverse normaliser ``[G * batch * pos, n_heads, 2]`` (what the
+    backward needs). ``pattern``, if given, ``[G, batch, n_heads, pos, pos]`` float32
+    contiguous, is filled in."""
+    G, bp, ne = q.shape
+    q, k, v = (_row_stride(x) for x in (q, k, v))
+    z = torch.empty(G, bp, ne, dtype=q.dtype, device=q.device)
+    stats = torch.empty(G * bp, n_heads, 2, dtype=q.dtype, device=q.device)
+    _call(
+        lib.circuits_attention_forward,
+        q, k, v, q.stride(1), k.stride(1), v.stride(1),
+        G * batch, bp // batch, n_heads, ne // n_heads, scale, z, stats,
+        pattern,
+    )  # fmt: skip
+    return z, stats
+
+
+class NativeAttention(torch.autograd.Function):
+    """Causal attention by the compiled kernel, with its own backward (see module doc).
+
+    ``apply(lib, q, k, v, batch, n_heads, scale)`` on ``[G, batch * pos, n_heads * d_head]``
+    float32 CPU tensors; returns ``z`` in the same layout (contiguous). Memory saved for the
+    backward: the inputs and ``2 * n_heads`` floats per position.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        lib: ctypes.CDLL,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        batch: int,
+        n_heads: int,
+        scale: float,
+    ) -> Tensor:
+        q, k, v = (_row_stride(x) for x in (q, k, v))
+        z, stats = forward(lib, q, k, v, batch, n_heads, scale)
+        ctx.save_for_backward(q, k, v, stats)
+        ctx.shape = (lib, batch, n_heads, scale)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, dz: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, v, stats = ctx.saved_tensors
+        lib, batch, n_heads, scale = ctx.shape
+        G, bp, ne = q.shape
+        dq, dk, dv = (torch.empty(G, bp, ne, dtype=q.dtype) for _ in range(3))
+        _call(
+            lib.circuits_attention_backward,
+            q, k, v, q.stride(1), k.stride(1), v.stride(1),
+            G * batch, bp // batch, n_heads, ne // n_heads, scale,
+            dz.contiguous(), stats, dq, dk, dv,
+        )  # fmt: skip
+        return None, dq, dk, dv, None, None, None
+
+
+def _reference(q: Tensor, k: Tensor, v: Tensor, batch: int, n: int, scale: float) -> Tensor:
+    G, bp, ne = q.shape
+    p = bp // batch
+    q4, k4, v4 = (x.view(G * batch, p, n, -1).transpose(1, 2) for x in (q, k, v))
+    scores = q4 @ k4.transpose(-1, -2) * scale
+    causal = torch.ones(p, p, dtype=torch.bool).tril()
+    z = scores.masked_fill(~causal, float("-inf")).softmax(-1) @ v4
+    return z.transpose(1, 2).reshape(G, bp, ne)
+
+
+def _self_check(lib: ctypes.CDLL) -> str | None:
+    """Compares the library with a float64 reference on a small random problem (strided
+    inputs, a sequence length that is not a multiple of 16); a description of the first
+    mismatch, or None."""
+    gen = torch.Generator().manual_seed(0)
+    G, batch, pos, n, e = 2, 3, 21, 2, 16
+    packed = torch.randn(G, batch * pos, 3, n * e, generator=gen, dtype=torch.float64)
+    dz = torch.randn(G, batch * pos, n * e, generator=gen, dtype=torch.float64)
+    q, k, v = (x.requires_grad_(True) for x in packed.clone().unbind(2))
+    _reference(q, k, v, batch, n, 0.25).backward(dz)
+    want = [_reference(q, k, v, batch, n, 0.25).detach(), q.grad, k.grad, v.grad]
+    q32, k32, v32 = (x.float().requires_grad_(True) for x in packed.float().unbind(2))
+    z = NativeAttention.apply(lib, q32, k32, v32, batch, n, 0.25)
+    z.backward(dz.float())
+    for name, got, ref in zip(
+        ("z", "dq", "dk", "dv"), [z, q32.grad, k32.grad, v32.grad], want, strict=True
+    ):
+        assert ref is not None
+        if got is None or not torch.allclose(got.double(), ref, rtol=1e-4, atol=1e-5):
+            return f"{name} differs from the float64 reference"
+    return None
