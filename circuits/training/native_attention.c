@@ -27,10 +27,41 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 
 static inline v16 splat(float x) { return (v16){0} + x; }
 
+/* Horizontal sum and maximum as trees of shuffles (a loop over lanes would be a chain of
+ * dependent scalar operations, which dominated the softmax). */
+#if defined(__clang__)
+#define HALF(x, k)                                                                             \
+    __builtin_shufflevector(x, x, (0 + k) % 16, (1 + k) % 16, (2 + k) % 16, (3 + k) % 16,      \
+                            (4 + k) % 16, (5 + k) % 16, (6 + k) % 16, (7 + k) % 16,            \
+                            (8 + k) % 16, (9 + k) % 16, (10 + k) % 16, (11 + k) % 16,          \
+                            (12 + k) % 16, (13 + k) % 16, (14 + k) % 16, (15 + k) % 16)
+#else
+#define HALF(x, k)                                                                             \
+    __builtin_shuffle(x, (v16i){(0 + k) % 16, (1 + k) % 16, (2 + k) % 16, (3 + k) % 16,        \
+                                (4 + k) % 16, (5 + k) % 16, (6 + k) % 16, (7 + k) % 16,        \
+                                (8 + k) % 16, (9 + k) % 16, (10 + k) % 16, (11 + k) % 16,      \
+                                (12 + k) % 16, (13 + k) % 16, (14 + k) % 16, (15 + k) % 16})
+#endif
+
+static inline v16 vmax(v16 a, v16 b) {
+    const v16i a_ge = a >= b;
+    return (v16)(((v16i)a & a_ge) | ((v16i)b & ~a_ge));
+}
+
 static inline float hsum(v16 x) {
-    float s = 0.0f;
-    for (int k = 0; k < 16; k++) s += x[k];
-    return s;
+    x += HALF(x, 8);
+    x += HALF(x, 4);
+    x += HALF(x, 2);
+    x += HALF(x, 1);
+    return x[0];
+}
+
+static inline float hmax(v16 x) {
+    x = vmax(x, HALF(x, 8));
+    x = vmax(x, HALF(x, 4));
+    x = vmax(x, HALF(x, 2));
+    x = vmax(x, HALF(x, 1));
+    return x[0];
 }
 
 /* exp(x) for x <= ~0 (scores minus their maximum or log-sum-exp): Cody-Waite reduction and a
@@ -84,12 +115,47 @@ static inline __attribute__((always_inline)) void load_rows(const float *x, long
     for (int j = 0; j < w->pos; j++) memcpy(m + (long)j * w->chunks, x + j * rs, 64 * w->chunks);
 }
 
-/* ... and transposed, into mt [e][pp / 16]. */
+/* A 16 x 16 transpose in registers: four rounds of two-input shuffles, each swapping the
+ * off-diagonal s x s blocks of every 2s x 2s block (s = 8, 4, 2, 1). */
+#define LO(s, l) (((l) & (s)) ? 16 + (l) - (s) : (l))
+#define HI(s, l) (((l) & (s)) ? 16 + (l) : (l) + (s))
+#define LANES(F, s)                                                                            \
+    F(s, 0), F(s, 1), F(s, 2), F(s, 3), F(s, 4), F(s, 5), F(s, 6), F(s, 7), F(s, 8), F(s, 9),  \
+        F(s, 10), F(s, 11), F(s, 12), F(s, 13), F(s, 14), F(s, 15)
+#if defined(__clang__)
+#define SHUFFLE2(a, b, F, s) __builtin_shufflevector(a, b, LANES(F, s))
+#else
+#define SHUFFLE2(a, b, F, s) __builtin_shuffle(a, b, (v16i){LANES(F, s)})
+#endif
+#define ROUND(s)                                                                               \
+    for (int r = 0; r < 16; r++)                                                               \
+        if (!(r & (s))) {                                                                      \
+            const v16 lo = SHUFFLE2(m[r], m[r + (s)], LO, s);                                  \
+            const v16 hi = SHUFFLE2(m[r], m[r + (s)], HI, s);                                  \
+            m[r] = lo, m[r + (s)] = hi;                                                        \
+        }
+
+static inline void transpose16(v16 m[16]) {
+    ROUND(8) ROUND(4) ROUND(2) ROUND(1)
+}
+
+/* ... and transposed, into mt [e][pp / 16], 16 x 16 tiles at a time. */
 static inline __attribute__((always_inline)) void load_cols(const float *x, long rs, const Scratch *w, v16 *mt) {
-    float *f = (float *)mt;
-    const int e = 16 * w->chunks;
-    for (int j = 0; j < w->pos; j++)
-        for (int d = 0; d < e; d++) f[(long)d * w->pp + j] = x[j * rs + d];
+    const int nb = w->pp / 16;
+    for (int jb = 0; jb < nb; jb++) {
+        const int rows = w->pos - 16 * jb < 16 ? w->pos - 16 * jb : 16;
+        for (int c = 0; c < w->chunks; c++) {
+            v16 m[16];
+            for (int r = 0; r < 16; r++) {
+                if (r < rows)
+                    memcpy(&m[r], x + (16L * jb + r) * rs + 16 * c, 64);
+                else
+                    m[r] = (v16){0};
+            }
+            transpose16(m);
+            for (int d = 0; d < 16; d++) mt[(long)(16 * c + d) * nb + jb] = m[d];
+        }
+    }
 }
 
 static inline __attribute__((always_inline)) void store_rows(const v16 *m, const Scratch *w, float *x, long rs) {
@@ -196,10 +262,9 @@ static inline __attribute__((always_inline)) int forward_body(
                 for (int jb = 0; jb < blocks; jb++) {
                     const v16i keep = causal_keep(i, jb);
                     const v16 x = (v16)(((v16i)row[jb] & keep) | ((v16i)splat(-INFINITY) & ~keep));
-                    mv = (v16)(((v16i)mv & (mv >= x)) | ((v16i)x & (mv < x)));
+                    mv = vmax(mv, x);
                 }
-                float m = mv[0];
-                for (int kk = 1; kk < 16; kk++) m = mv[kk] > m ? mv[kk] : m;
+                const float m = hmax(mv);
                 v16 sum = {0};
                 for (int jb = 0; jb < blocks; jb++) {
                     row[jb] = causal_mask(exp_neg(row[jb] - m), i, jb);
