@@ -8,11 +8,13 @@
  * multiply-adds (GCC/Clang vector extensions: AVX-512, AVX2, SSE or NEON, whatever the
  * compiler targets) over four rows at a time, skipping the blocks the causal mask zeroes.
  *
- * Layout: row r = sequence * pos + position of q, k, v starts at x + r * x_rs; head h's
- * d_head numbers follow at offset h * d_head. out, dout, dq, dk, dv are contiguous
- * [rows, n_heads * d_head]; lse is [rows, n_heads]: log-sum-exp of each query's scaled
- * scores, saved by the forward for the backward (which recomputes the pattern from it).
- * pattern, if not NULL, receives [sequence, head, query, key] (zeros above the diagonal).
+ * Layout: q, k, v (and their gradients) are described by Rows (below): a strided tensor whose
+ * row r = sequence * pos + position holds every head's numbers, head h's d_head at offset
+ * h * d_head; or, for a first layer without LayerNorm, a token table and a position table
+ * summed. out and dout are contiguous [rows, n_heads * d_head]; stats is [rows, n_heads, 2]:
+ * each query's score maximum and inverse softmax normaliser, saved by the forward for the
+ * backward (which recomputes the pattern from them). pattern, if not NULL, receives
+ * [sequence, head, query, key] (zeros above the diagonal).
  * d_head must be 16, 32, 48 or 64 (returns 2 otherwise; 1 if scratch cannot be allocated).
  */
 #include <math.h>
@@ -110,9 +112,54 @@ static inline __attribute__((always_inline)) int scratch_init(Scratch *w, int po
     return 0;
 }
 
-/* Copies pos rows of e numbers (row stride rs) into m [pp][chunks] (padding stays zero). */
-static inline __attribute__((always_inline)) void load_rows(const float *x, long rs, const Scratch *w, v16 *m) {
-    for (int j = 0; j < w->pos; j++) memcpy(m + (long)j * w->chunks, x + j * rs, 64 * w->chunks);
+/* Where the rows of q, k, v (or their gradients) are. Either a strided tensor: row r at
+ * x + r * rs; or two tables summed (layer 0 of a model without LayerNorm, whose input is a
+ * token embedding plus a position embedding): row r = s * pos + j of sequence s, instance
+ * g = s / batch, is tok + (g * vocab + ids[r]) * rs plus pos + (g * pos + j) * rs. Gradients
+ * into tables are added (the caller zeroes them); into a tensor, stored. */
+typedef struct {
+    float *x;
+    int64_t rs;
+    float *tok, *pos;
+    const int64_t *ids;
+    int64_t vocab, batch;
+} Rows;
+
+static inline __attribute__((always_inline)) v16 get(const Rows *r, long s, int pos, int j,
+                                                     long off) {
+    v16 a, b;
+    if (!r->ids) {
+        memcpy(&a, r->x + (s * pos + j) * r->rs + off, 64);
+        return a;
+    }
+    const long g = s / r->batch, id = r->ids[s * pos + j];
+    memcpy(&a, r->tok + (g * r->vocab + id) * r->rs + off, 64);
+    memcpy(&b, r->pos + (g * pos + j) * r->rs + off, 64);
+    return a + b;
+}
+
+static inline __attribute__((always_inline)) void put(const Rows *r, long s, int pos, int j,
+                                                      long off, v16 val) {
+    if (!r->ids) {
+        memcpy(r->x + (s * pos + j) * r->rs + off, &val, 64);
+        return;
+    }
+    const long g = s / r->batch, id = r->ids[s * pos + j];
+    float *t = r->tok + (g * r->vocab + id) * r->rs + off, *p = r->pos + (g * pos + j) * r->rs + off;
+    v16 a, b;
+    memcpy(&a, t, 64);
+    memcpy(&b, p, 64);
+    a += val, b += val;
+    memcpy(t, &a, 64);
+    memcpy(p, &b, 64);
+}
+
+/* Sequence s's rows of head h into m [pp][chunks] (padding stays zero). */
+static inline __attribute__((always_inline)) void load_rows(const Rows *r, long s, int h,
+                                                            const Scratch *w, v16 *m) {
+    const long e = 16L * w->chunks;
+    for (int j = 0; j < w->pos; j++)
+        for (int c = 0; c < w->chunks; c++) m[(long)j * w->chunks + c] = get(r, s, w->pos, j, h * e + 16 * c);
 }
 
 /* A 16 x 16 transpose in registers: four rounds of two-input shuffles, each swapping the
@@ -140,15 +187,17 @@ static inline void transpose16(v16 m[16]) {
 }
 
 /* ... and transposed, into mt [e][pp / 16], 16 x 16 tiles at a time. */
-static inline __attribute__((always_inline)) void load_cols(const float *x, long rs, const Scratch *w, v16 *mt) {
+static inline __attribute__((always_inline)) void load_cols(const Rows *x, long s, int h,
+                                                            const Scratch *w, v16 *mt) {
     const int nb = w->pp / 16;
+    const long e = 16L * w->chunks;
     for (int jb = 0; jb < nb; jb++) {
         const int rows = w->pos - 16 * jb < 16 ? w->pos - 16 * jb : 16;
         for (int c = 0; c < w->chunks; c++) {
             v16 m[16];
             for (int r = 0; r < 16; r++) {
                 if (r < rows)
-                    memcpy(&m[r], x + (16L * jb + r) * rs + 16 * c, 64);
+                    m[r] = get(x, s, w->pos, 16 * jb + r, h * e + 16 * c);
                 else
                     m[r] = (v16){0};
             }
@@ -158,8 +207,11 @@ static inline __attribute__((always_inline)) void load_cols(const float *x, long
     }
 }
 
-static inline __attribute__((always_inline)) void store_rows(const v16 *m, const Scratch *w, float *x, long rs) {
-    for (int j = 0; j < w->pos; j++) memcpy(x + j * rs, m + (long)j * w->chunks, 64 * w->chunks);
+static inline __attribute__((always_inline)) void store_rows(const v16 *m, const Scratch *w,
+                                                             const Rows *r, long s, int h) {
+    const long e = 16L * w->chunks;
+    for (int j = 0; j < w->pos; j++)
+        for (int c = 0; c < w->chunks; c++) put(r, s, w->pos, j, h * e + 16 * c, m[(long)j * w->chunks + c]);
 }
 
 /* s[i][j] = scale * a_i . b_j for the key blocks up to query i's: a [pp][chunks] rows,
@@ -241,19 +293,19 @@ static inline v16i causal_keep(int i, int jb) {
 static inline v16 causal_mask(v16 x, int i, int jb) { return (v16)((v16i)x & causal_keep(i, jb)); }
 
 static inline __attribute__((always_inline)) int forward_body(
-    const float *q, const float *k, const float *v, long q_rs, long k_rs, long v_rs, long n_seq,
-    int pos, int n_heads, float scale, float *out, float *stats, float *pattern, const int e) {
+    const Rows *q, const Rows *k, const Rows *v, int64_t n_seq, int pos, int n_heads, float scale,
+    float *out, float *stats, float *pattern, const int e) {
     if (pos < 1) return 2;
     Scratch w;
     if (scratch_init(&w, pos, e)) return 1;
-    const long ne = (long)n_heads * e;
     const int nb = w.pp / 16;
+    const Rows z = {out, (int64_t)n_heads * e, 0, 0, 0, 0, 0};
     for (long s = 0; s < n_seq; s++) {
         for (int h = 0; h < n_heads; h++) {
             const long r0 = s * pos;
-            load_rows(q + r0 * q_rs + h * e, q_rs, &w, w.a);
-            load_cols(k + r0 * k_rs + h * e, k_rs, &w, w.at);
-            load_rows(v + r0 * v_rs + h * e, v_rs, &w, w.b);
+            load_rows(q, s, h, &w, w.a);
+            load_cols(k, s, h, &w, w.at);
+            load_rows(v, s, h, &w, w.b);
             scores(&w, w.a, w.at, scale, w.s);
             for (int i = 0; i < pos; i++) {
                 v16 *row = w.s + (long)i * nb;
@@ -281,7 +333,7 @@ static inline __attribute__((always_inline)) int forward_body(
                 }
             }
             lower_times(&w, w.s, w.b, w.c);
-            store_rows(w.c, &w, out + r0 * ne + h * e, ne);
+            store_rows(w.c, &w, &z, s, h);
         }
     }
     free(w.a);
@@ -289,22 +341,22 @@ static inline __attribute__((always_inline)) int forward_body(
 }
 
 static inline __attribute__((always_inline)) int backward_body(
-    const float *q, const float *k, const float *v, long q_rs, long k_rs, long v_rs, long n_seq,
-    int pos, int n_heads, float scale, const float *dout, const float *stats, float *dq, float *dk,
-    float *dv, const int e) {
+    const Rows *q, const Rows *k, const Rows *v, int64_t n_seq, int pos, int n_heads, float scale,
+    const float *dout, const float *stats, const Rows *dq, const Rows *dk, const Rows *dv,
+    const int e) {
     if (pos < 1) return 2;
     Scratch w;
     if (scratch_init(&w, pos, e)) return 1;
-    const long ne = (long)n_heads * e;
     const int nb = w.pp / 16;
+    const Rows dz = {(float *)dout, (int64_t)n_heads * e, 0, 0, 0, 0, 0};
     for (long s = 0; s < n_seq; s++) {
         for (int h = 0; h < n_heads; h++) {
             const long r0 = s * pos;
-            load_rows(q + r0 * q_rs + h * e, q_rs, &w, w.a);
-            load_cols(k + r0 * k_rs + h * e, k_rs, &w, w.at);
-            load_rows(k + r0 * k_rs + h * e, k_rs, &w, w.b);
-            load_cols(v + r0 * v_rs + h * e, v_rs, &w, w.bt);
-            load_rows(dout + r0 * ne + h * e, ne, &w, w.c);
+            load_rows(q, s, h, &w, w.a);
+            load_cols(k, s, h, &w, w.at);
+            load_rows(k, s, h, &w, w.b);
+            load_cols(v, s, h, &w, w.bt);
+            load_rows(&dz, s, h, &w, w.c);
             scores(&w, w.a, w.at, scale, w.s);   /* s: scaled scores, then the pattern */
             scores(&w, w.c, w.bt, 1.0f, w.t);    /* t: dP = dout v^T */
             for (int i = 0; i < pos; i++) {
@@ -321,11 +373,11 @@ static inline __attribute__((always_inline)) int backward_body(
                 for (int jb = 0; jb < blocks; jb++) ds[jb] = p[jb] * (dp[jb] - D) * scale;
             }
             lower_times(&w, w.u, w.b, w.d); /* dq = ds k */
-            store_rows(w.d, &w, dq + r0 * ne + h * e, ne);
+            store_rows(w.d, &w, dq, s, h);
             upper_times(&w, w.u, w.a, w.d); /* dk = ds^T q */
-            store_rows(w.d, &w, dk + r0 * ne + h * e, ne);
+            store_rows(w.d, &w, dk, s, h);
             upper_times(&w, w.s, w.c, w.d); /* dv = p^T dout */
-            store_rows(w.d, &w, dv + r0 * ne + h * e, ne);
+            store_rows(w.d, &w, dv, s, h);
         }
     }
     free(w.a);
@@ -343,17 +395,15 @@ static inline __attribute__((always_inline)) int backward_body(
         default: return 2;                                       \
     }
 
-int circuits_attention_forward(const float *q, const float *k, const float *v, long q_rs,
-                               long k_rs, long v_rs, long n_seq, int pos, int n_heads, int e,
-                               float scale, float *out, float *stats, float *pattern) {
-    DISPATCH(forward_body, q, k, v, q_rs, k_rs, v_rs, n_seq, pos, n_heads, scale, out, stats,
-             pattern)
+int circuits_attention_forward(const Rows *q, const Rows *k, const Rows *v, int64_t n_seq,
+                               int pos, int n_heads, int e, float scale, float *out, float *stats,
+                               float *pattern) {
+    DISPATCH(forward_body, q, k, v, n_seq, pos, n_heads, scale, out, stats, pattern)
 }
 
-int circuits_attention_backward(const float *q, const float *k, const float *v, long q_rs,
-                                long k_rs, long v_rs, long n_seq, int pos, int n_heads, int e,
-                                float scale, const float *dout, const float *stats, float *dq,
-                                float *dk, float *dv) {
-    DISPATCH(backward_body, q, k, v, q_rs, k_rs, v_rs, n_seq, pos, n_heads, scale, dout, stats,
-             dq, dk, dv)
+int circuits_attention_backward(const Rows *q, const Rows *k, const Rows *v, int64_t n_seq,
+                                int pos, int n_heads, int e, float scale, const float *dout,
+                                const float *stats, const Rows *dq, const Rows *dk,
+                                const Rows *dv) {
+    DISPATCH(backward_body, q, k, v, n_seq, pos, n_heads, scale, dout, stats, dq, dk, dv)
 }

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -120,12 +120,27 @@ def _build() -> tuple[Path | None, str]:
     return None, error
 
 
+class _Rows(ctypes.Structure):
+    """``Rows`` of native_attention.c: a strided tensor, or a token table plus a position
+    table (see there)."""
+
+    _fields_: ClassVar[list[tuple[str, Any]]] = [
+        ("x", ctypes.c_void_p),
+        ("rs", ctypes.c_int64),
+        ("tok", ctypes.c_void_p),
+        ("pos", ctypes.c_void_p),
+        ("ids", ctypes.c_void_p),
+        ("vocab", ctypes.c_int64),
+        ("batch", ctypes.c_int64),
+    ]
+
+
 def _bind(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    ptr, long_, int_, float_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
-    head: list[Any] = [ptr, ptr, ptr, long_, long_, long_, long_, int_, int_, int_, float_]
+    rows, ptr, i64, int_ = ctypes.POINTER(_Rows), ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    head: list[Any] = [rows, rows, rows, i64, int_, int_, int_, ctypes.c_float]
     lib.circuits_attention_forward.argtypes = [*head, ptr, ptr, ptr]
-    lib.circuits_attention_backward.argtypes = [*head, ptr, ptr, ptr, ptr, ptr]
+    lib.circuits_attention_backward.argtypes = [*head, ptr, ptr, rows, rows, rows]
     lib.circuits_attention_forward.restype = int_
     lib.circuits_attention_backward.restype = int_
     return lib
@@ -175,11 +190,51 @@ def _call(fn: Any, *args: Any) -> None:
         raise MemoryError(f"the native attention kernel returned {code} (scratch allocation)")
 
 
-def _row_stride(x: Tensor) -> Tensor:
-    """``x`` if its rows are evenly spaced with unit-stride features, else a contiguous copy."""
-    if x.stride(2) == 1 and x.stride(0) == x.shape[1] * x.stride(1):
-        return x
-    return x.contiguous()
+def _strided(x: Tensor) -> tuple[Tensor, Any]:
+    """``x [G, rows, >= n * e]`` (a contiguous copy unless its rows are evenly spaced with
+    unit-stride features) and its ``Rows``."""
+    if not (x.stride(2) == 1 and x.stride(0) == x.shape[1] * x.stride(1)):
+        x = x.contiguous()
+    return x, ctypes.byref(_Rows(x.data_ptr(), x.stride(1), None, None, None, 0, 0))
+
+
+def _tables(tok: Tensor, pos: Tensor, ids: Tensor, batch: int, col: int) -> Any:
+    """``Rows`` reading (or, for gradients, adding into) columns ``col:`` of the token table
+    ``tok [G * vocab, width]`` and position table ``pos [G, pos, width]`` (both contiguous);
+    ``ids [G * batch * pos]`` int64 token ids."""
+    G = pos.shape[0]
+    offset = col * tok.element_size()
+    return ctypes.byref(
+        _Rows(
+            None,
+            tok.shape[-1],
+            tok.data_ptr() + offset,
+            pos.data_ptr() + offset,
+            ids.data_ptr(),
+            tok.shape[0] // G,
+            batch,
+        )
+    )
+
+
+def _run_forward(
+    lib: ctypes.CDLL,
+    rows: tuple[Any, Any, Any],
+    G: int,
+    bp: int,
+    batch: int,
+    n_heads: int,
+    d_head: int,
+    scale: float,
+    pattern: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    z = torch.empty(G, bp, n_heads * d_head)
+    stats = torch.empty(G * bp, n_heads, 2)
+    _call(
+        lib.circuits_attention_forward,
+        *rows, G * batch, bp // batch, n_heads, d_head, scale, z, stats, pattern,
+    )  # fmt: skip
+    return z, stats
 
 
 def forward(
@@ -197,16 +252,30 @@ def forward(
     backward needs). ``pattern``, if given, ``[G, batch, n_heads, pos, pos]`` float32
     contiguous, is filled in."""
     G, bp, ne = q.shape
-    q, k, v = (_row_stride(x) for x in (q, k, v))
-    z = torch.empty(G, bp, ne, dtype=q.dtype, device=q.device)
-    stats = torch.empty(G * bp, n_heads, 2, dtype=q.dtype, device=q.device)
-    _call(
-        lib.circuits_attention_forward,
-        q, k, v, q.stride(1), k.stride(1), v.stride(1),
-        G * batch, bp // batch, n_heads, ne // n_heads, scale, z, stats,
-        pattern,
-    )  # fmt: skip
-    return z, stats
+    (q, rq), (k, rk), (v, rv) = (_strided(x) for x in (q, k, v))
+    return _run_forward(lib, (rq, rk, rv), G, bp, batch, n_heads, ne // n_heads, scale, pattern)
+
+
+def forward_tables(
+    lib: ctypes.CDLL,
+    by_token: Tensor,
+    by_pos: Tensor,
+    ids: Tensor,
+    batch: int,
+    n_heads: int,
+    scale: float,
+    pattern: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """As :func:`forward`, with ``q, k, v`` the columns ``[0:ne], [ne:2ne], [2ne:3ne]`` of
+    ``by_token [G * vocab, 3 * ne]`` looked up by ``ids [G, batch, pos]`` plus ``by_pos [G,
+    pos, 3 * ne]``: a first layer without LayerNorm, whose Q, K and V are those of the token
+    embedding plus those of the position embedding. Never builds the ``[G, batch * pos, 3 *
+    ne]`` tensor the lookup would."""
+    G, b, p = ids.shape
+    ne = by_token.shape[-1] // 3
+    flat = ids.reshape(-1)
+    rows = tuple(_tables(by_token, by_pos, flat, batch, c * ne) for c in range(3))
+    return _run_forward(lib, rows, G, b * p, batch, n_heads, ne // n_heads, scale, pattern)
 
 
 class NativeAttention(torch.autograd.Function):
@@ -228,7 +297,7 @@ class NativeAttention(torch.autograd.Function):
         n_heads: int,
         scale: float,
     ) -> Tensor:
-        q, k, v = (_row_stride(x) for x in (q, k, v))
+        (q, _), (k, _), (v, _) = (_strided(x) for x in (q, k, v))
         z, stats = forward(lib, q, k, v, batch, n_heads, scale)
         ctx.save_for_backward(q, k, v, stats)
         ctx.shape = (lib, batch, n_heads, scale)
@@ -239,14 +308,58 @@ class NativeAttention(torch.autograd.Function):
         q, k, v, stats = ctx.saved_tensors
         lib, batch, n_heads, scale = ctx.shape
         G, bp, ne = q.shape
-        dq, dk, dv = (torch.empty(G, bp, ne, dtype=q.dtype) for _ in range(3))
+        grads = [torch.empty(G, bp, ne) for _ in range(3)]
         _call(
             lib.circuits_attention_backward,
-            q, k, v, q.stride(1), k.stride(1), v.stride(1),
+            *(_strided(x)[1] for x in (q, k, v)),
             G * batch, bp // batch, n_heads, ne // n_heads, scale,
-            dz.contiguous(), stats, dq, dk, dv,
+            dz.contiguous(), stats, *(_strided(g)[1] for g in grads),
         )  # fmt: skip
-        return None, dq, dk, dv, None, None, None
+        return None, *grads, None, None, None
+
+
+class TableAttention(torch.autograd.Function):
+    """:func:`forward_tables` with its backward, which adds the gradients of Q, K and V
+    straight into gradients of the two tables (no ``[G, batch * pos, 3 * ne]`` tensor, no
+    embedding backward).
+
+    ``apply(lib, by_token, by_pos, ids, batch, n_heads, scale)``; returns ``z [G, batch * pos,
+    n_heads * d_head]``. Memory saved for the backward: the tables, the ids and ``2 *
+    n_heads`` floats per position.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        lib: ctypes.CDLL,
+        by_token: Tensor,
+        by_pos: Tensor,
+        ids: Tensor,
+        batch: int,
+        n_heads: int,
+        scale: float,
+    ) -> Tensor:
+        by_token, by_pos, ids = by_token.contiguous(), by_pos.contiguous(), ids.contiguous()
+        z, stats = forward_tables(lib, by_token, by_pos, ids, batch, n_heads, scale)
+        ctx.save_for_backward(by_token, by_pos, ids, stats)
+        ctx.shape = (lib, batch, n_heads, scale)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, dz: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        by_token, by_pos, ids, stats = ctx.saved_tensors
+        lib, batch, n_heads, scale = ctx.shape
+        G, b, p = ids.shape
+        ne = by_token.shape[-1] // 3
+        flat = ids.reshape(-1)
+        d_token, d_pos = torch.zeros_like(by_token), torch.zeros_like(by_pos)
+        _call(
+            lib.circuits_attention_backward,
+            *(_tables(by_token, by_pos, flat, batch, c * ne) for c in range(3)),
+            G * b, p, n_heads, ne // n_heads, scale, dz.contiguous(), stats,
+            *(_tables(d_token, d_pos, flat, batch, c * ne) for c in range(3)),
+        )  # fmt: skip
+        return None, d_token, d_pos, None, None, None, None
 
 
 def _reference(q: Tensor, k: Tensor, v: Tensor, batch: int, n: int, scale: float) -> Tensor:
@@ -260,23 +373,37 @@ def _reference(q: Tensor, k: Tensor, v: Tensor, batch: int, n: int, scale: float
 
 
 def _self_check(lib: ctypes.CDLL) -> str | None:
-    """Compares the library with a float64 reference on a small random problem (strided
-    inputs, a sequence length that is not a multiple of 16); a description of the first
-    mismatch, or None."""
+    """Compares the library with a float64 reference on small random problems (strided inputs,
+    and the token-plus-position tables; a sequence length that is not a multiple of 16); a
+    description of the first mismatch, or None."""
     gen = torch.Generator().manual_seed(0)
-    G, batch, pos, n, e = 2, 3, 21, 2, 16
-    packed = torch.randn(G, batch * pos, 3, n * e, generator=gen, dtype=torch.float64)
-    dz = torch.randn(G, batch * pos, n * e, generator=gen, dtype=torch.float64)
-    q, k, v = (x.requires_grad_(True) for x in packed.clone().unbind(2))
-    _reference(q, k, v, batch, n, 0.25).backward(dz)
-    want = [_reference(q, k, v, batch, n, 0.25).detach(), q.grad, k.grad, v.grad]
-    q32, k32, v32 = (x.float().requires_grad_(True) for x in packed.float().unbind(2))
+    G, batch, pos, n, e, vocab = 2, 3, 21, 2, 16, 5
+    ne = n * e
+    by_token = torch.randn(G * vocab, 3 * ne, generator=gen, dtype=torch.float64)
+    by_pos = torch.randn(G, pos, 3 * ne, generator=gen, dtype=torch.float64)
+    ids = torch.randint(0, vocab, (G, batch, pos), generator=gen)
+    dz = torch.randn(G, batch * pos, ne, generator=gen, dtype=torch.float64)
+    tables64 = [t.clone().requires_grad_(True) for t in (by_token, by_pos)]
+    flat = (ids + torch.arange(G).view(G, 1, 1) * vocab).reshape(G, batch * pos)
+    packed = tables64[0][flat] + tables64[1].repeat(1, batch, 1)  # [G, batch * pos, 3 ne]
+    q, k, v = (x.detach().requires_grad_(True) for x in packed.split(ne, -1))
+    z64 = _reference(q, k, v, batch, n, 0.25)
+    z64.backward(dz)
+    packed.backward(torch.cat([q.grad, k.grad, v.grad], -1))  # type: ignore[list-item]
+    want = [z64.detach(), q.grad, k.grad, v.grad, *(t.grad for t in tables64)]
+    # Strided: views into one packed float32 tensor, as a first layer with tables would be.
+    q32, k32, v32 = (x.requires_grad_(True) for x in packed.detach().float().split(ne, -1))
     z = NativeAttention.apply(lib, q32, k32, v32, batch, n, 0.25)
     z.backward(dz.float())
-    for name, got, ref in zip(
-        ("z", "dq", "dk", "dv"), [z, q32.grad, k32.grad, v32.grad], want, strict=True
-    ):
+    tok32, pos32 = (t.float().requires_grad_(True) for t in (by_token, by_pos))
+    zt = TableAttention.apply(lib, tok32, pos32, ids, batch, n, 0.25)
+    zt.backward(dz.float())
+    got = [z, q32.grad, k32.grad, v32.grad, tok32.grad, pos32.grad]
+    names = ["z", "dq", "dk", "dv", "d_by_token", "d_by_pos"]
+    for name, g, ref in zip(names, got, want, strict=True):
         assert ref is not None
-        if got is None or not torch.allclose(got.double(), ref, rtol=1e-4, atol=1e-5):
+        if g is None or not torch.allclose(g.double(), ref, rtol=1e-4, atol=1e-5):
             return f"{name} differs from the float64 reference"
+    if not torch.allclose(zt.double(), want[0], rtol=1e-4, atol=1e-5):
+        return "z from the tables differs from the float64 reference"
     return None

@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.model.components import ACTIVATIONS
-from circuits.training.stacked_attention import attention
+from circuits.training.stacked_attention import attention, attention_from_tables
 
 if TYPE_CHECKING:
     from circuits.config import ModelConfig
@@ -115,6 +115,7 @@ def forward(
     flat_ids = (tokens + offsets).reshape(G, b * p)
     resid = F.embedding(flat_ids, W_E.reshape(-1, d)).view(G, b, p, d) + W_pos.unsqueeze(1)
     resid = resid.reshape(G, b * p, d)
+    scale = 1 / cfg.attn_scale
     for layer in range(cfg.n_layers):
         pre = f"blocks.{layer}"
         if layer == 0 and cfg.normalization_type is None:
@@ -123,8 +124,11 @@ def forward(
             b_QKV = torch.cat([params[f"{pre}.attn.b_{x}"] for x in "QKV"], dim=1).reshape(G, 1, -1)
             by_token = torch.bmm(W_E, W_QKV).reshape(G * cfg.d_vocab, -1)
             by_pos = torch.baddbmm(b_QKV, W_pos, W_QKV)  # [G, pos, 3 * heads * d_head]
-            qkv = F.embedding(flat_ids, by_token).view(G, b, p, -1) + by_pos.unsqueeze(1)
-            q, k, v = qkv.view(G, b * p, 3, -1).unbind(2)
+            z = attention_from_tables(by_token, by_pos, tokens, b, cfg.n_heads, scale, patterns)
+            if z is None:  # no compiled kernel here: look the rows up
+                qkv = F.embedding(flat_ids, by_token).view(G, b, p, -1) + by_pos.unsqueeze(1)
+                q, k, v = qkv.view(G, b * p, 3, -1).unbind(2)
+                z = attention(q, k, v, b, cfg.n_heads, scale, patterns)
         else:
             # Separate projections: each lands in the layout attention reads and its gradient
             # comes back in the same layout (a packed QKV tensor cost a copy of it each way).
@@ -137,7 +141,7 @@ def forward(
                 )
                 for x in "QKV"
             )
-        z = attention(q, k, v, b, cfg.n_heads, 1 / cfg.attn_scale, patterns)
+            z = attention(q, k, v, b, cfg.n_heads, scale, patterns)
         W_O = rearrange(params[f"{pre}.attn.W_O"], "G n e d -> G (n e) d")
         resid = resid + torch.baddbmm(params[f"{pre}.attn.b_O"].unsqueeze(1), z, W_O)
         if not cfg.attn_only:

@@ -26,14 +26,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.training import native_attention
-from circuits.training.native_attention import NativeAttention
+from circuits.training.native_attention import NativeAttention, TableAttention, forward_tables
 from circuits.training.native_attention import forward as native_forward
 
-__all__ = ["attention"]
+__all__ = ["attention", "attention_from_tables"]
 
 _FLASH: Any
 _FLASH_BACKWARD: Any
@@ -136,3 +136,39 @@ def attention(
         patterns.append(pattern.view(G, batch, n_heads, p, p))
     z = torch.bmm(pattern, v_).view(G * batch, n_heads, p, -1)
     return _merge(z, G)
+
+
+def attention_from_tables(
+    by_token: Float[Tensor, "G_vocab three_ne"],
+    by_pos: Float[Tensor, "G pos three_ne"],
+    tokens: Int[Tensor, "G batch pos"],
+    batch: int,
+    n_heads: int,
+    scale: float,
+    patterns: list[Tensor] | None = None,
+) -> Tensor | None:
+    """A first layer's causal attention from its tables, ``z [G, batch * pos, n * e]``, or None
+    where the compiled kernel does not apply (the caller looks the rows up and calls
+    :func:`attention`).
+
+    Args:
+        by_token: Each instance's token embedding times ``[W_Q | W_K | W_V]``, ``[G * d_vocab,
+            3 * n * e]`` (instance ``g``'s rows from ``g * d_vocab``).
+        by_pos: The position embedding times the same, plus the biases, ``[G, pos, 3 * n * e]``.
+        tokens: The ids (not offset by instance).
+        patterns: As for :func:`attention` (only without gradients here).
+
+    Memory: none of the ``[G, batch * pos, 3 * n * e]`` lookup; gradients go straight into the
+    tables' (:class:`~circuits.training.native_attention.TableAttention`).
+    """
+    G, b, p = tokens.shape
+    lib = _native(by_token, by_token.shape[-1] // (3 * n_heads))
+    if lib is None or (patterns is not None and torch.is_grad_enabled()):
+        return None
+    if patterns is None:
+        z: Tensor = TableAttention.apply(lib, by_token, by_pos, tokens, batch, n_heads, scale)
+        return z
+    pattern = torch.empty(G, batch, n_heads, p, p, dtype=by_token.dtype)
+    z, _ = forward_tables(lib, by_token, by_pos, tokens, batch, n_heads, scale, pattern)
+    patterns.append(pattern)
+    return z

@@ -9,7 +9,7 @@ import torch
 
 from circuits.training import native_attention as na
 from circuits.training import stacked_attention
-from circuits.training.stacked_attention import attention
+from circuits.training.stacked_attention import attention, attention_from_tables
 
 
 @pytest.fixture
@@ -190,7 +190,67 @@ def test_the_self_check_rejects_a_wrong_kernel():
 
         @staticmethod
         def circuits_attention_forward(*args):
-            return lib.circuits_attention_forward(*args[:10], args[10] * 1.01, *args[11:])
+            return lib.circuits_attention_forward(*args[:7], args[7] * 1.01, *args[8:])
 
     assert na._self_check(lib) is None
     assert na._self_check(Wrong()) is not None
+
+
+def _tables(G, batch, pos, n, e, vocab, seed):
+    gen = torch.Generator().manual_seed(seed)
+    by_token = torch.randn(G * vocab, 3 * n * e, generator=gen, dtype=torch.float64)
+    by_pos = torch.randn(G, pos, 3 * n * e, generator=gen, dtype=torch.float64)
+    ids = torch.randint(0, vocab, (G, batch, pos), generator=gen)
+    return by_token, by_pos, ids
+
+
+def _looked_up(by_token, by_pos, ids, vocab):
+    """The reference: the rows the first layer's lookup builds, ``[G, batch * pos, 3 ne]``."""
+    G, batch, pos = ids.shape
+    flat = (ids + torch.arange(G).view(G, 1, 1) * vocab).reshape(G, batch * pos)
+    return by_token[flat] + by_pos.repeat(1, batch, 1)
+
+
+@pytest.mark.parametrize(
+    ("e", "pos", "n", "vocab"), [(16, 48, 2, 32), (16, 17, 3, 5), (32, 9, 1, 7)]
+)
+def test_attention_from_tables_equals_the_lookup_then_attention(e, pos, n, vocab):
+    lib = _lib()
+    G, batch, scale = 3, 2, 1 / e**0.5
+    tables = [t.requires_grad_(True) for t in _tables(G, batch, pos, n, e, vocab, seed=5)[:2]]
+    _, _, ids = _tables(G, batch, pos, n, e, vocab, seed=5)
+    dz = torch.randn(G, batch * pos, n * e, dtype=torch.float64)
+    packed = _looked_up(*tables, ids, vocab)
+    z64, _ = _reference(*packed.split(n * e, -1), batch, n, scale)
+    z64.backward(dz)
+    tok32, pos32 = (t.detach().float().requires_grad_(True) for t in tables)
+    z = na.TableAttention.apply(lib, tok32, pos32, ids, batch, n, scale)
+    z.backward(dz.float())
+    torch.testing.assert_close(z.double(), z64.detach(), rtol=0, atol=2e-6)
+    for got, want in zip((tok32.grad, pos32.grad), tables, strict=True):
+        # Sums over every position that reads a row: tolerances grow with the row's uses.
+        tol = 1e-5 * max(1.0, want.grad.abs().max().item())
+        torch.testing.assert_close(got.double(), want.grad, rtol=0, atol=tol)
+
+
+def test_attention_from_tables_patterns_and_when_it_declines(monkeypatch):
+    _lib()
+    G, batch, pos, n, e, vocab = 2, 3, 11, 2, 16, 6
+    by_token, by_pos, ids = (
+        t.float() if t.is_floating_point() else t
+        for t in _tables(G, batch, pos, n, e, vocab, seed=6)
+    )
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    packed = _looked_up(by_token.double(), by_pos.double(), ids, vocab)
+    z64, want = _reference(*packed.split(n * e, -1), batch, n, 0.3)
+    with torch.no_grad():
+        patterns: list[torch.Tensor] = []
+        z = attention_from_tables(by_token, by_pos, ids, batch, n, 0.3, patterns)
+    torch.testing.assert_close(z.double(), z64, rtol=0, atol=2e-6)
+    torch.testing.assert_close(patterns[0].double(), want, rtol=0, atol=1e-6)
+    # Patterns with gradients, several threads, or an unsupported width: the caller's lookup.
+    assert attention_from_tables(by_token, by_pos, ids, batch, n, 0.3, []) is None
+    narrow = _tables(G, batch, pos, 4, 8, vocab, seed=7)
+    assert attention_from_tables(narrow[0].float(), narrow[1].float(), ids, batch, 4, 0.3) is None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert attention_from_tables(by_token, by_pos, ids, batch, n, 0.3) is None
