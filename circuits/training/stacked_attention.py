@@ -161,7 +161,7 @@ def attention_from_tables(
     Memory: none of the ``[G, batch * pos, 3 * n * e]`` lookup; gradients go straight into the
     tables' (:class:`~circuits.training.native_attention.TableAttention`).
     """
-    G, b, p = tokens.shape
+    G, _, p = tokens.shape
     lib = _native(by_token, by_token.shape[-1] // (3 * n_heads))
     if lib is None or (patterns is not None and torch.is_grad_enabled()):
         return None
