@@ -10,6 +10,7 @@ seeds per ``--batch-seeds`` value, alternating.
     python -m circuits.benchmarks.atlas [--quick]          # the step profile
     python -m circuits.benchmarks.atlas --eval-cost        # an evaluation, in steps
     python -m circuits.benchmarks.atlas --sweep 128 --batch-seeds 1 16
+    python -m circuits.benchmarks.atlas --sweep 128 --cli --rounds 2   # the command, timed
     circuits bench --cases atlas                            # the step profile, recorded
 """
 
@@ -25,7 +26,15 @@ import torch
 from circuits.losses import cross_entropy
 from circuits.presets import build, run_config
 
-__all__ = ["case_atlas", "eval_cost", "step_flops", "step_profile", "sweep_side_by_side"]
+__all__ = [
+    "attention_path",
+    "case_atlas",
+    "cli_wall",
+    "eval_cost",
+    "step_flops",
+    "step_profile",
+    "sweep_side_by_side",
+]
 
 
 def _single_step(seed: int) -> Callable[[], None]:
@@ -214,6 +223,48 @@ def sweep_side_by_side(
     return rows
 
 
+def cli_wall(seeds: int = 128, rounds: int = 2) -> list[float]:
+    """Wall seconds of the command the floor names, ``circuits sweep SPEC --out DIR -q`` with
+    the default preset, ``seeds`` seeds and ``checkpoint: true`` (defaults otherwise), run as a
+    fresh process each round: its own imports, the pool's start-up, every run and row."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    tmp = Path(tempfile.mkdtemp(prefix="atlas-cli-"))
+    walls = []
+    try:
+        spec = tmp / "spec.json"
+        spec.write_text(
+            json.dumps({"name": "atlas", "preset": "induction", "seeds": seeds, "checkpoint": True})
+        )
+        for r in range(rounds):
+            out = tmp / f"out-{r}"
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "circuits.cli", "sweep", str(spec), "--out", str(out), "-q"],
+                check=True,
+                capture_output=True,
+            )
+            walls.append(time.perf_counter() - start)
+            shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return walls
+
+
+def attention_path() -> str:
+    """How the stacked trainer's attention runs on this machine (the compiled kernel, or why
+    PyTorch's), for the record next to the figures."""
+    from circuits.training import native_attention
+
+    native_attention.load()
+    return native_attention.status()
+
+
 def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| --batch-seeds | workers | seeds | wall s | seeds/min | targets met | GFLOP/s |",
@@ -257,8 +308,15 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="pool sizes")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--eval-cost", action="store_true", help="an evaluation in steps")
+    parser.add_argument(
+        "--cli", action="store_true", help="with --sweep: time the circuits sweep command itself"
+    )
     args = parser.parse_args()
-    if args.eval_cost:
+    print(f"attention: {attention_path()}")
+    if args.cli and args.sweep:
+        walls = cli_wall(args.sweep, args.rounds)
+        print(f"circuits sweep, {args.sweep} seeds: " + ", ".join(f"{w:.1f} s" for w in walls))
+    elif args.eval_cost:
         print(eval_cost())
     elif args.sweep:
         rows = sweep_side_by_side(args.sweep, args.batch_seeds, args.workers, rounds=args.rounds)

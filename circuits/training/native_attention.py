@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +44,7 @@ HEAD_WIDTHS = (16, 32, 48, 64)
 _lib: ctypes.CDLL | None = None
 _status = "not loaded yet"
 _tried = False
+_load_lock = threading.Lock()
 
 
 def supports(d_head: int) -> bool:
@@ -155,33 +157,35 @@ def load() -> ctypes.CDLL | None:
     global _lib, _status, _tried
     if _tried:
         return _lib
-    _tried = True
+    with _load_lock:  # one build per process, whichever thread asks first
+        if not _tried:
+            _lib, _status = _load()
+            _tried = True
+    return _lib
+
+
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    """:func:`load`'s work: ``(library or None, status)``."""
     if os.environ.get("CIRCUITS_NATIVE", "1") == "0":
-        _status = "PyTorch kernels (CIRCUITS_NATIVE=0)"
-        return None
+        return None, "PyTorch kernels (CIRCUITS_NATIVE=0)"
     path, how = _build()
     if path is None:
-        _status = f"PyTorch kernels: {how}"
-        return None
+        return None, f"PyTorch kernels: {how}"
     try:
         lib = _bind(path)
     except OSError as e:  # a damaged cache file: build again under a fresh name
         path.unlink(missing_ok=True)
         path, how = _build()
         if path is None:
-            _status = f"PyTorch kernels: {how}"
-            return None
+            return None, f"PyTorch kernels: {how}"
         try:
             lib = _bind(path)
         except OSError as e2:
-            _status = f"PyTorch kernels: cannot load {path} ({e}; {e2})"
-            return None
+            return None, f"PyTorch kernels: cannot load {path} ({e}; {e2})"
     error = _self_check(lib)
     if error is not None:
-        _status = f"PyTorch kernels: {path} failed its check ({error})"
-        return None
-    _lib, _status = lib, f"native kernel ({how})"
-    return _lib
+        return None, f"PyTorch kernels: {path} failed its check ({error})"
+    return lib, f"native kernel ({how})"
 
 
 def _call(fn: Any, *args: Any) -> None:
