@@ -9,6 +9,7 @@ seeds per ``--batch-seeds`` value, alternating.
 
     python -m circuits.benchmarks.atlas [--quick]          # the step profile
     python -m circuits.benchmarks.atlas --eval-cost        # an evaluation, in steps
+    python -m circuits.benchmarks.atlas --kernel           # one layer's attention kernel
     python -m circuits.benchmarks.atlas --sweep 128 --batch-seeds 1 16
     python -m circuits.benchmarks.atlas --sweep 128 --cli --rounds 2   # the command, timed
     circuits bench --cases atlas                            # the step profile, recorded
@@ -31,6 +32,7 @@ __all__ = [
     "case_atlas",
     "cli_wall",
     "eval_cost",
+    "kernel_profile",
     "step_flops",
     "step_profile",
     "sweep_side_by_side",
@@ -256,6 +258,47 @@ def cli_wall(seeds: int = 128, rounds: int = 2) -> list[float]:
     return walls
 
 
+def kernel_profile(G: int = 16, rounds: int = 30) -> dict[str, float]:
+    """Milliseconds of one layer's attention, forward and backward, for ``G`` models of the
+    default preset (``[G, batch * pos, heads * d_head]`` inputs, one thread): the compiled
+    kernel (:mod:`circuits.training.native_attention`) against PyTorch's fused CPU kernel on
+    the same strided views (medians, alternating)."""
+    from circuits.training import native_attention as na
+    from circuits.training.stacked_attention import _FlashCPU
+
+    lib = na.load()
+    if lib is None:
+        raise RuntimeError(f"no compiled kernel here: {na.status()}")
+    cfg = run_config("induction")
+    batch, pos = cfg.train.batch_size, cfg.task.seq_len
+    ne, n = cfg.model.n_heads * cfg.model.d_head, cfg.model.n_heads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        leaves = [torch.randn(G, batch * pos, ne, generator=gen) for _ in "qkv"]
+        dz = torch.randn(G, batch * pos, ne, generator=gen)
+        scale = 1 / cfg.model.attn_scale
+        times: dict[str, list[float]] = {}
+
+        def run(name: str, fn: Callable[..., torch.Tensor]) -> None:
+            xs = [x.clone().requires_grad_(True) for x in leaves]
+            start = time.perf_counter()
+            z = fn(*xs)
+            mid = time.perf_counter()
+            z.backward(dz)
+            end = time.perf_counter()
+            times.setdefault(f"{name}_forward_ms", []).append(1e3 * (mid - start))
+            times.setdefault(f"{name}_backward_ms", []).append(1e3 * (end - mid))
+
+        for _ in range(rounds):
+            run("native", lambda q, k, v: na.NativeAttention.apply(lib, q, k, v, batch, n, scale))
+            run("pytorch", lambda q, k, v: _FlashCPU.apply(q, k, v, batch, n, scale))
+    finally:
+        torch.set_num_threads(threads)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def attention_path() -> str:
     """How the stacked trainer's attention runs on this machine (the compiled kernel, or why
     PyTorch's), for the record next to the figures."""
@@ -309,11 +352,16 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--eval-cost", action="store_true", help="an evaluation in steps")
     parser.add_argument(
+        "--kernel", action="store_true", help="one layer's attention: compiled vs PyTorch's"
+    )
+    parser.add_argument(
         "--cli", action="store_true", help="with --sweep: time the circuits sweep command itself"
     )
     args = parser.parse_args()
     print(f"attention: {attention_path()}")
-    if args.cli and args.sweep:
+    if args.kernel:
+        print({k: round(v, 2) for k, v in kernel_profile().items()})
+    elif args.cli and args.sweep:
         walls = cli_wall(args.sweep, args.rounds)
         print(f"circuits sweep, {args.sweep} seeds: " + ", ".join(f"{w:.1f} s" for w in walls))
     elif args.eval_cost:
