@@ -241,6 +241,24 @@ def _run_forward(
     return z, stats
 
 
+def _run_backward(
+    lib: ctypes.CDLL,
+    rows: tuple[Any, Any, Any],
+    grad_rows: tuple[Any, Any, Any],
+    n_seq: int,
+    pos: int,
+    n_heads: int,
+    d_head: int,
+    scale: float,
+    dz: Tensor,
+    stats: Tensor,
+) -> None:
+    _call(
+        lib.circuits_attention_backward,
+        *rows, n_seq, pos, n_heads, d_head, scale, dz.contiguous(), stats, *grad_rows,
+    )  # fmt: skip
+
+
 def forward(
     lib: ctypes.CDLL,
     q: Tensor,
@@ -313,12 +331,10 @@ class NativeAttention(torch.autograd.Function):
         lib, batch, n_heads, scale = ctx.shape
         G, bp, ne = q.shape
         grads = [torch.empty(G, bp, ne) for _ in range(3)]
-        _call(
-            lib.circuits_attention_backward,
-            *(_strided(x)[1] for x in (q, k, v)),
-            G * batch, bp // batch, n_heads, ne // n_heads, scale,
-            dz.contiguous(), stats, *(_strided(g)[1] for g in grads),
-        )  # fmt: skip
+        rows, grad_rows = (tuple(_strided(x)[1] for x in xs) for xs in ((q, k, v), grads))
+        _run_backward(
+            lib, rows, grad_rows, G * batch, bp // batch, n_heads, ne // n_heads, scale, dz, stats
+        )
         return None, *grads, None, None, None
 
 
@@ -357,12 +373,11 @@ class TableAttention(torch.autograd.Function):
         ne = by_token.shape[-1] // 3
         flat = ids.reshape(-1)
         d_token, d_pos = torch.zeros_like(by_token), torch.zeros_like(by_pos)
-        _call(
-            lib.circuits_attention_backward,
-            *(_tables(by_token, by_pos, flat, batch, c * ne) for c in range(3)),
-            G * b, p, n_heads, ne // n_heads, scale, dz.contiguous(), stats,
-            *(_tables(d_token, d_pos, flat, batch, c * ne) for c in range(3)),
-        )  # fmt: skip
+        rows, grad_rows = (
+            tuple(_tables(tok, pos, flat, batch, c * ne) for c in range(3))
+            for tok, pos in ((by_token, by_pos), (d_token, d_pos))
+        )
+        _run_backward(lib, rows, grad_rows, G * b, p, n_heads, ne // n_heads, scale, dz, stats)
         return None, d_token, d_pos, None, None, None, None
 
 
