@@ -18,6 +18,7 @@ slower). :func:`status` says which and why.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -86,6 +87,7 @@ def _compile(cc: str, flags: tuple[str, ...], target: Path) -> str | None:
         )
         if done.returncode != 0:
             return (done.stderr.strip().splitlines() or ["failed"])[-1]
+        os.chmod(tmp, 0o755)  # whatever the umask: nobody else may write code we load
         os.replace(tmp, target)
         return None
     except (OSError, subprocess.SubprocessError) as e:
@@ -93,6 +95,21 @@ def _compile(cc: str, flags: tuple[str, ...], target: Path) -> str | None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _untrusted(path: Path) -> str | None:
+    """Why a file or folder of the cache must not be trusted (we load code from it), or None:
+    a link, another user's, or writable by others. Windows: not checked."""
+    if not hasattr(os, "getuid"):
+        return None
+    if path.is_symlink():
+        return f"{path} is a symbolic link"
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        return f"{path} belongs to another user"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by other users"
+    return None
 
 
 def _build() -> tuple[Path | None, str]:
@@ -103,9 +120,17 @@ def _build() -> tuple[Path | None, str]:
         version = subprocess.run(
             [cc, "--version"], capture_output=True, text=True, timeout=30
         ).stdout
-        folder = own_dir(_cache_dir())
+        folder = _cache_dir()
+        if not folder.exists() and not folder.is_symlink():  # private whatever the umask
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
+        folder = own_dir(folder)
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"cannot prepare the build ({e})"
+    refused = _untrusted(folder)
+    if refused is not None:
+        return None, f"refusing the kernel cache: {refused}"
     source = SOURCE.read_bytes()
     error = "not built"
     for flags in (FLAGS + TUNE, FLAGS):
@@ -113,7 +138,10 @@ def _build() -> tuple[Path | None, str]:
             b"\0".join([source, version.encode(), " ".join(flags).encode(), _cpu().encode()])
         ).hexdigest()[:20]
         target = folder / f"attention-{key}.so"
-        if target.is_file() and not target.is_symlink():
+        if target.is_symlink() or target.exists():
+            refused = _untrusted(target)
+            if refused is not None:
+                return None, f"refusing the cached kernel: {refused}"
             return target, f"cached {target}"
         failed = _compile(cc, flags, target)
         if failed is None:

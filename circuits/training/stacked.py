@@ -106,9 +106,21 @@ def forward(
             key]`` is appended (memory: ``G batch n_heads pos^2`` floats per layer).
 
     Memory: the activations of ``G`` ordinary forward passes; nothing vocabulary-squared.
+
+    Raises:
+        ValueError: A token id outside ``[0, d_vocab)`` or more positions than ``n_ctx``
+            (the instances' tables are looked up with offsets, so an id past the vocabulary
+            would silently read the next instance's rows).
     """
     G, b, p = tokens.shape
     d = cfg.d_model
+    if p > cfg.n_ctx:
+        raise ValueError(f"{p} positions exceed the model's n_ctx={cfg.n_ctx}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.d_vocab):
+        raise ValueError(
+            f"token ids must be in [0, {cfg.d_vocab}) (d_vocab); got "
+            f"{int(tokens.min())}..{int(tokens.max())}"
+        )
     W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"][:, :p]
     # Instance g's ids index rows g * d_vocab + id of the flattened tables.
     offsets = torch.arange(G, device=tokens.device).view(G, 1, 1) * cfg.d_vocab

@@ -254,3 +254,23 @@ def test_attention_from_tables_patterns_and_when_it_declines(monkeypatch):
     assert attention_from_tables(narrow[0].float(), narrow[1].float(), ids, batch, 4, 0.3) is None
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert attention_from_tables(by_token, by_pos, ids, batch, n, 0.3) is None
+
+
+def test_a_cache_file_others_could_have_written_is_never_loaded(fresh):
+    assert na.load() is not None
+    (built,) = (fresh / "kernels").glob("attention-*.so")
+    built.chmod(0o777)  # group- and world-writable: someone else could have replaced it
+    na._tried, na._lib = False, None
+    assert na.load() is None
+    assert "refusing the cached kernel" in na.status() and "writable by other users" in na.status()
+
+
+def test_a_link_in_the_cache_is_never_followed(fresh, tmp_path):
+    assert na.load() is not None
+    (built,) = (fresh / "kernels").glob("attention-*.so")
+    elsewhere = tmp_path / "elsewhere.so"
+    built.rename(elsewhere)
+    built.symlink_to(elsewhere)
+    na._tried, na._lib = False, None
+    assert na.load() is None
+    assert "symbolic link" in na.status()

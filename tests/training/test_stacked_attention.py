@@ -94,3 +94,20 @@ def test_attention_is_causal_and_per_sequence():
     z2 = attention(q, k, changed, 3, 2, 0.5)
     differs = (z2 - z).abs().amax(dim=(0, 2)) > 0
     assert differs.nonzero().flatten().tolist() == [9]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (lambda t, cfg: t.clone().index_fill_(2, torch.tensor([3]), cfg.d_vocab), "token ids"),
+        (lambda t, cfg: t.clone().index_fill_(2, torch.tensor([0]), -1), "token ids"),
+        (lambda t, cfg: torch.zeros(3, 1, cfg.n_ctx + 1, dtype=torch.long), "n_ctx"),
+    ],
+    ids=["id-past-vocab", "negative-id", "too-long"],
+)
+def test_bad_tokens_are_refused_before_any_lookup(bad, message):
+    # An id past the vocabulary would read the next instance's rows of the stacked tables
+    # (or, in the compiled kernel, past the last instance's): refused, naming the problem.
+    params, cfg, tokens = stacked_models("attn_only")
+    with pytest.raises(ValueError, match=message):
+        stacked.forward(params, cfg, bad(tokens, cfg))
