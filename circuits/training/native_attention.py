@@ -3,17 +3,22 @@
 ``native_attention.c`` (next to this file) computes causal softmax attention forward and
 backward for heads of width 16, 32, 48 or 64, one (sequence, head) pair at a time in L1-sized
 scratch. For the toy models the atlas trains (48 positions, heads of 16) it takes about half
-the time of PyTorch's fused CPU kernel, which is half a training step (figures:
+the time of PyTorch's fused CPU kernel, which was half a training step (figures:
 ``bench/RESULTS.md``). It is plain C with no Python or PyTorch headers, so building it takes
 well under a second: on first use :func:`load` compiles it with the system's C compiler
 (``$CC``, else ``cc``) for this CPU (``-march=native``) into the user cache
 (``$CIRCUITS_CACHE``, else ``$XDG_CACHE_HOME/circuits``, else ``~/.cache/circuits``), named by a
 hash of the source, the compiler, the flags and the CPU, and loads it with :mod:`ctypes`.
 
-Before first use in a process the library is checked against a float64 reference on a small
-random problem; a library that fails the check, or no compiler, or ``CIRCUITS_NATIVE=0``
-leaves :func:`load` returning None and the callers on PyTorch's kernels (same function,
-slower). :func:`status` says which and why.
+The cache folder is created private (0700) and each library read-only to others; a cached file
+that is a link, another user's, or writable by others is never loaded (we would run its code).
+Before first use in a process the library is checked against a float64 reference on small
+random problems; a library that fails the check, an untrusted cache, no compiler, or
+``CIRCUITS_NATIVE=0`` leaves :func:`load` returning None and the callers on PyTorch's kernels
+(same function, slower). :func:`status` says which and why.
+
+Layer 0 of a model without LayerNorm goes through :class:`TableAttention` (rows of Q, K, V read
+as token-table plus position-table rows); other layers through :class:`NativeAttention`.
 """
 
 from __future__ import annotations
