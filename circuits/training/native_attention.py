@@ -5,7 +5,7 @@ backward for heads of width 16, 32, 48 or 64, one (sequence, head) pair at a tim
 scratch. For the toy models the atlas trains (48 positions, heads of 16) it takes about half
 the time of PyTorch's fused CPU kernel, which was half a training step (figures:
 ``bench/RESULTS.md``). It is plain C with no Python or PyTorch headers, so building it takes
-well under a second: on first use :func:`load` compiles it with the system's C compiler
+seconds, once per machine: on first use :func:`load` compiles it with the system's C compiler
 (``$CC``, else ``cc``) for this CPU (``-march=native``) into the user cache
 (``$CIRCUITS_CACHE``, else ``$XDG_CACHE_HOME/circuits``, else ``~/.cache/circuits``), named by a
 hash of the source, the compiler, the flags and the CPU, and loads it with :mod:`ctypes`.
