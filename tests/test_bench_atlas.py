@@ -35,3 +35,22 @@ def test_step_flops_counts_every_matmul_of_the_default_step() -> None:
     per_layer = 2 * tokens * 4 * d * he + 2 * 2 * 32 * h * p * p * e
     assert step_flops() == 3 * (2 * per_layer + 2 * tokens * d * v)
     assert step_flops(8) == 8 * step_flops()
+
+
+def test_kernel_profile_times_both_kernels_on_the_default_shapes() -> None:
+    from circuits.benchmarks.atlas import attention_path, kernel_profile
+
+    assert attention_path().startswith("native kernel")  # CI has a compiler: it must build
+    times = kernel_profile(G=2, rounds=2)
+    assert set(times) == {
+        f"{k}_{d}_ms" for k in ("native", "pytorch") for d in ("forward", "backward")
+    }
+    assert all(v > 0 for v in times.values())
+
+
+@pytest.mark.slow
+def test_cli_wall_times_the_sweep_command() -> None:
+    from circuits.benchmarks.atlas import cli_wall
+
+    (wall,) = cli_wall(seeds=2, rounds=1)
+    assert 0 < wall < 300
