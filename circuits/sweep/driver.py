@@ -100,11 +100,13 @@ def run_sweep(
     done = store.done()
     size = batch_group_size(batch_seeds, len(runs), max(workers, 1))
     groups = group_runs(runs, size, done)  # over the whole spec: resume keeps them
+    # What a resumed group's leftover runs were planned in: a stacked group's train stacked.
+    stacked = {r.run_id for g in group_runs(runs, size) if len(g) > 1 for r in g}
     todo = [r for g in groups for r in g]
     start = time.perf_counter()
     if executor is not None:
         store.start(spec.to_dict(), resume)
-        counts = _run_all(executor, max(workers, 1), groups, store, quiet)
+        counts = _run_all(executor, max(workers, 1), groups, stacked, store, quiet)
         description = type(executor).__name__
     elif not todo:
         store.start(spec.to_dict(), resume)
@@ -113,7 +115,7 @@ def run_sweep(
         check_reachable(scheduler)  # seconds, not Dask's 20 s timeout; nothing written yet
         with engine(workers, scheduler) as eng:
             store.start(spec.to_dict(), resume)
-            counts = _run_all(eng.executor, eng.slots, groups, store, quiet)
+            counts = _run_all(eng.executor, eng.slots, groups, stacked, store, quiet)
             description = eng.description
     ok, failed, lost = counts
     return SweepSummary(
@@ -129,7 +131,12 @@ def run_sweep(
 
 
 def _run_all(
-    executor: Executor, slots: int, groups: list[list[RunSpec]], store: ResultsStore, quiet: bool
+    executor: Executor,
+    slots: int,
+    groups: list[list[RunSpec]],
+    stacked: set[str],
+    store: ResultsStore,
+    quiet: bool,
 ) -> tuple[int, int, int]:
     root = str(store.root.resolve())
     pending: Iterator[list[RunSpec]] = iter(groups)
@@ -142,11 +149,11 @@ def _run_all(
             if group is None:
                 return
             # A group is one task: its runs' rows come back together. A run alone is
-            # execute's as before (one row, not a list).
-            if len(group) == 1:
+            # execute's as before (one row, not a list), unless a stacked group left it.
+            if len(group) == 1 and group[0].run_id not in stacked:
                 in_flight[executor.submit(execute, group[0], root)] = group
             else:
-                in_flight[executor.submit(execute_group, group, root)] = group
+                in_flight[executor.submit(execute_group, group, root, True)] = group
             for _ in group:
                 bar.started()
 

@@ -41,8 +41,12 @@ def prepare_worker() -> None:
     torch.set_num_threads(1)
     keep_freed_memory()
     from circuits.sweep.runner import import_run_modules
+    from circuits.training import native_attention
 
     import_run_modules()
+    # The stacked trainer's attention kernel: compiled (the first time on a machine) and
+    # checked here, not inside the first group's clock.
+    native_attention.load()
 
 
 # glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64 bits.

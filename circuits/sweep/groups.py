@@ -105,16 +105,21 @@ def group_runs(
     return [g for g in groups if g]
 
 
-def execute_group(runs: list[RunSpec], root: str | None = None) -> list[dict[str, Any]]:
+def execute_group(
+    runs: list[RunSpec], root: str | None = None, stacked: bool = False
+) -> list[dict[str, Any]]:
     """Trains a group; returns ``[{"row": ..., "history": ...}]`` in the order of ``runs``.
 
-    A group of one is :func:`~circuits.sweep.runner.execute`. A larger group trains stacked;
+    A group of one is :func:`~circuits.sweep.runner.execute` unless ``stacked``: the runs a
+    killed sweep left of a stacked group train stacked when it resumes, even one alone, so
+    their rows are the uninterrupted sweep's bit for bit (the stacked and single-model steps
+    agree only to float32 rounding). A larger group trains stacked;
     each row is the one ``execute`` would write (its ``seconds`` run from the group's start to
     the end of that run's analysis: runs of a group share the clock). A run that diverges is a
     failed row; a group that cannot start (bad settings, too large for memory) makes every
     run a failed row, so the sweep goes on.
     """
-    if len(runs) == 1:
+    if len(runs) == 1 and not stacked:
         return [execute(runs[0], root)]
     import torch
 
