@@ -61,13 +61,18 @@ def embedding_tables(cfg: ModelConfig, tokens: Tensor, W_E: Tensor, W_pos: Tenso
     positions are few against the batch's tokens.
     """
     batch, pos = tokens.shape
-    if (
+    return (tokens, W_E, W_pos) if tables_pay(cfg, batch, pos) else None
+
+
+def tables_pay(cfg: ModelConfig, batch: int, pos: int) -> bool:
+    """Whether layer 0 reads ``W_E[tokens] + W_pos`` and projecting the two tables (``d_vocab
+    + pos`` rows) costs at most half of projecting every token (``batch * pos`` rows): a
+    large vocabulary against a small batch projects the tokens."""
+    return (
         cfg.normalization_type is None
         and cfg.positional_embedding_type == "standard"
         and 2 * (cfg.d_vocab + pos) <= batch * pos
-    ):
-        return tokens, W_E, W_pos
-    return None
+    )
 
 
 def block_forward(

@@ -27,6 +27,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.model.components import ACTIVATIONS
+from circuits.model.fast_path import tables_pay
 from circuits.training.stacked_attention import attention, attention_from_tables
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def forward(
     scale = 1 / cfg.attn_scale
     for layer in range(cfg.n_layers):
         pre = f"blocks.{layer}"
-        if layer == 0 and cfg.normalization_type is None:
+        if layer == 0 and tables_pay(cfg, b, p):
             # The input is W_E[tokens] + W_pos: project the two tables, then look rows up.
             W_QKV = _heads_last(torch.cat([params[f"{pre}.attn.W_{x}"] for x in "QKV"], dim=1))
             b_QKV = torch.cat([params[f"{pre}.attn.b_{x}"] for x in "QKV"], dim=1).reshape(G, 1, -1)
