@@ -4,18 +4,11 @@
 backward for heads of width 16, 32, 48 or 64, one (sequence, head) pair at a time in L1-sized
 scratch. For the toy models the atlas trains (48 positions, heads of 16) it takes about half
 the time of PyTorch's fused CPU kernel, which was half a training step (figures:
-``bench/RESULTS.md``). It is plain C with no Python or PyTorch headers, so building it takes
-seconds, once per machine: on first use :func:`load` compiles it with the system's C compiler
-(``$CC``, else ``cc``) for this CPU (``-march=native``) into the user cache
-(``$CIRCUITS_CACHE``, else ``$XDG_CACHE_HOME/circuits``, else ``~/.cache/circuits``), named by a
-hash of the source, the compiler, the flags and the CPU, and loads it with :mod:`ctypes`.
-
-The cache folder is created private (0700) and each library read-only to others; a cached file
-that is a link, another user's, or writable by others is never loaded (we would run its code).
-Before first use in a process the library is checked against a float64 reference on small
-random problems; a library that fails the check, an untrusted cache, no compiler, or
-``CIRCUITS_NATIVE=0`` leaves :func:`load` returning None and the callers on PyTorch's kernels
-(same function, slower). :func:`status` says which and why.
+``bench/RESULTS.md``). :func:`load` has :mod:`circuits.training.native_build` build it (or
+find it in the cache) on first use in a process, loads it with :mod:`ctypes` and checks it
+against a float64 reference on small random problems; a library that fails the check, no
+usable build, or ``CIRCUITS_NATIVE=0`` leaves :func:`load` returning None and the callers on
+PyTorch's kernels (same function, slower). :func:`status` says which and why.
 
 Layer 0 of a model without LayerNorm goes through :class:`TableAttention` (rows of Q, K, V read
 as token-table plus position-table rows); other layers through :class:`NativeAttention`.
@@ -23,14 +16,8 @@ as token-table plus position-table rows); other layers through :class:`NativeAtt
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,13 +25,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from circuits.files import own_dir
+from circuits.training.native_build import build
 
-__all__ = ["NativeAttention", "load", "status", "supports"]
+__all__ = [
+    "NativeAttention",
+    "TableAttention",
+    "forward",
+    "forward_tables",
+    "load",
+    "status",
+    "supports",
+]
 
-SOURCE = Path(__file__).with_name("native_attention.c")
-FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared")
-TUNE = ("-march=native",)  # dropped if the compiler refuses it
 HEAD_WIDTHS = (16, 32, 48, 64)
 
 _lib: ctypes.CDLL | None = None
@@ -61,98 +53,6 @@ def supports(d_head: int) -> bool:
 def status() -> str:
     """How attention runs in this process: the library's path, or why PyTorch's kernels."""
     return _status
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("CIRCUITS_CACHE")
-    if base:
-        return Path(base) / "kernels"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "circuits" / "kernels"
-
-
-def _cpu() -> str:
-    """What ``-march=native`` depends on: the CPU's model and flags (Linux) or its name."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    wanted = [ln for ln in lines if ln.startswith(("model name", "flags", "Features"))]
-    return "\n".join(dict.fromkeys(wanted))
-
-
-def _compile(cc: str, flags: tuple[str, ...], target: Path) -> str | None:
-    """Builds the library at ``target`` (atomically: a temporary file renamed into place, so
-    two processes building at once both end with a whole file); an error message or None."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".build-", suffix=".so")
-    os.close(fd)
-    try:
-        done = subprocess.run(
-            [cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            return (done.stderr.strip().splitlines() or ["failed"])[-1]
-        os.chmod(tmp, 0o755)  # whatever the umask: nobody else may write code we load
-        os.replace(tmp, target)
-        return None
-    except (OSError, subprocess.SubprocessError) as e:
-        return str(e)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _untrusted(path: Path) -> str | None:
-    """Why a file or folder of the cache must not be trusted (we load code from it), or None:
-    a link, another user's, or writable by others. Windows: not checked."""
-    if not hasattr(os, "getuid"):
-        return None
-    if path.is_symlink():
-        return f"{path} is a symbolic link"
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        return f"{path} belongs to another user"
-    if st.st_mode & 0o022:
-        return f"{path} is writable by other users"
-    return None
-
-
-def _build() -> tuple[Path | None, str]:
-    cc = os.environ.get("CC") or "cc"
-    if shutil.which(cc) is None:
-        return None, f"no C compiler ({cc!r} not found)"
-    try:
-        version = subprocess.run(
-            [cc, "--version"], capture_output=True, text=True, timeout=30
-        ).stdout
-        folder = _cache_dir()
-        if not folder.exists() and not folder.is_symlink():  # private whatever the umask
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                folder.mkdir(mode=0o700)
-        folder = own_dir(folder)
-    except (OSError, subprocess.SubprocessError) as e:
-        return None, f"cannot prepare the build ({e})"
-    refused = _untrusted(folder)
-    if refused is not None:
-        return None, f"refusing the kernel cache: {refused}"
-    source = SOURCE.read_bytes()
-    error = "not built"
-    for flags in (FLAGS + TUNE, FLAGS):
-        key = hashlib.sha256(
-            b"\0".join([source, version.encode(), " ".join(flags).encode(), _cpu().encode()])
-        ).hexdigest()[:20]
-        target = folder / f"attention-{key}.so"
-        if target.is_symlink() or target.exists():
-            refused = _untrusted(target)
-            if refused is not None:
-                return None, f"refusing the cached kernel: {refused}"
-            return target, f"cached {target}"
-        failed = _compile(cc, flags, target)
-        if failed is None:
-            return target, f"built {target}"
-        error = f"{cc} failed: {failed}"
-    return None, error
 
 
 class _Rows(ctypes.Structure):
@@ -201,14 +101,14 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     """:func:`load`'s work: ``(library or None, status)``."""
     if os.environ.get("CIRCUITS_NATIVE", "1") == "0":
         return None, "PyTorch kernels (CIRCUITS_NATIVE=0)"
-    path, how = _build()
+    path, how = build()
     if path is None:
         return None, f"PyTorch kernels: {how}"
     try:
         lib = _bind(path)
     except OSError as e:  # a damaged cache file: build again under a fresh name
         path.unlink(missing_ok=True)
-        path, how = _build()
+        path, how = build()
         if path is None:
             return None, f"PyTorch kernels: {how}"
         try:

@@ -274,3 +274,24 @@ def test_a_link_in_the_cache_is_never_followed(fresh, tmp_path):
     na._tried, na._lib = False, None
     assert na.load() is None
     assert "symbolic link" in na.status()
+
+
+def test_a_mistaken_cache_location_falls_back_and_writes_nothing(fresh, monkeypatch, tmp_path):
+    from circuits import HookedTransformer
+    from circuits.config import ModelConfig
+
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me")
+    checkpoint = tmp_path / "ckpt"
+    HookedTransformer(
+        ModelConfig(n_layers=1, d_model=8, n_ctx=4, d_vocab=5, n_heads=1, d_head=8)
+    ).save(checkpoint)
+    before = sorted(p.name for p in checkpoint.iterdir())
+    for place, says in ((plain, "not a folder"), (checkpoint, "inside the checkpoint")):
+        monkeypatch.setenv("CIRCUITS_CACHE", str(place))
+        na._tried, na._lib = False, None
+        assert na.load() is None
+        assert says in na.status(), na.status()
+    assert plain.read_text() == "keep me"
+    assert sorted(p.name for p in checkpoint.iterdir()) == before
+    HookedTransformer.load(checkpoint)  # still a whole checkpoint
